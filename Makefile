@@ -1,0 +1,29 @@
+# Quick start: `make demo` trains and evaluates a small SSD on synthetic data; `make test` runs the tests.
+# Both create .venv on first use and install multibox into it (plain pip: it uses the local torch wheels).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.multibox-installed
+DEMO_OUT ?= demo_out
+
+.PHONY: install demo test test-all clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/multibox demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m ''
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache

@@ -1,0 +1,119 @@
+"""The `multibox` command: a thin layer over the library.
+
+Every user error surfaces as ``error: <one line>`` with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from multibox.errors import MultiboxError
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected HxW such as 128x128, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="multibox", description="Train, evaluate and run SSD object detectors.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a detector from a config")
+    train.add_argument("-c", "--config", required=True, type=Path, help="YAML or JSON config")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=2")
+    train.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
+                       help="continue a run: the given checkpoint, or the newest in train.output_dir")
+
+    evaluate = sub.add_parser("eval", help="COCO metrics of a checkpoint on the config's val set")
+    evaluate.add_argument("-c", "--config", type=Path, help="config for data and eval settings (default: the checkpoint's)")
+    evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    evaluate.add_argument("--weights", required=True, type=Path, help="checkpoint (.ckpt)")
+    evaluate.add_argument("--out", type=Path, help="write the metrics as JSON here")
+
+    predict = sub.add_parser("predict", help="detect objects in an image or a folder of images")
+    predict.add_argument("--weights", required=True, type=Path)
+    predict.add_argument("--source", required=True, type=Path, help="image file or folder")
+    predict.add_argument("--out", required=True, type=Path, help="folder for annotated images and predictions.json")
+    predict.add_argument("--conf", type=float, default=0.3, help="minimum score kept (default 0.3)")
+    predict.add_argument("--batch-size", type=int, default=8)
+    predict.add_argument("--device", default="auto")
+
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="write a synthetic COCO dataset of coloured shapes")
+    synth.add_argument("out_dir", type=Path)
+    synth.add_argument("--images", type=int, default=200)
+    synth.add_argument("--size", type=_size, default=(128, 128), help="HxW (default 128x128)")
+    synth.add_argument("--seed", type=int, default=0)
+
+    demo = sub.add_parser("demo", help="synthetic data, training, evaluation and predictions, end to end on the CPU")
+    demo.add_argument("--out", type=Path, default=Path("demo_out"))
+    demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the demo config")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Imports are deferred so `multibox --help` and config errors answer instantly.
+    if args.command == "train":
+        from multibox.config import load_config
+
+        config = load_config(args.config, args.overrides)
+        from multibox.engine.evaluation import print_metrics
+        from multibox.engine.train import train
+
+        metrics = train(config, args.resume)
+        if metrics is not None:
+            print_metrics(metrics)
+        print(f"outputs in {config.train.output_dir}")
+    elif args.command == "eval":
+        from multibox.engine.evaluate import evaluate_checkpoint
+        from multibox.engine.evaluation import print_metrics
+        from multibox.engine.report import save_metrics_json
+
+        metrics = evaluate_checkpoint(args.weights, args.config, args.overrides)
+        print_metrics(metrics)
+        if args.out is not None:
+            save_metrics_json(metrics, args.out)
+    elif args.command == "predict":
+        from multibox.inference.predict import predict
+
+        results = predict(args.weights, args.source, args.out, args.conf, args.batch_size, args.device)
+        print(f"{len(results)} detections written to {args.out / 'predictions.json'}")
+    elif args.command == "data" and args.data_command == "synth":
+        from multibox.data.synth import make_synthetic_dataset
+
+        make_synthetic_dataset(args.out_dir, args.images, args.size, args.seed)
+        print(f"wrote {args.images} images and annotations.json to {args.out_dir}")
+    elif args.command == "demo":
+        from multibox.demo import run_demo
+
+        run_demo(args.out, args.overrides)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    for noise in (".*does not have many workers.*", ".*exists and is not empty.*", ".*LeafSpec.*is deprecated.*",
+                  ".*Total length of .* across ranks is zero.*"):
+        warnings.filterwarnings("ignore", message=noise)
+    try:
+        return _run(args)
+    except MultiboxError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

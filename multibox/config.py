@@ -1,0 +1,220 @@
+"""Config schema (pydantic v2), loading from YAML/JSON, and dotted command-line overrides.
+
+Every user-facing option lives here with its default and one line of help. Loading
+turns every problem into a one-line :class:`MultiboxError` naming the file and key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from multibox.errors import MultiboxError
+
+
+class _Section(BaseModel):
+    """Base of every section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class SplitPaths(_Section):
+    images: Path = Field(description="Folder holding the split's images.")
+    annotations: Path | None = Field(None, description="Annotation file of the split (COCO JSON for data.format=coco).")
+
+
+class DataConfig(_Section):
+    format: Literal["coco"] = Field("coco", description="Annotation format of train/val.")
+    train: SplitPaths | None = Field(None, description="Training split.")
+    val: SplitPaths | None = Field(None, description="Validation split; when missing, data.val_split of train is held out.")
+    val_split: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of train held out for validation when no val set is given.")
+    split_seed: int = Field(0, description="Seed of the val_split shuffle, so the held-out set is the same on every run.")
+    input_size: tuple[int, int] = Field((300, 300), description="Network input [H, W]; need not be square.")
+    batch_size: int = Field(8, ge=1, description="Images per batch (per device).")
+    num_workers: int = Field(2, ge=0, description="Data-loader worker processes.")
+    augment: Literal["ssd", "ssdlite", "none"] = Field("ssd", description="Training augmentation preset.")
+
+    @field_validator("input_size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 32:
+            raise ValueError("both sides must be at least 32 pixels")
+        return value
+
+
+class ModelConfig(_Section):
+    name: Literal["ssd300_vgg16", "ssd512_vgg16", "ssdlite320_mobilenet_v3_large"] = Field("ssd300_vgg16", description="Detector architecture.")
+    num_classes: int | None = Field(None, ge=1, description="Foreground classes; taken from the dataset when not set.")
+    norm_momentum: float | None = Field(
+        None, gt=0.0, le=1.0, description="BatchNorm running-stat momentum; the model's own when not set (SSDLite: 0.03, for long runs)."
+    )
+    width_mult: float = Field(1.0, gt=0.0, description="Channel multiplier of MobileNet backbones (torchvision's; the SSDLite extras keep their width).")
+
+
+class AnchorConfig(_Section):
+    aspect_ratios: list[list[float]] | None = Field(None, description="Per level, the extra aspect ratios (2 means 2 and 1/2); model default when not set.")
+    scales: list[float] | None = Field(None, description="Box scale per level plus one more, as fractions of the input's shorter side.")
+    min_scale: float | None = Field(None, gt=0.0, description="Smallest scale when scales is not given (linear spacing to max_scale).")
+    max_scale: float | None = Field(None, gt=0.0, description="Largest scale when scales is not given.")
+    steps: list[float] | None = Field(None, description="Per level, pixels between box centres; the feature map's stride when not set.")
+    clip: bool = Field(True, description="Clip default boxes' width and height to the image, as torchvision does.")
+
+    @field_validator("aspect_ratios")
+    @classmethod
+    def _ratios_positive(cls, value: list[list[float]] | None) -> list[list[float]] | None:
+        if value is not None and any(r <= 0 for level in value for r in level):
+            raise ValueError("aspect ratios must be positive")
+        return value
+
+
+class LossConfig(_Section):
+    neg_pos_ratio: float = Field(3.0, gt=0.0, description="Hard negatives kept per positive default box.")
+    iou_threshold: float = Field(0.5, gt=0.0, le=1.0, description="IoU at which a default box matches a ground-truth box.")
+    class_weights: list[float] | None = Field(None, description="Cross-entropy weight per foreground class (background is 1).")
+    bbox_weight: float = Field(1.0, ge=0.0, description="Weight of the localisation (smooth L1) term.")
+    cls_weight: float = Field(1.0, ge=0.0, description="Weight of the classification (cross-entropy) term.")
+
+
+class OptimizerConfig(_Section):
+    name: Literal["sgd", "adamw"] = Field("sgd", description="Optimizer.")
+    lr: float = Field(0.002, gt=0.0, description="Base learning rate.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
+    nesterov: bool = Field(False, description="Nesterov momentum (SGD).")
+    weight_decay: float = Field(5e-4, ge=0.0, description="L2 weight decay.")
+
+
+class SchedulerConfig(_Section):
+    name: Literal["multistep", "cosine", "constant"] = Field("multistep", description="Learning-rate schedule after warmup.")
+    milestones: list[int] = Field(default_factory=list, description="Epochs at which multistep multiplies the rate by gamma.")
+    gamma: float = Field(0.1, gt=0.0, description="Multistep decay factor.")
+    warmup_steps: int = Field(0, ge=0, description="Optimizer steps of linear warmup.")
+    warmup_factor: float = Field(0.001, gt=0.0, le=1.0, description="Learning-rate multiplier at step 0 of the warmup.")
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Cosine floor as a fraction of the base rate.")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, ge=1, description="Training epochs.")
+    output_dir: Path = Field(Path("runs/exp"), description="Where config, checkpoints, logs and metrics go.")
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="Lightning precision.")
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field("auto", description="Device type.")
+    devices: int | str = Field(1, description="Devices (or 'auto').")
+    seed: int = Field(0, description="Global random seed.")
+    gradient_clip: float | None = Field(None, gt=0.0, description="Clip the gradients' global norm to this value.")
+    log_every_n_steps: int = Field(10, ge=1, description="Logging interval in optimizer steps.")
+    progress: bool = Field(True, description="Show the progress bar.")
+
+
+class EvalConfig(_Section):
+    score_threshold: float = Field(0.01, ge=0.0, lt=1.0, description="Detections below this score are dropped before NMS.")
+    nms_threshold: float = Field(0.45, gt=0.0, le=1.0, description="IoU above which NMS suppresses a same-class box.")
+    topk_candidates: int = Field(400, ge=1, description="Best boxes per class kept before NMS.")
+    max_detections: int = Field(200, ge=1, description="Detections kept per image after NMS.")
+    every_n_epochs: int = Field(1, ge=1, description="Run COCO evaluation on the val set every n epochs (and after the last).")
+
+
+class Config(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    anchors: AnchorConfig = Field(default_factory=AnchorConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _class_weights_match(self) -> "Config":
+        weights, n = self.loss.class_weights, self.model.num_classes
+        if weights is not None and n is not None and len(weights) != n:
+            raise ValueError(f"loss.class_weights has {len(weights)} values but model.num_classes is {n}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (paths as strings), as written to config.yaml."""
+        return self.model_dump(mode="json")
+
+
+def _format_error(source: str, error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    more = f" (and {error.error_count() - 1} more problems)" if error.error_count() > 1 else ""
+    return f"{source}: {key}: {message}{more}"
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
+    """Validate a plain dict; `source` names the file in error messages."""
+    if not isinstance(raw, dict):
+        raise MultiboxError(f"{source}: the top level must be a mapping of sections (data, model, ...)")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as error:
+        raise MultiboxError(_format_error(source, error)) from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read YAML or JSON (by extension; YAML otherwise) into a dict, with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise MultiboxError(f"{path}: config file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise MultiboxError(f"{path}: cannot parse config: {detail}") from None
+    return data if data is not None else {}
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings; values are parsed as YAML (numbers, lists, null)."""
+    raw = json.loads(json.dumps(raw, default=str))  # deep copy of plain data
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise MultiboxError(f"override {item!r}: expected KEY=VALUE with a dotted key such as train.epochs=2")
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise MultiboxError(f"override {item!r}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load a config file (or the defaults when `path` is None) and apply overrides."""
+    raw = read_config_file(path) if path is not None else {}
+    raw = apply_overrides(raw, overrides or [])
+    config = parse_config(raw, str(path) if path is not None else "config")
+    return resolve_paths(config)
+
+
+def resolve_paths(config: Config) -> Config:
+    """Make data paths absolute (relative to the working directory), so a checkpoint's config works anywhere."""
+    for split in (config.data.train, config.data.val):
+        if split is not None:
+            split.images = split.images.expanduser().absolute()
+            if split.annotations is not None:
+                split.annotations = split.annotations.expanduser().absolute()
+    return config
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the resolved config as YAML (what `multibox train -c` accepts back)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,83 @@
+"""Lightning data module: loads the splits from the config and serves the loaders.
+
+Annotations are loaded in ``__init__`` (they are small next to the images), because the
+model is built from the classes before the trainer starts and the COCO evaluator needs the
+validation ground truth.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from multibox.config import Config, SplitPaths
+from multibox.data.coco import load_coco
+from multibox.data.dataset import DetectionDataset, collate_detections
+from multibox.data.records import DetectionSet
+from multibox.data.transforms import build_eval_transform, build_train_transform
+from multibox.errors import MultiboxError
+
+
+def load_split(split: SplitPaths, name: str, data_format: str = "coco") -> DetectionSet:
+    """Load one split of the config (`name` is "train" or "val", for messages)."""
+    if data_format != "coco":
+        raise MultiboxError(f"config: data.format {data_format!r} is not supported (expected coco)")
+    if split.annotations is None:
+        raise MultiboxError(f"config: data.{name}.annotations is required for data.format=coco")
+    return load_coco(split.images, split.annotations)
+
+
+class DetectionDataModule(L.LightningDataModule):
+    """Train/val loaders of a config; `class_names`, `category_ids`, `num_classes`, `val_set` are set on construction."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+        data = config.data
+        if data.train is None:
+            raise MultiboxError("config: data.train is required for training")
+        self.train_set = load_split(data.train, "train", data.format)
+        if not len(self.train_set):
+            raise MultiboxError(f"{data.train.annotations}: the training set has no images")
+        self.val_set: DetectionSet | None = None
+        if data.val is not None:
+            self.val_set = load_split(data.val, "val", data.format)
+            if self.val_set.category_ids != self.train_set.category_ids:
+                raise MultiboxError(f"{data.val.annotations}: categories differ from those of data.train ({data.train.annotations})")
+        elif data.val_split > 0:
+            if len(self.train_set) < 2:
+                raise MultiboxError(f"{data.train.annotations}: data.val_split needs at least 2 training images")
+            self.train_set, self.val_set = self.train_set.split(data.val_split, data.split_seed)
+        self.class_names = list(self.train_set.class_names)
+        self.category_ids = list(self.train_set.category_ids)
+        self.num_classes = self.train_set.num_classes
+
+    def train_dataloader(self) -> DataLoader:
+        data = self.config.data
+        transform = build_train_transform(data.augment, data.input_size)
+        dataset = DetectionDataset(self.train_set, transform, data.input_size)
+        # A last batch of one image would break BatchNorm on SSDLite's 1x1 maps: drop the remainder
+        # (it is a different remainder every epoch, since the order is shuffled).
+        return self._loader(dataset, shuffle=True, drop_last=len(dataset) > data.batch_size)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """The val loader, or [] (no validation) when there is no val set."""
+        if self.val_set is None or not len(self.val_set):
+            return []
+        data = self.config.data
+        dataset = DetectionDataset(self.val_set, build_eval_transform(data.input_size), data.input_size)
+        return self._loader(dataset, shuffle=False, drop_last=False)
+
+    def _loader(self, dataset: DetectionDataset, shuffle: bool, drop_last: bool) -> DataLoader:
+        workers = self.config.data.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.config.data.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            collate_fn=collate_detections,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=drop_last,
+        )

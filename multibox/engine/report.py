@@ -1,0 +1,143 @@
+"""Run reports: metrics as JSON and training curves as a PNG.
+
+The figure is drawn on a bare matplotlib ``Figure`` with the Agg canvas, so it needs
+no display and leaves pyplot's global state (and the user's backend) alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from multibox.errors import MultiboxError
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy/torch scalars become floats/ints, NaN/inf become null."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def save_metrics_json(metrics: dict[str, Any], path: Path) -> None:
+    """Write `metrics` as JSON atomically, so a reader never sees a half-written file."""
+    path = Path(path)
+    text = json.dumps(_jsonable(metrics), indent=2, allow_nan=False) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        raise MultiboxError(f"{path}: cannot write metrics: {error.strerror or error}") from None
+
+
+def _read_columns(metrics_csv: Path) -> dict[str, list[float]]:
+    """CSV columns as float lists, NaN where a (sparse) row leaves a cell empty."""
+    try:
+        with open(metrics_csv, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise MultiboxError(f"{metrics_csv}: cannot read training log: {error.strerror or error}") from None
+    columns: dict[str, list[float]] = {}
+    for name in rows[0].keys() if rows else []:
+        if name is None:
+            continue
+        values = []
+        for row in rows:
+            try:
+                values.append(float(row.get(name) or "nan"))
+            except ValueError:
+                values.append(float("nan"))
+        columns[name] = values
+    return columns
+
+
+def _series(columns: dict[str, list[float]], x_name: str, y_name: str) -> tuple[list[float], list[float]]:
+    """The (x, y) points where both cells are filled."""
+    xs = columns.get(x_name) or list(map(float, range(len(columns[y_name]))))
+    pairs = [(x, y) for x, y in zip(xs, columns[y_name]) if not (math.isnan(x) or math.isnan(y))]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _is_lr(name: str) -> bool:
+    """`lr`, LearningRateMonitor's `lr-SGD` / `lr-SGD/pg1`, or `train/lr`."""
+    return name == "lr" or name.startswith(("lr-", "lr/", "lr_")) or name.endswith("/lr")
+
+
+def _log_scale_if_wide(axes: Any) -> None:
+    """Log y axis when values span more than two decades (e.g. a warmup from 0.001x)."""
+    values = [y for line in axes.get_lines() for y in line.get_ydata()]
+    if values and min(values) > 0 and max(values) / min(values) > 100:
+        axes.set_yscale("log")
+
+
+def plot_training_curves(metrics_csv: Path, out_png: Path) -> None:
+    """Plot Lightning CSVLogger's metrics.csv: loss terms, learning rate, val mAP; save as PNG.
+
+    Panels appear only for columns that exist; with nothing to plot the PNG says so,
+    so a report never fails because a run was short.
+    """
+    columns = _read_columns(Path(metrics_csv))
+    step_x = "step" if "step" in columns else "epoch"
+    epoch_x = "epoch" if "epoch" in columns else step_x
+    losses = [n for n in columns if "loss" in n and not n.startswith("val")]
+    val_losses = [n for n in columns if "loss" in n and n.startswith("val")]
+    rates = [n for n in columns if _is_lr(n)]
+    maps = [n for n in columns if n.startswith("val") and n.rsplit("/", 1)[-1] in ("map", "map_50", "map_75")]
+    panels = [
+        (f"loss per {step_x}", step_x, [(n, "-") for n in losses] + [(n, "o--") for n in val_losses], "loss"),
+        (f"learning rate per {step_x}", step_x, [(n, "-") for n in rates], "lr"),
+        (f"validation mAP per {epoch_x}", epoch_x, [(n, "o-") for n in maps], "map"),
+    ]
+    panels = [p for p in panels if any(_series(columns, p[1], name)[0] for name, _ in p[2])]
+
+    figure = Figure(figsize=(6 * max(1, len(panels)), 4.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    if not panels:
+        figure.text(0.5, 0.5, f"no loss, lr or mAP values in {Path(metrics_csv).name}", ha="center", va="center")
+    for index, (title, x_name, names, kind) in enumerate(panels, start=1):
+        axes = figure.add_subplot(1, len(panels), index)
+        for name, style in names:
+            xs, ys = _series(columns, x_name, name)
+            if xs:
+                axes.plot(xs, ys, style, label=name, markersize=3, linewidth=1.2)
+        axes.set_title(title)
+        axes.set_xlabel(x_name)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize="small")
+        if kind == "lr":
+            _log_scale_if_wide(axes)
+        elif kind == "map":
+            axes.set_ylim(0.0, 1.0)
+    out_png = Path(out_png)
+    try:
+        out_png.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(out_png, dpi=100)
+    except OSError as error:
+        raise MultiboxError(f"{out_png}: cannot write plot: {error.strerror or error}") from None

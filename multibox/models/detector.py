@@ -1,0 +1,109 @@
+"""A detector: an SSD network bound to its default boxes and postprocess settings.
+
+The network alone maps images to raw offsets and logits; the default boxes depend on
+the input size (feature sizes come from a dry run of the backbone), so they are built
+here once per configuration and carried as a buffer that follows the model's device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from multibox.boxes.anchors import AnchorLayout, count_boxes, default_boxes, make_layout
+from multibox.boxes.postprocess import PostprocessSettings, postprocess
+from multibox.config import Config
+from multibox.models.factory import anchor_defaults, build_model, feature_map_sizes
+from multibox.models.ssd import SSD
+
+
+class Detector(nn.Module):
+    """SSD network + default boxes: ``forward`` gives raw outputs, ``detect`` gives boxes."""
+
+    def __init__(self, model: SSD, default_cxcywh: Tensor, settings: PostprocessSettings) -> None:
+        super().__init__()
+        self.model = model
+        self.settings = settings
+        self.register_buffer("default_boxes", default_cxcywh, persistent=False)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """images (N, 3, H, W) float RGB in [0, 1] → (offsets (N, A, 4), logits (N, A, C))."""
+        return self.model(images)
+
+    @torch.no_grad()
+    def detect(self, images: Tensor, original_sizes: Tensor) -> list[dict[str, Tensor]]:
+        """Detections per image, boxes xyxy in each image's original (height, width) pixels."""
+        box_regression, cls_logits = self.model(images)
+        return self.postprocess(box_regression, cls_logits, original_sizes)
+
+    def postprocess(self, box_regression: Tensor, cls_logits: Tensor, original_sizes: Tensor) -> list[dict[str, Tensor]]:
+        return postprocess(box_regression, cls_logits, self.default_boxes, original_sizes, self.settings)
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """What the configuration resolved to: shown by summaries, written back into the config."""
+
+    layout: AnchorLayout
+    feature_sizes: list[tuple[int, int]]
+    boxes_per_level: list[int]
+
+    @property
+    def num_boxes(self) -> int:
+        return sum(self.boxes_per_level)
+
+
+def _default_steps(steps: list[float] | None, input_size: tuple[int, int]) -> list[float] | None:
+    """The paper's pixel steps hold for its nominal square input (the last step, 300 or 512);
+    at any other size the feature maps' own strides place the centres instead."""
+    if steps is None or tuple(input_size) != (steps[-1], steps[-1]):
+        return None
+    return steps
+
+
+def resolve_layout(config: Config) -> AnchorLayout:
+    """The config's anchors where given, the model's paper/torchvision defaults elsewhere."""
+    defaults = anchor_defaults(config.model.name)
+    anchors = config.anchors
+    ratios = anchors.aspect_ratios or defaults.aspect_ratios
+    if anchors.scales is not None or (anchors.min_scale is not None and anchors.max_scale is not None):
+        scales, min_scale, max_scale = anchors.scales, anchors.min_scale, anchors.max_scale
+    else:
+        scales, min_scale, max_scale = defaults.scales, defaults.min_scale, defaults.max_scale
+    steps = anchors.steps if anchors.steps is not None else _default_steps(defaults.steps, config.data.input_size)
+    return make_layout(ratios, scales, min_scale, max_scale, steps, anchors.clip)
+
+
+def build_detector(config: Config, num_classes: int) -> tuple[Detector, DetectorSpec]:
+    """Build the configured detector for `num_classes` foreground classes."""
+    layout = resolve_layout(config)
+    model = build_model(config.model.name, num_classes + 1, [list(r) for r in layout.aspect_ratios], config.model.width_mult)
+    if config.model.norm_momentum is not None:
+        set_norm_momentum(model, config.model.norm_momentum)
+    input_size = tuple(config.data.input_size)
+    features = feature_map_sizes(model, input_size)
+    boxes = default_boxes(layout, features, input_size)
+    e = config.eval
+    settings = PostprocessSettings(e.score_threshold, e.nms_threshold, e.topk_candidates, e.max_detections)
+    return Detector(model, boxes, settings), DetectorSpec(layout, features, count_boxes(layout, features))
+
+
+def set_norm_momentum(model: nn.Module, momentum: float) -> None:
+    """Short runs need BatchNorm's running statistics to follow the quickly changing weights:
+    with SSDLite's 0.03, eval-mode outputs trail training by hundreds of steps."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
+
+
+def resolved_config(config: Config, spec: DetectorSpec, num_classes: int) -> Config:
+    """A copy of the config with the anchors and class count actually used filled in."""
+    resolved = config.model_copy(deep=True)
+    resolved.model.num_classes = num_classes
+    resolved.anchors.aspect_ratios = [list(r) for r in spec.layout.aspect_ratios]
+    resolved.anchors.scales = list(spec.layout.scales)
+    resolved.anchors.min_scale = resolved.anchors.max_scale = None
+    resolved.anchors.steps = list(spec.layout.steps) if spec.layout.steps is not None else None
+    return resolved

@@ -1,0 +1,161 @@
+"""Models by name: their default-box layouts, construction from a config, and feature-map sizes.
+
+This is the only place that knows which architectures exist; everything else (training,
+export, the CLI) goes through :func:`build_model` and :func:`feature_map_sizes`, so default boxes
+are always computed from the model's real feature maps rather than from hard-coded tables.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from multibox.errors import MultiboxError
+from multibox.models.mobilenet import ssdlite320_mobilenet_v3_large
+from multibox.models.ssd import SSD
+from multibox.models.vgg import ssd300_vgg16, ssd512_vgg16
+
+MODEL_NAMES = ("ssd300_vgg16", "ssd512_vgg16", "ssdlite320_mobilenet_v3_large")
+
+
+@dataclass(frozen=True)
+class AnchorDefaults:
+    """The paper's / torchvision's default-box layout of a model (``multibox.boxes.anchors.make_layout``'s inputs).
+
+    Either ``scales`` (one per level plus one, fractions of the input's shorter side) or
+    ``min_scale``/``max_scale`` (linear spacing) is set. ``steps`` are pixels between box centres
+    per level at the model's nominal input size; None means the feature maps' strides.
+    """
+
+    aspect_ratios: list[list[float]]
+    scales: list[float] | None
+    min_scale: float | None
+    max_scale: float | None
+    steps: list[float] | None
+
+
+_ANCHOR_DEFAULTS: dict[str, AnchorDefaults] = {
+    # torchvision's ssd300_vgg16 (the paper's SSD300 with the COCO scales).
+    "ssd300_vgg16": AnchorDefaults(
+        aspect_ratios=[[2.0], [2.0, 3.0], [2.0, 3.0], [2.0, 3.0], [2.0], [2.0]],
+        scales=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],
+        min_scale=None,
+        max_scale=None,
+        steps=[8.0, 16.0, 32.0, 64.0, 100.0, 300.0],
+    ),
+    # torchvision ships no SSD512: the paper's (Caffe ssd_pascal_512) layout, 24,564 boxes at 512x512.
+    "ssd512_vgg16": AnchorDefaults(
+        aspect_ratios=[[2.0], [2.0, 3.0], [2.0, 3.0], [2.0, 3.0], [2.0, 3.0], [2.0], [2.0]],
+        scales=[0.07, 0.15, 0.30, 0.45, 0.60, 0.75, 0.90, 1.05],
+        min_scale=None,
+        max_scale=None,
+        steps=[8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+    ),
+    # torchvision's ssdlite320_mobilenet_v3_large.
+    "ssdlite320_mobilenet_v3_large": AnchorDefaults(
+        aspect_ratios=[[2.0, 3.0] for _ in range(6)],
+        scales=None,
+        min_scale=0.2,
+        max_scale=0.95,
+        steps=None,
+    ),
+}
+
+_NUM_LEVELS = {name: len(defaults.aspect_ratios) for name, defaults in _ANCHOR_DEFAULTS.items()}
+
+
+def _check_name(name: str) -> None:
+    if name not in MODEL_NAMES:
+        raise MultiboxError(f"model.name: unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+
+
+def anchor_defaults(name: str) -> AnchorDefaults:
+    """The default-box layout the model ``name`` was designed with (a fresh copy; safe to modify)."""
+    _check_name(name)
+    return copy.deepcopy(_ANCHOR_DEFAULTS[name])
+
+
+def build_model(name: str, num_classes: int, aspect_ratios: list[list[float]], width_mult: float = 1.0) -> SSD:
+    """A randomly initialised SSD whose heads fit the given default-box aspect ratios.
+
+    Args:
+        name: one of :data:`MODEL_NAMES`.
+        num_classes: classes including background (so at least 2).
+        aspect_ratios: per feature level, the extra aspect ratios; level k gets
+            ``2 + 2 * len(aspect_ratios[k])`` boxes per location (two squares, then r and 1/r).
+        width_mult: channel multiplier of MobileNet backbones; must stay 1.0 for VGG models.
+
+    Raises:
+        MultiboxError: unknown name, a wrong number of levels, or an option the model does not take.
+    """
+    _check_name(name)
+    if num_classes < 2:
+        raise MultiboxError(
+            f"model.num_classes: need at least 1 foreground class plus background, got {num_classes} in all"
+        )
+    levels = _NUM_LEVELS[name]
+    if len(aspect_ratios) != levels:
+        raise MultiboxError(
+            f"anchors.aspect_ratios: {name} has {levels} feature levels, "
+            f"but {len(aspect_ratios)} lists of ratios were given"
+        )
+    for level, ratios in enumerate(aspect_ratios):
+        if any(not r > 0 for r in ratios):
+            raise MultiboxError(f"anchors.aspect_ratios[{level}]: ratios must be positive, got {list(ratios)}")
+    if not width_mult > 0:
+        raise MultiboxError(f"model.width_mult: must be positive, got {width_mult}")
+    if name.endswith("_vgg16") and width_mult != 1.0:
+        raise MultiboxError(
+            f"model.width_mult: {name} has no width multiplier (only MobileNet models do), got {width_mult}"
+        )
+    num_anchors = [2 + 2 * len(ratios) for ratios in aspect_ratios]
+
+    builders: dict[str, Callable[[], SSD]] = {
+        "ssd300_vgg16": lambda: ssd300_vgg16(num_classes, num_anchors),
+        "ssd512_vgg16": lambda: ssd512_vgg16(num_classes, num_anchors),
+        "ssdlite320_mobilenet_v3_large": lambda: ssdlite320_mobilenet_v3_large(num_classes, width_mult, num_anchors),
+    }
+    return builders[name]()
+
+
+def _meta_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` whose parameters and buffers live on the meta device.
+
+    Pre-filling deepcopy's memo with meta stand-ins means no real weights are ever copied, so this
+    is as fast for a 35M-parameter VGG as for a tiny model, and ``module`` itself is untouched.
+    """
+    memo: dict[int, object] = {}
+    for p in module.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in module.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(module, memo)
+
+
+def feature_map_sizes(model: SSD, input_size: tuple[int, int]) -> list[tuple[int, int]]:
+    """``(H_l, W_l)`` of each feature level for an ``(H, W)`` input, finest level first.
+
+    Runs a meta-device copy of ``model.backbone`` (shapes only, no arithmetic), so it costs
+    milliseconds even for 8-megapixel inputs and leaves ``model`` (weights, device, train/eval
+    mode, BatchNorm statistics) unchanged.
+
+    Raises:
+        MultiboxError: the input is too small for the backbone (some level would be empty).
+    """
+    height, width = int(input_size[0]), int(input_size[1])
+    if height < 1 or width < 1:
+        raise MultiboxError(f"data.input_size: sides must be positive, got {height}x{width}")
+    backbone = _meta_copy(model.backbone).eval()  # eval: BatchNorm on 1x1 maps would refuse a batch of 1
+    try:
+        with torch.no_grad():
+            features = backbone(torch.empty(1, 3, height, width, device="meta"))
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise MultiboxError(
+            f"data.input_size: {height}x{width} is too small for this model's backbone ({reason})"
+        ) from None
+    return [(int(f.shape[-2]), int(f.shape[-1])) for f in features]

@@ -1,0 +1,42 @@
+"""End-to-end parity: torchvision's ssd300_vgg16 weights in our detector give the same detections."""
+
+import torch
+import torch.nn.functional as F
+from torchvision.models.detection import ssd300_vgg16
+
+from multibox.config import load_config
+from multibox.models.detector import build_detector
+
+
+def test_ssd300_vgg16_detections_equal_torchvision():
+    torch.manual_seed(0)
+    reference = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=5).eval()
+    with torch.no_grad():  # spread the scores so ranking ties cannot differ between the two
+        for module in reference.head.classification_head.module_list:
+            module.weight.normal_(0.0, 0.0005)
+            module.bias.uniform_(-1.0, 1.0)
+    config = load_config(None, ["model.name=ssd300_vgg16", "data.input_size=[300,300]"])
+    detector, spec = build_detector(config, num_classes=4)
+    assert spec.num_boxes == 8732
+    detector.model.load_state_dict(reference.state_dict())
+    detector.eval()
+
+    images = [torch.rand(3, 240, 320), torch.rand(3, 310, 280)]
+    with torch.no_grad():
+        expected = reference(images)
+        resized = torch.cat([F.interpolate(im[None], size=(300, 300), mode="bilinear", align_corners=False) for im in images])
+        ours = detector.detect(resized, torch.tensor([im.shape[-2:] for im in images]))
+
+    for mine, theirs in zip(ours, expected):
+        assert len(theirs["scores"]) > 20
+        assert len(mine["scores"]) == len(theirs["scores"])
+        # Near-equal scores of different classes may come out in either order: compare class by class.
+        mine, theirs = _by_label_then_score(mine), _by_label_then_score(theirs)
+        torch.testing.assert_close(mine["scores"], theirs["scores"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(mine["labels"], theirs["labels"])
+        torch.testing.assert_close(mine["boxes"], theirs["boxes"], atol=1e-2, rtol=1e-4)
+
+
+def _by_label_then_score(detections: dict) -> dict:
+    order = torch.argsort(detections["labels"] * 10.0 - detections["scores"], stable=True)
+    return {key: value[order] for key, value in detections.items()}

@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--images", type=int, default=200)
     synth.add_argument("--size", type=_size, default=(128, 128), help="HxW (default 128x128)")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--min-size", type=float, default=0.06, help="smallest shape, fraction of the shorter side")
+    synth.add_argument("--max-size", type=float, default=0.5, help="largest shape, fraction of the shorter side")
 
     demo = sub.add_parser("demo", help="synthetic data, training, evaluation and predictions, end to end on the CPU")
     demo.add_argument("--out", type=Path, default=Path("demo_out"))
@@ -89,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "data" and args.data_command == "synth":
         from multibox.data.synth import make_synthetic_dataset
 
-        make_synthetic_dataset(args.out_dir, args.images, args.size, args.seed)
+        make_synthetic_dataset(args.out_dir, args.images, args.size, args.seed, object_sizes=(args.min_size, args.max_size))
         print(f"wrote {args.images} images and annotations.json to {args.out_dir}")
     elif args.command == "demo":
         from multibox.demo import run_demo

@@ -47,7 +47,7 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: Literal["ssd300_vgg16", "ssd512_vgg16", "ssdlite320_mobilenet_v3_large"] = Field("ssd300_vgg16", description="Detector architecture.")
+    name: Literal["ssd300_vgg16", "ssd512_vgg16", "ssdlite320_mobilenet_v3_large", "ssdlite_mobilenet_v2", "ssd_mobilenet_v1"] = Field("ssd300_vgg16", description="Detector architecture.")
     num_classes: int | None = Field(None, ge=1, description="Foreground classes; taken from the dataset when not set.")
     norm_momentum: float | None = Field(
         None, gt=0.0, le=1.0, description="BatchNorm running-stat momentum; the model's own when not set (SSDLite: 0.03, for long runs)."
@@ -58,6 +58,7 @@ class ModelConfig(_Section):
 class AnchorConfig(_Section):
     aspect_ratios: list[list[float]] | None = Field(None, description="Per level, the extra aspect ratios (2 means 2 and 1/2); model default when not set.")
     scales: list[float] | None = Field(None, description="Box scale per level plus one more, as fractions of the input's shorter side.")
+    sizes: list[float] | None = Field(None, description="Box sizes in input pixels, per level plus one (MLCommons style); instead of scales.")
     min_scale: float | None = Field(None, gt=0.0, description="Smallest scale when scales is not given (linear spacing to max_scale).")
     max_scale: float | None = Field(None, gt=0.0, description="Largest scale when scales is not given.")
     steps: list[float] | None = Field(None, description="Per level, pixels between box centres; the feature map's stride when not set.")
@@ -125,6 +126,12 @@ class Config(_Section):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _one_scale_form(self) -> "Config":
+        if self.anchors.sizes is not None and self.anchors.scales is not None:
+            raise ValueError("anchors: give either scales (fractions) or sizes (pixels), not both")
+        return self
 
     @model_validator(mode="after")
     def _class_weights_match(self) -> "Config":

@@ -101,3 +101,16 @@ def test_corrupt_checkpoint_is_refused(tmp_path, capsys):
     bad.write_bytes(b"not a checkpoint at all")
     assert main(["eval", "--weights", str(bad)]) == 2
     assert "bad.ckpt: not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_predict_never_overwrites_images_or_earlier_predictions(trained, capsys):
+    weights = str(trained / "run/checkpoints/best.ckpt")
+    images = trained / "val/images"
+    before = sorted(p.stat().st_mtime_ns for p in images.iterdir())
+    assert main(["predict", "--weights", weights, "--source", str(images), "--out", str(images)]) == 2
+    assert "overwrite the originals" in capsys.readouterr().err
+    assert sorted(p.stat().st_mtime_ns for p in images.iterdir()) == before
+    out = trained / "pred_twice"
+    assert main(["predict", "--weights", weights, "--source", str(images / "000000.jpg"), "--out", str(out)]) == 0
+    assert main(["predict", "--weights", weights, "--source", str(images / "000000.jpg"), "--out", str(out)]) == 2
+    assert "already holds predictions.json" in capsys.readouterr().err

@@ -28,6 +28,7 @@ def make_synthetic_dataset(
     seed: int = 0,
     max_objects: int = 6,
     image_ext: str = ".jpg",
+    object_sizes: tuple[float, float] = (MIN_SIZE, MAX_SIZE),
 ) -> Path:
     """Write `out_dir/images/000000.jpg ...` and `out_dir/annotations.json`; return `out_dir`.
 
@@ -41,12 +42,14 @@ def make_synthetic_dataset(
         raise MultiboxError(f"{image_dir}: not empty (an interrupted run?); delete it or choose a new folder")
     if num_images < 1 or max_objects < 1 or min(size) < 16:
         raise MultiboxError(f"{out_dir}: need num_images >= 1, max_objects >= 1 and both sides of size >= 16")
+    if not 0 < object_sizes[0] <= object_sizes[1] <= 1:
+        raise MultiboxError(f"{out_dir}: object sizes must satisfy 0 < min <= max <= 1, got {object_sizes}")
     image_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     height, width = size
     images, annotations = [], []
     for index in range(num_images):
-        image, boxes, labels = render_image(rng, (height, width), max_objects)
+        image, boxes, labels = render_image(rng, (height, width), max_objects, object_sizes)
         file_name = f"{index:06d}{image_ext}"
         cv2.imwrite(str(image_dir / file_name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
         images.append({"id": index + 1, "file_name": file_name, "width": width, "height": height})
@@ -68,8 +71,12 @@ def _annotations(boxes: np.ndarray, labels: np.ndarray, image_id: int, first_id:
     ]
 
 
-def render_image(rng: np.random.Generator, size: tuple[int, int], max_objects: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One RGB image with its tight xyxy boxes (pixel edges, int) and category ids 1..len(SHAPES)."""
+def render_image(
+    rng: np.random.Generator, size: tuple[int, int], max_objects: int = 6, object_sizes: tuple[float, float] = (MIN_SIZE, MAX_SIZE)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One RGB image with its tight xyxy boxes (pixel edges, int) and category ids 1..len(SHAPES).
+
+    `object_sizes` bounds each shape's extent as a fraction of the image's shorter side."""
     height, width = size
     image = _background(rng, height, width)
     occupied = np.zeros((height, width), bool)
@@ -79,7 +86,7 @@ def render_image(rng: np.random.Generator, size: tuple[int, int], max_objects: i
         if len(boxes) == wanted:
             break
         shape = int(rng.integers(len(SHAPES)))
-        mask, (x0, y0) = _shape_mask(rng, shape, height, width)
+        mask, (x0, y0) = _shape_mask(rng, shape, height, width, object_sizes)
         placed = _place(mask, x0, y0, occupied, boxes)
         if placed is None:
             continue
@@ -110,9 +117,11 @@ def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     return inter / (area(box) + area(others) - inter)
 
 
-def _shape_mask(rng: np.random.Generator, shape: int, height: int, width: int) -> tuple[np.ndarray, tuple[int, int]]:
+def _shape_mask(
+    rng: np.random.Generator, shape: int, height: int, width: int, sizes: tuple[float, float]
+) -> tuple[np.ndarray, tuple[int, int]]:
     """A filled shape as a boolean mask, and the mask's top-left corner (fully inside the image)."""
-    extent = min(height, width) * np.exp(rng.uniform(np.log(MIN_SIZE), np.log(MAX_SIZE)))
+    extent = min(height, width) * np.exp(rng.uniform(np.log(sizes[0]), np.log(sizes[1])))
     aspect = np.exp(rng.uniform(-0.2, 0.2)) if SHAPES[shape] in ("circle", "square") else 1.0
     angle = rng.uniform(0, 2 * np.pi) if SHAPES[shape] == "triangle" else rng.uniform(-0.35, 0.35)
     points = _outline(shape) * (extent / 2) * np.array([aspect, 1 / aspect])

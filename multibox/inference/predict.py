@@ -48,12 +48,21 @@ def _coco_results(image_id: int, name: str, detection: dict[str, np.ndarray], ca
     ]
 
 
+def _check_output_dir(out_dir: Path, image_root: Path) -> None:
+    """Never overwrite the user's images or an earlier prediction run."""
+    if out_dir.resolve() == image_root.resolve():
+        raise MultiboxError(f"{out_dir}: --out is the image folder itself; annotated copies would overwrite the originals")
+    if (out_dir / "predictions.json").exists():
+        raise MultiboxError(f"{out_dir}: already holds predictions.json from an earlier run; choose another --out")
+
+
 def predict(
     weights: Path, source: Path, out_dir: Path, conf: float = 0.3, batch_size: int = 8, device: str = "auto", progress: bool = True
 ) -> list[dict[str, Any]]:
     """Detect objects in `source`; write annotated images (same relative paths) and predictions.json."""
     loaded = load_checkpoint(weights)
     files = list_images(source)
+    _check_output_dir(out_dir, source if source.is_dir() else source.parent)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = pick_device(device)
     detector = loaded.detector.to(target)

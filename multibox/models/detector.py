@@ -68,7 +68,9 @@ def resolve_layout(config: Config) -> AnchorLayout:
     defaults = anchor_defaults(config.model.name)
     anchors = config.anchors
     ratios = anchors.aspect_ratios or defaults.aspect_ratios
-    if anchors.scales is not None or (anchors.min_scale is not None and anchors.max_scale is not None):
+    if anchors.sizes is not None:  # pixels → fractions of the shorter side: the same boxes
+        scales, min_scale, max_scale = [s / min(config.data.input_size) for s in anchors.sizes], None, None
+    elif anchors.scales is not None or (anchors.min_scale is not None and anchors.max_scale is not None):
         scales, min_scale, max_scale = anchors.scales, anchors.min_scale, anchors.max_scale
     else:
         scales, min_scale, max_scale = defaults.scales, defaults.min_scale, defaults.max_scale
@@ -104,6 +106,6 @@ def resolved_config(config: Config, spec: DetectorSpec, num_classes: int) -> Con
     resolved.model.num_classes = num_classes
     resolved.anchors.aspect_ratios = [list(r) for r in spec.layout.aspect_ratios]
     resolved.anchors.scales = list(spec.layout.scales)
-    resolved.anchors.min_scale = resolved.anchors.max_scale = None
+    resolved.anchors.sizes = resolved.anchors.min_scale = resolved.anchors.max_scale = None
     resolved.anchors.steps = list(spec.layout.steps) if spec.layout.steps is not None else None
     return resolved

@@ -16,10 +16,18 @@ from torch import nn
 
 from multibox.errors import MultiboxError
 from multibox.models.mobilenet import ssdlite320_mobilenet_v3_large
+from multibox.models.mobilenet_v1 import ssd_mobilenet_v1
+from multibox.models.mobilenet_v2 import ssdlite_mobilenet_v2
 from multibox.models.ssd import SSD
 from multibox.models.vgg import ssd300_vgg16, ssd512_vgg16
 
-MODEL_NAMES = ("ssd300_vgg16", "ssd512_vgg16", "ssdlite320_mobilenet_v3_large")
+MODEL_NAMES = (
+    "ssd300_vgg16",
+    "ssd512_vgg16",
+    "ssdlite320_mobilenet_v3_large",
+    "ssdlite_mobilenet_v2",
+    "ssd_mobilenet_v1",
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,23 @@ _ANCHOR_DEFAULTS: dict[str, AnchorDefaults] = {
         min_scale=0.2,
         max_scale=0.95,
         steps=None,
+    ),
+    # pytorch-ssd's mb2-ssd-lite priors (its mobilenetv1_ssd_config): 300 px, maps 19/10/5/3/2/1,
+    # box sizes 60, 105, ..., 330 px = scales 0.2 ... 1.1, shrinkage 16 ... 300; 3000 boxes.
+    "ssdlite_mobilenet_v2": AnchorDefaults(
+        aspect_ratios=[[2.0, 3.0] for _ in range(6)],
+        scales=[0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.1],
+        min_scale=None,
+        max_scale=None,
+        steps=[16.0, 32.0, 64.0, 100.0, 150.0, 300.0],
+    ),
+    # pytorch-ssd's mb1-ssd: the same priors as mb2-ssd-lite.
+    "ssd_mobilenet_v1": AnchorDefaults(
+        aspect_ratios=[[2.0, 3.0] for _ in range(6)],
+        scales=[0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.1],
+        min_scale=None,
+        max_scale=None,
+        steps=[16.0, 32.0, 64.0, 100.0, 150.0, 300.0],
     ),
 }
 
@@ -118,6 +143,8 @@ def build_model(name: str, num_classes: int, aspect_ratios: list[list[float]], w
         "ssd300_vgg16": lambda: ssd300_vgg16(num_classes, num_anchors),
         "ssd512_vgg16": lambda: ssd512_vgg16(num_classes, num_anchors),
         "ssdlite320_mobilenet_v3_large": lambda: ssdlite320_mobilenet_v3_large(num_classes, width_mult, num_anchors),
+        "ssdlite_mobilenet_v2": lambda: ssdlite_mobilenet_v2(num_classes, width_mult, num_anchors),
+        "ssd_mobilenet_v1": lambda: ssd_mobilenet_v1(num_classes, width_mult, num_anchors),
     }
     return builders[name]()
 

@@ -40,3 +40,29 @@ def test_ssd300_vgg16_detections_equal_torchvision():
 def _by_label_then_score(detections: dict) -> dict:
     order = torch.argsort(detections["labels"] * 10.0 - detections["scores"], stable=True)
     return {key: value[order] for key, value in detections.items()}
+
+
+def test_pixel_sizes_and_fraction_scales_give_identical_boxes():
+    sizes = [21, 45, 99, 153, 207, 261, 315]
+    common = ["model.name=ssd300_vgg16", "data.input_size=[300,300]", "anchors.steps=[8,16,32,64,100,300]"]
+    by_pixels = load_config(None, common + [f"anchors.sizes={sizes}"])
+    by_fractions = load_config(None, common + [f"anchors.scales={[s / 300 for s in sizes]}"])
+    from multibox.models.detector import resolve_layout
+    from multibox.boxes.anchors import default_boxes
+
+    features = [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)]
+    torch.testing.assert_close(
+        default_boxes(resolve_layout(by_pixels), features, (300, 300)),
+        default_boxes(resolve_layout(by_fractions), features, (300, 300)),
+    )
+
+
+def test_pixel_sizes_on_a_non_square_input_are_normalised_per_side():
+    from multibox.boxes.anchors import default_boxes
+    from multibox.models.detector import resolve_layout
+
+    config = load_config(None, ["model.name=ssd300_vgg16", "data.input_size=[2160,3840]",
+                                "anchors.sizes=[21,45,99,153,207,261,315]", "anchors.steps=[8,16,32,64,100,300]"])
+    boxes = default_boxes(resolve_layout(config), [(270, 480), (135, 240), (68, 120), (34, 60), (32, 58), (30, 56)], (2160, 3840))
+    first = boxes[0]  # the 21-px square box of the first cell, centre (4, 4) px
+    torch.testing.assert_close(first, torch.tensor([4 / 3840, 4 / 2160, 21 / 3840, 21 / 2160]))

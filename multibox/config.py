@@ -59,6 +59,9 @@ class AnchorConfig(_Section):
     aspect_ratios: list[list[float]] | None = Field(None, description="Per level, the extra aspect ratios (2 means 2 and 1/2); model default when not set.")
     scales: list[float] | None = Field(None, description="Box scale per level plus one more, as fractions of the input's shorter side.")
     sizes: list[float] | None = Field(None, description="Box sizes in input pixels, per level plus one (MLCommons style); instead of scales.")
+    box_sizes: list[list[float]] | None = Field(
+        None, description="Per level, explicit square box sizes in input pixels (each with its aspect-ratio pairs); replaces scales/sizes."
+    )
     min_scale: float | None = Field(None, gt=0.0, description="Smallest scale when scales is not given (linear spacing to max_scale).")
     max_scale: float | None = Field(None, gt=0.0, description="Largest scale when scales is not given.")
     steps: list[float] | None = Field(None, description="Per level, pixels between box centres; the feature map's stride when not set.")

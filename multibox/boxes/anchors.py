@@ -25,16 +25,22 @@ class AnchorLayout:
     """Everything that fixes the default boxes except the feature-map sizes."""
 
     aspect_ratios: tuple[tuple[float, ...], ...]  # per level; r adds boxes r and 1/r
-    scales: tuple[float, ...]  # per level plus one more (for the sqrt(s_k s_k+1) box)
+    scales: tuple[float, ...] | None  # per level plus one more (for the sqrt(s_k s_k+1) box)
     steps: tuple[float, ...] | None = None  # per level, pixels between centres; None: the feature stride
     clip: bool = True  # clamp w, h to [0, 1] as torchvision does
+    # Instead of scales: per level, explicit square sizes (fractions of the shorter side), each
+    # with its aspect-ratio pairs — scale-aware SSD's per-level pixel boxes, RetinaNet's octave scales.
+    box_sizes: tuple[tuple[float, ...], ...] | None = None
 
     @property
     def num_levels(self) -> int:
         return len(self.aspect_ratios)
 
     def boxes_per_location(self) -> list[int]:
-        """2 square boxes (s_k and sqrt(s_k s_k+1)) plus 2 per aspect ratio, per level."""
+        """Paper form: 2 squares (s_k and sqrt(s_k s_k+1)) plus 2 per aspect ratio, per level.
+        Explicit form: each listed size's square plus 2 per aspect ratio."""
+        if self.box_sizes is not None:
+            return [len(sizes) * (1 + 2 * len(ratios)) for sizes, ratios in zip(self.box_sizes, self.aspect_ratios)]
         return [2 + 2 * len(ratios) for ratios in self.aspect_ratios]
 
 
@@ -53,35 +59,44 @@ def make_layout(
     max_scale: float | None = None,
     steps: list[float] | None = None,
     clip: bool = True,
+    box_sizes: list[list[float]] | None = None,
 ) -> AnchorLayout:
     """Check a layout's lengths and fill the scales from min/max when no list is given."""
     levels = len(aspect_ratios)
+    if steps is not None and len(steps) != levels:
+        raise MultiboxError(f"anchors.steps: expected {levels} values (one per level), got {len(steps)}")
+    steps_tuple = tuple(float(s) for s in steps) if steps is not None else None
+    ratios = tuple(tuple(float(r) for r in level) for level in aspect_ratios)
+    if box_sizes is not None:
+        if len(box_sizes) != levels or any(not sizes or min(sizes) <= 0 for sizes in box_sizes):
+            raise MultiboxError(f"anchors.box_sizes: expected {levels} non-empty lists of positive sizes (one per level)")
+        sizes = tuple(tuple(float(v) for v in level) for level in box_sizes)
+        return AnchorLayout(aspect_ratios=ratios, scales=None, steps=steps_tuple, clip=clip, box_sizes=sizes)
     if scales is None:
         if min_scale is None or max_scale is None:
             raise MultiboxError("anchors: give either anchors.scales or both anchors.min_scale and anchors.max_scale")
         scales = linear_scales(min_scale, max_scale, levels)
     if len(scales) != levels + 1:
         raise MultiboxError(f"anchors.scales: expected {levels + 1} values (one per level plus one), got {len(scales)}")
-    if steps is not None and len(steps) != levels:
-        raise MultiboxError(f"anchors.steps: expected {levels} values (one per level), got {len(steps)}")
-    return AnchorLayout(
-        aspect_ratios=tuple(tuple(float(r) for r in ratios) for ratios in aspect_ratios),
-        scales=tuple(float(s) for s in scales),
-        steps=tuple(float(s) for s in steps) if steps is not None else None,
-        clip=clip,
-    )
+    return AnchorLayout(aspect_ratios=ratios, scales=tuple(float(s) for s in scales), steps=steps_tuple, clip=clip)
 
 
 def _level_wh(layout: AnchorLayout, level: int, image_size: tuple[int, int]) -> Tensor:
     """(B, 2) normalised widths and heights of the boxes at one location of a level."""
     height, width = image_size
     short = min(height, width)
-    s_k, s_next = layout.scales[level], layout.scales[level + 1]
-    s_prime = math.sqrt(s_k * s_next)
-    sizes = [(s_k, s_k), (s_prime, s_prime)]
-    for ratio in layout.aspect_ratios[level]:
-        root = math.sqrt(ratio)
-        sizes += [(s_k * root, s_k / root), (s_k / root, s_k * root)]
+    ratios = layout.aspect_ratios[level]
+    if layout.box_sizes is not None:
+        sizes = []
+        for s in layout.box_sizes[level]:
+            sizes += [(s, s)] + [pair for r in ratios for pair in ((s * math.sqrt(r), s / math.sqrt(r)), (s / math.sqrt(r), s * math.sqrt(r)))]
+    else:
+        s_k, s_next = layout.scales[level], layout.scales[level + 1]
+        s_prime = math.sqrt(s_k * s_next)
+        sizes = [(s_k, s_k), (s_prime, s_prime)]
+        for ratio in ratios:
+            root = math.sqrt(ratio)
+            sizes += [(s_k * root, s_k / root), (s_k / root, s_k * root)]
     wh = torch.tensor(sizes, dtype=torch.float64) * short
     wh = wh / torch.tensor([width, height], dtype=torch.float64)
     return wh.clamp(0.0, 1.0) if layout.clip else wh

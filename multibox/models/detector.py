@@ -75,7 +75,9 @@ def resolve_layout(config: Config) -> AnchorLayout:
     else:
         scales, min_scale, max_scale = defaults.scales, defaults.min_scale, defaults.max_scale
     steps = anchors.steps if anchors.steps is not None else _default_steps(defaults.steps, config.data.input_size)
-    return make_layout(ratios, scales, min_scale, max_scale, steps, anchors.clip)
+    short = min(config.data.input_size)
+    box_sizes = [[v / short for v in level] for level in anchors.box_sizes] if anchors.box_sizes is not None else None
+    return make_layout(ratios, scales, min_scale, max_scale, steps, anchors.clip, box_sizes)
 
 
 def build_detector(config: Config, num_classes: int) -> tuple[Detector, DetectorSpec]:
@@ -105,7 +107,11 @@ def resolved_config(config: Config, spec: DetectorSpec, num_classes: int) -> Con
     resolved = config.model_copy(deep=True)
     resolved.model.num_classes = num_classes
     resolved.anchors.aspect_ratios = [list(r) for r in spec.layout.aspect_ratios]
-    resolved.anchors.scales = list(spec.layout.scales)
+    layout = spec.layout
+    resolved.anchors.scales = list(layout.scales) if layout.scales is not None else None
     resolved.anchors.sizes = resolved.anchors.min_scale = resolved.anchors.max_scale = None
+    if layout.box_sizes is not None:
+        short = min(config.data.input_size)
+        resolved.anchors.box_sizes = [[round(v * short, 6) for v in level] for level in layout.box_sizes]
     resolved.anchors.steps = list(spec.layout.steps) if spec.layout.steps is not None else None
     return resolved

@@ -75,3 +75,17 @@ def test_layout_errors_are_one_line():
     layout = make_layout([[2]], [0.1, 0.2])
     with pytest.raises(MultiboxError, match="feature levels"):
         default_boxes(layout, [(2, 2), (1, 1)], (64, 64))
+
+
+def test_explicit_box_sizes_per_level():
+    # scale-aware SSD style: one square size per level (fractions of the shorter side), no extra ratios
+    layout = make_layout([[], [2]], box_sizes=[[0.1], [0.2, 0.3]])
+    assert layout.boxes_per_location() == [1, 6]
+    boxes = default_boxes(layout, [(2, 2), (1, 1)], (100, 200))  # H=100, W=200
+    assert boxes.shape == (2 * 2 * 1 + 6, 4)
+    torch.testing.assert_close(boxes[0], torch.tensor([0.25, 0.25, 10 / 200, 10 / 100]))
+    wh = boxes[4:, 2:] * torch.tensor([200.0, 100.0])
+    expected = [(20, 20), (20 * 2**0.5, 20 / 2**0.5), (20 / 2**0.5, 20 * 2**0.5), (30, 30)]
+    torch.testing.assert_close(wh[:4], torch.tensor(expected, dtype=torch.float32))
+    with pytest.raises(MultiboxError, match="box_sizes"):
+        make_layout([[2]], box_sizes=[[0.1], [0.2]])

@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="synthetic data, training, evaluation and predictions, end to end on the CPU")
     demo.add_argument("--out", type=Path, default=Path("demo_out"))
     demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the demo config")
+
+    summary = sub.add_parser("summary", help="layers, parameters, default boxes, mult-adds and memory of a config's model")
+    summary.add_argument("-c", "--config", required=True, type=Path, help="YAML or JSON config")
+    summary.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.input_size=[512,512]")
+    summary.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    summary.add_argument("--depth", type=int, default=3, help="deepest module nesting shown (default 3)")
     return parser
 
 
@@ -97,6 +103,19 @@ def _run(args: argparse.Namespace) -> int:
         from multibox.demo import run_demo
 
         run_demo(args.out, args.overrides)
+    elif args.command == "summary":
+        import json
+
+        from multibox.config import load_config
+
+        config = load_config(args.config, args.overrides)
+        from multibox.models.summary import print_summary, summarize
+
+        summary = summarize(config, args.depth)
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            print_summary(summary)
     return 0
 
 

@@ -47,12 +47,30 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: Literal["ssd300_vgg16", "ssd512_vgg16", "ssdlite320_mobilenet_v3_large", "ssdlite_mobilenet_v2", "ssd_mobilenet_v1"] = Field("ssd300_vgg16", description="Detector architecture.")
+    name: Literal["ssd300_vgg16", "ssd512_vgg16", "ssdlite320_mobilenet_v3_large", "ssdlite_mobilenet_v2", "ssd_mobilenet_v1", "ssd_resnet50", "ssd_resnet50_fpn", "custom"] = Field("ssd300_vgg16", description="Detector architecture.")
     num_classes: int | None = Field(None, ge=1, description="Foreground classes; taken from the dataset when not set.")
     norm_momentum: float | None = Field(
         None, gt=0.0, le=1.0, description="BatchNorm running-stat momentum; the model's own when not set (SSDLite: 0.03, for long runs)."
     )
     width_mult: float = Field(1.0, gt=0.0, description="Channel multiplier of MobileNet backbones (torchvision's; the SSDLite extras keep their width).")
+    backbone_weights: str | None = Field(
+        None,
+        description="Backbone start: 'imagenet' (torchvision's file, from the local torch hub cache only; never downloaded), "
+        "a classification state-dict file, or none for random init.",
+    )
+    weights: str | None = Field(
+        None,
+        description="Detector weights to start from: a multibox .ckpt or a torchvision detection state dict; "
+        "head layers whose shapes differ (other classes) are re-initialised.",
+    )
+    backbone: Literal["mobilenet_v2", "mobilenet_v3_large", "resnet50", "vgg16"] = Field(
+        "mobilenet_v2", description="model.name=custom only: the classification network tapped for features."
+    )
+    strides: list[int] = Field(
+        default_factory=lambda: [8, 16, 32, 64],
+        description="model.name=custom only: prediction strides, powers of two from 8 (backbone taps 8/16/32, extra blocks beyond).",
+    )
+    head: Literal["ssd", "ssdlite"] = Field("ssdlite", description="model.name=custom only: 3x3-conv SSD head or depthwise SSDLite head.")
 
 
 class AnchorConfig(_Section):
@@ -81,6 +99,11 @@ class LossConfig(_Section):
     class_weights: list[float] | None = Field(None, description="Cross-entropy weight per foreground class (background is 1).")
     bbox_weight: float = Field(1.0, ge=0.0, description="Weight of the localisation (smooth L1) term.")
     cls_weight: float = Field(1.0, ge=0.0, description="Weight of the classification (cross-entropy) term.")
+    name: Literal["multibox", "focal"] = Field(
+        "multibox", description="multibox: softmax cross-entropy with hard negatives; focal: sigmoid focal loss on all boxes (scores become sigmoids)."
+    )
+    focal_alpha: float = Field(0.25, ge=0.0, le=1.0, description="Focal loss: weight of the positive targets (negatives get 1 - alpha).")
+    focal_gamma: float = Field(2.0, ge=0.0, description="Focal loss: focusing exponent on (1 - p_t).")
 
 
 class OptimizerConfig(_Section):
@@ -215,7 +238,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def resolve_paths(config: Config) -> Config:
-    """Make data paths absolute (relative to the working directory), so a checkpoint's config works anywhere."""
+    """Make data and weight paths absolute (relative to the working directory), so a checkpoint's config works anywhere."""
+    for key in ("weights", "backbone_weights"):
+        value = getattr(config.model, key)
+        if value is not None and value.lower() not in ("imagenet", "none", "null"):
+            setattr(config.model, key, str(Path(value).expanduser().absolute()))
     for split in (config.data.train, config.data.val):
         if split is not None:
             split.images = split.images.expanduser().absolute()

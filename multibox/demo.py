@@ -19,6 +19,7 @@ from multibox.inference.predict import predict
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 TRAIN_IMAGES, VAL_IMAGES, IMAGE_SIZE = 600, 100, (128, 128)
+OBJECT_SIZES = (0.15, 0.5)  # fractions of the image side: 19-64 px shapes
 
 
 def _fresh_run_dir(out: Path) -> Path:
@@ -34,7 +35,7 @@ def _ensure_data(data_dir: Path, console: Console) -> None:
     for split, count, seed in (("train", TRAIN_IMAGES, 0), ("val", VAL_IMAGES, 1)):
         if not (data_dir / split / "annotations.json").is_file():
             console.print(f"generating {count} synthetic {split} images in {data_dir / split}")
-            make_synthetic_dataset(data_dir / split, count, IMAGE_SIZE, seed)
+            make_synthetic_dataset(data_dir / split, count, IMAGE_SIZE, seed, object_sizes=OBJECT_SIZES)
 
 
 def run_demo(out: Path, overrides: list[str] | None = None) -> dict:
@@ -54,7 +55,7 @@ def run_demo(out: Path, overrides: list[str] | None = None) -> dict:
     console.print(f"training {config.model.name} for {config.train.epochs} epochs on the CPU; outputs in {run_dir}")
     metrics = train(config)
     prediction_dir = run_dir / "predictions"
-    predict(run_dir / "checkpoints" / "best.ckpt", data_dir / "val" / "images", prediction_dir, conf=0.3)
+    predict(run_dir / "checkpoints" / "best.ckpt", data_dir / "val" / "images", prediction_dir, conf=0.5)
     print_metrics(metrics, console)
     elapsed = time.perf_counter() - started
     console.print(

@@ -8,6 +8,7 @@ is the same set torchvision's SSD postprocess keeps per image.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -22,6 +23,9 @@ class PostprocessSettings:
     nms_threshold: float = 0.45
     topk_candidates: int = 400
     max_detections: int = 200
+    # softmax: scores are softmax(logits)[1:] (class 0 = background, cross-entropy training);
+    # sigmoid: sigmoid(logits[1:]), each class on its own (focal-loss training ignores logit 0).
+    score_activation: Literal["softmax", "sigmoid"] = "softmax"
 
 
 def _rank_within_image(image_index: Tensor) -> Tensor:
@@ -46,7 +50,8 @@ def postprocess(
 ) -> list[dict[str, Tensor]]:
     """Detections per image.
 
-    box_regression: (N, A, 4) offsets; cls_logits: (N, A, C) with class 0 = background;
+    box_regression: (N, A, 4) offsets; cls_logits: (N, A, C) with class 0 = background (scored by
+    ``settings.score_activation``: softmax over all C, or sigmoid of columns 1..C-1 alone);
     default_cxcywh: (A, 4) normalised; image_sizes: (N, 2) (height, width) of the original
     images — boxes come back as xyxy in those pixels.
     Returns N dicts with ``boxes`` (D, 4), ``scores`` (D,), ``labels`` (D,) (1..C-1), best first.
@@ -54,7 +59,10 @@ def postprocess(
     n, num_defaults, num_classes = cls_logits.shape
     scale = image_sizes.flip(-1).repeat(1, 2).to(box_regression.dtype)[:, None, :]  # (N, 1, 4) w h w h
     boxes = (coder.decode(box_regression, default_cxcywh).clamp(0.0, 1.0) * scale).float()  # (N, A, 4)
-    scores = torch.softmax(cls_logits.float(), dim=-1)[..., 1:]  # (N, A, K)
+    if settings.score_activation == "sigmoid":
+        scores = torch.sigmoid(cls_logits[..., 1:].float())  # (N, A, K)
+    else:
+        scores = torch.softmax(cls_logits.float(), dim=-1)[..., 1:]  # (N, A, K)
 
     k = min(settings.topk_candidates, num_defaults)
     top_scores, top_index = scores.transpose(1, 2).topk(k, dim=2)  # (N, K, k)

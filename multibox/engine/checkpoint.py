@@ -49,7 +49,7 @@ def load_checkpoint(path: str | Path, config: Config | None = None) -> LoadedChe
     if config is not None:
         saved = saved.model_copy(update={"eval": config.eval, "data": config.data.model_copy(update={"input_size": saved.data.input_size})})
     class_names = list(hparams["class_names"])
-    detector, _ = build_detector(saved, len(class_names))
+    detector, _ = build_detector(saved, len(class_names), load_weights=False)  # the checkpoint has the weights
     prefix = "detector."
     state = {k[len(prefix):]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith(prefix)}
     try:

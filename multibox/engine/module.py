@@ -16,7 +16,7 @@ from torch import Tensor
 
 from multibox.config import Config
 from multibox.engine.evaluation import METRIC_KEYS, DetectionAccumulator, coco_evaluate
-from multibox.losses import MultiBoxLoss
+from multibox.losses import FocalLoss, MultiBoxLoss
 from multibox.models.detector import build_detector, resolved_config
 
 
@@ -37,9 +37,15 @@ class DetectionModule(L.LightningModule):
         self.config = resolved_config(self.config, self.spec, num_classes)
         self.hparams["config"] = self.config.to_dict()
         loss = self.config.loss
-        self.criterion = MultiBoxLoss(
-            num_classes + 1, loss.neg_pos_ratio, loss.iou_threshold, loss.class_weights, loss.bbox_weight, loss.cls_weight
-        )
+        if loss.name == "focal":  # the detector's postprocess then scores with sigmoids (build_detector)
+            self.criterion = FocalLoss(
+                num_classes + 1, loss.focal_alpha, loss.focal_gamma, loss.iou_threshold, loss.class_weights,
+                loss.bbox_weight, loss.cls_weight,
+            )
+        else:
+            self.criterion = MultiBoxLoss(
+                num_classes + 1, loss.neg_pos_ratio, loss.iou_threshold, loss.class_weights, loss.bbox_weight, loss.cls_weight
+            )
         self.register_buffer("category_lookup", torch.tensor([0, *category_ids], dtype=torch.long), persistent=False)
         self.val_ground_truth: dict | None = None  # COCO gt dict; set by whoever owns the val set
         self.accumulator = DetectionAccumulator()

@@ -15,8 +15,10 @@ from torch import Tensor, nn
 from multibox.boxes.anchors import AnchorLayout, count_boxes, default_boxes, make_layout
 from multibox.boxes.postprocess import PostprocessSettings, postprocess
 from multibox.config import Config
+from multibox.errors import MultiboxError
 from multibox.models.factory import anchor_defaults, build_model, feature_map_sizes
 from multibox.models.ssd import SSD
+from multibox.models.weights import apply_weights
 
 
 class Detector(nn.Module):
@@ -64,33 +66,59 @@ def _default_steps(steps: list[float] | None, input_size: tuple[int, int]) -> li
 
 
 def resolve_layout(config: Config) -> AnchorLayout:
-    """The config's anchors where given, the model's paper/torchvision defaults elsewhere."""
+    """The config's anchors where given, the model's paper/torchvision defaults elsewhere.
+
+    Box sizes come from the first form that is set: ``box_sizes`` (pixels per level),
+    ``sizes`` (pixels, paper form), ``scales`` or ``min_scale``/``max_scale`` (fractions),
+    then the model's own defaults in the same order. Pixels become fractions of the shorter side.
+    """
     defaults = anchor_defaults(config.model.name)
     anchors = config.anchors
-    ratios = anchors.aspect_ratios or defaults.aspect_ratios
-    if anchors.sizes is not None:  # pixels → fractions of the shorter side: the same boxes
-        scales, min_scale, max_scale = [s / min(config.data.input_size) for s in anchors.sizes], None, None
-    elif anchors.scales is not None or (anchors.min_scale is not None and anchors.max_scale is not None):
-        scales, min_scale, max_scale = anchors.scales, anchors.min_scale, anchors.max_scale
-    else:
-        scales, min_scale, max_scale = defaults.scales, defaults.min_scale, defaults.max_scale
-    steps = anchors.steps if anchors.steps is not None else _default_steps(defaults.steps, config.data.input_size)
     short = min(config.data.input_size)
-    box_sizes = [[v / short for v in level] for level in anchors.box_sizes] if anchors.box_sizes is not None else None
-    return make_layout(ratios, scales, min_scale, max_scale, steps, anchors.clip, box_sizes)
+    ratios = anchors.aspect_ratios or defaults.aspect_ratios
+    if config.model.name == "custom":  # no defaults: square boxes unless told, sizes always given
+        ratios = anchors.aspect_ratios if anchors.aspect_ratios is not None else [[] for _ in config.model.strides]
+        if anchors.box_sizes is None and anchors.sizes is None and anchors.scales is None and (
+            anchors.min_scale is None or anchors.max_scale is None
+        ):
+            raise MultiboxError(
+                "anchors: model.name=custom has no default boxes; give anchors.box_sizes "
+                "(pixels per level, e.g. [[25], [38], [58], [87]]), anchors.sizes or anchors.scales"
+            )
+    steps = anchors.steps if anchors.steps is not None else _default_steps(defaults.steps, config.data.input_size)
+    to_fractions = lambda values: [v / short for v in values]  # noqa: E731
+    if anchors.box_sizes is not None:
+        return make_layout(ratios, steps=steps, clip=anchors.clip, box_sizes=[to_fractions(l) for l in anchors.box_sizes])
+    if anchors.sizes is not None:
+        return make_layout(ratios, to_fractions(anchors.sizes), steps=steps, clip=anchors.clip)
+    if anchors.scales is not None or (anchors.min_scale is not None and anchors.max_scale is not None):
+        return make_layout(ratios, anchors.scales, anchors.min_scale, anchors.max_scale, steps, anchors.clip)
+    if defaults.box_sizes is not None:
+        return make_layout(ratios, steps=steps, clip=anchors.clip, box_sizes=[to_fractions(l) for l in defaults.box_sizes])
+    return make_layout(ratios, defaults.scales, defaults.min_scale, defaults.max_scale, steps, anchors.clip)
 
 
-def build_detector(config: Config, num_classes: int) -> tuple[Detector, DetectorSpec]:
-    """Build the configured detector for `num_classes` foreground classes."""
+def build_detector(config: Config, num_classes: int, load_weights: bool = True) -> tuple[Detector, DetectorSpec]:
+    """Build the configured detector for `num_classes` foreground classes.
+
+    It starts from ``model.backbone_weights`` / ``model.weights`` when set; ``load_weights=False``
+    skips reading those files (for rebuilding a checkpoint, whose own weights replace them).
+    """
     layout = resolve_layout(config)
-    model = build_model(config.model.name, num_classes + 1, [list(r) for r in layout.aspect_ratios], config.model.width_mult)
+    m = config.model
+    # The heads are sized from the resolved layout: explicit box_sizes give len(sizes) * (1 + 2 * len(ratios)).
+    model = build_model(m.name, num_classes + 1, [list(r) for r in layout.aspect_ratios], m.width_mult,
+                        num_anchors=layout.boxes_per_location(), backbone=m.backbone, strides=list(m.strides), head=m.head)
+    apply_weights(model, m, load=load_weights)  # before the momentum: it may swap in a backbone (see apply_weights)
     if config.model.norm_momentum is not None:
         set_norm_momentum(model, config.model.norm_momentum)
     input_size = tuple(config.data.input_size)
     features = feature_map_sizes(model, input_size)
     boxes = default_boxes(layout, features, input_size)
     e = config.eval
-    settings = PostprocessSettings(e.score_threshold, e.nms_threshold, e.topk_candidates, e.max_detections)
+    # A focal-trained head scores each class with its own sigmoid (the background logit is unused).
+    activation = "sigmoid" if config.loss.name == "focal" else "softmax"
+    settings = PostprocessSettings(e.score_threshold, e.nms_threshold, e.topk_candidates, e.max_detections, activation)
     return Detector(model, boxes, settings), DetectorSpec(layout, features, count_boxes(layout, features))
 
 

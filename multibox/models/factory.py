@@ -15,9 +15,12 @@ import torch
 from torch import nn
 
 from multibox.errors import MultiboxError
+from multibox.models.custom import check_strides, custom_ssd
+from multibox.models.fpn import ssd_resnet50_fpn
 from multibox.models.mobilenet import ssdlite320_mobilenet_v3_large
 from multibox.models.mobilenet_v1 import ssd_mobilenet_v1
 from multibox.models.mobilenet_v2 import ssdlite_mobilenet_v2
+from multibox.models.resnet import ssd_resnet50
 from multibox.models.ssd import SSD
 from multibox.models.vgg import ssd300_vgg16, ssd512_vgg16
 
@@ -27,7 +30,13 @@ MODEL_NAMES = (
     "ssdlite320_mobilenet_v3_large",
     "ssdlite_mobilenet_v2",
     "ssd_mobilenet_v1",
+    "ssd_resnet50",
+    "ssd_resnet50_fpn",
+    "custom",
 )
+
+# model.name=custom: levels are model.strides; its default boxes must come from the config.
+DEFAULT_CUSTOM_STRIDES = (8, 16, 32, 64)
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class AnchorDefaults:
     min_scale: float | None
     max_scale: float | None
     steps: list[float] | None
+    box_sizes: list[list[float]] | None = None  # per level, square sizes in pixels at the nominal input
 
 
 _ANCHOR_DEFAULTS: dict[str, AnchorDefaults] = {
@@ -88,6 +98,28 @@ _ANCHOR_DEFAULTS: dict[str, AnchorDefaults] = {
         max_scale=None,
         steps=[16.0, 32.0, 64.0, 100.0, 150.0, 300.0],
     ),
+    # NVIDIA DeepLearningExamples' SSD300-ResNet50 on COCO: scales 21, 45, 99, 153, 207, 261, 315 px
+    # of 300 (SSD300's layout), 8,732 boxes at 300x300.
+    "ssd_resnet50": AnchorDefaults(
+        aspect_ratios=[[2.0], [2.0, 3.0], [2.0, 3.0], [2.0, 3.0], [2.0], [2.0]],
+        scales=[21 / 300, 45 / 300, 99 / 300, 153 / 300, 207 / 300, 261 / 300, 315 / 300],
+        min_scale=None,
+        max_scale=None,
+        steps=[8.0, 16.0, 32.0, 64.0, 100.0, 300.0],
+    ),
+    # MindSpore's SSD-ResNet50-FPN (RetinaNet anchors): per level, base size 4 x stride at octave
+    # scales 2^0 and 2^0.5, each with ratios 1, 2, 1/2 -> 6 boxes per location, 51,150 at 640x640.
+    # Pixel sizes, so they stay 4 x stride at any input; centres on the feature strides.
+    "ssd_resnet50_fpn": AnchorDefaults(
+        aspect_ratios=[[2.0] for _ in range(5)],
+        scales=None,
+        min_scale=None,
+        max_scale=None,
+        steps=None,
+        box_sizes=[[4.0 * s, 4.0 * s * 2**0.5] for s in (8, 16, 32, 64, 128)],
+    ),
+    # No defaults: the levels are model.strides and the boxes must be given (anchors.box_sizes, ...).
+    "custom": AnchorDefaults(aspect_ratios=[], scales=None, min_scale=None, max_scale=None, steps=None),
 }
 
 _NUM_LEVELS = {name: len(defaults.aspect_ratios) for name, defaults in _ANCHOR_DEFAULTS.items()}
@@ -104,15 +136,30 @@ def anchor_defaults(name: str) -> AnchorDefaults:
     return copy.deepcopy(_ANCHOR_DEFAULTS[name])
 
 
-def build_model(name: str, num_classes: int, aspect_ratios: list[list[float]], width_mult: float = 1.0) -> SSD:
-    """A randomly initialised SSD whose heads fit the given default-box aspect ratios.
+def build_model(
+    name: str,
+    num_classes: int,
+    aspect_ratios: list[list[float]],
+    width_mult: float = 1.0,
+    *,
+    num_anchors: list[int] | None = None,
+    backbone: str = "mobilenet_v2",
+    strides: list[int] | None = None,
+    head: str = "ssdlite",
+) -> SSD:
+    """A randomly initialised SSD whose heads fit the given default-box layout.
 
     Args:
         name: one of :data:`MODEL_NAMES`.
         num_classes: classes including background (so at least 2).
-        aspect_ratios: per feature level, the extra aspect ratios; level k gets
-            ``2 + 2 * len(aspect_ratios[k])`` boxes per location (two squares, then r and 1/r).
-        width_mult: channel multiplier of MobileNet backbones; must stay 1.0 for VGG models.
+        aspect_ratios: per feature level, the extra aspect ratios (they fix the number of levels).
+        width_mult: channel multiplier of MobileNet backbones; must stay 1.0 for VGG/ResNet models.
+        num_anchors: boxes per location per level, ``AnchorLayout.boxes_per_location()``; when None,
+            the paper form ``2 + 2 * len(aspect_ratios[k])`` (two squares, then r and 1/r) — wrong
+            for explicit ``box_sizes`` layouts, so :func:`multibox.models.detector.build_detector`
+            always passes it.
+        backbone, strides, head: ``model.backbone`` / ``model.strides`` / ``model.head`` of
+            ``name="custom"`` (ignored otherwise); strides default to :data:`DEFAULT_CUSTOM_STRIDES`.
 
     Raises:
         MultiboxError: unknown name, a wrong number of levels, or an option the model does not take.
@@ -122,7 +169,12 @@ def build_model(name: str, num_classes: int, aspect_ratios: list[list[float]], w
         raise MultiboxError(
             f"model.num_classes: need at least 1 foreground class plus background, got {num_classes} in all"
         )
-    levels = _NUM_LEVELS[name]
+    if name == "custom":
+        strides = list(strides or DEFAULT_CUSTOM_STRIDES)
+        check_strides(backbone, strides)
+        levels = len(strides)
+    else:
+        levels = _NUM_LEVELS[name]
     if len(aspect_ratios) != levels:
         raise MultiboxError(
             f"anchors.aspect_ratios: {name} has {levels} feature levels, "
@@ -133,11 +185,26 @@ def build_model(name: str, num_classes: int, aspect_ratios: list[list[float]], w
             raise MultiboxError(f"anchors.aspect_ratios[{level}]: ratios must be positive, got {list(ratios)}")
     if not width_mult > 0:
         raise MultiboxError(f"model.width_mult: must be positive, got {width_mult}")
-    if name.endswith("_vgg16") and width_mult != 1.0:
+    if (name.endswith("_vgg16") or name == "ssd_resnet50") and width_mult != 1.0:
         raise MultiboxError(
             f"model.width_mult: {name} has no width multiplier (only MobileNet models do), got {width_mult}"
         )
-    num_anchors = [2 + 2 * len(ratios) for ratios in aspect_ratios]
+    fixed_width = "ssd_resnet50_fpn" if name == "ssd_resnet50_fpn" else None
+    if name == "custom" and backbone in ("resnet50", "vgg16"):
+        fixed_width = f"custom with model.backbone={backbone}"
+    if fixed_width and width_mult != 1.0:
+        raise MultiboxError(
+            f"model.width_mult: {fixed_width} has no width multiplier (only MobileNet models do), got {width_mult}"
+        )
+    if num_anchors is None:
+        num_anchors = [2 + 2 * len(ratios) for ratios in aspect_ratios]
+    num_anchors = [int(a) for a in num_anchors]
+    if len(num_anchors) != levels or min(num_anchors) < 1:
+        raise MultiboxError(f"anchors: {name} needs at least 1 box per location on each of {levels} levels, got {num_anchors}")
+    if name == "ssd_resnet50_fpn" and len(set(num_anchors)) != 1:
+        raise MultiboxError(
+            f"anchors: ssd_resnet50_fpn's shared head needs the same number of boxes per location on every level, got {num_anchors}"
+        )
 
     builders: dict[str, Callable[[], SSD]] = {
         "ssd300_vgg16": lambda: ssd300_vgg16(num_classes, num_anchors),
@@ -145,6 +212,9 @@ def build_model(name: str, num_classes: int, aspect_ratios: list[list[float]], w
         "ssdlite320_mobilenet_v3_large": lambda: ssdlite320_mobilenet_v3_large(num_classes, width_mult, num_anchors),
         "ssdlite_mobilenet_v2": lambda: ssdlite_mobilenet_v2(num_classes, width_mult, num_anchors),
         "ssd_mobilenet_v1": lambda: ssd_mobilenet_v1(num_classes, width_mult, num_anchors),
+        "ssd_resnet50": lambda: ssd_resnet50(num_classes, num_anchors),
+        "ssd_resnet50_fpn": lambda: ssd_resnet50_fpn(num_classes, num_anchors),
+        "custom": lambda: custom_ssd(num_classes, num_anchors, backbone, strides, head, width_mult),
     }
     return builders[name]()
 

@@ -24,6 +24,11 @@ def xavier_init(module: nn.Module) -> None:
                 nn.init.constant_(layer.bias, 0.0)
 
 
+def last_conv(block: nn.Module) -> nn.Conv2d:
+    """The last convolution of a block: its out_channels is what the block hands to a head."""
+    return [m for m in block.modules() if isinstance(m, nn.Conv2d)][-1]
+
+
 def normal_init(module: nn.Module) -> None:
     """N(0, 0.03) conv weights, zero biases: torchvision's SSDLite init (used when training from scratch)."""
     for layer in module.modules():

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import vgg16
 
-from multibox.models.heads import SSDHead, xavier_init
+from multibox.models.heads import SSDHead, last_conv, xavier_init
 from multibox.models.ssd import SSD
 
 # torchvision's Caffe-style VGG statistics: inputs become 0-255 BGR-mean-centred values (in RGB order).
@@ -105,7 +105,7 @@ class SSDFeatureExtractorVGG(nn.Module):
         self.features = nn.Sequential(*vgg_features[:pool4])  # up to relu4_3
         stem = nn.Sequential(*vgg_features[pool4:-1], _fc6_fc7())  # pool4 ... relu5_3 (no pool5), fc6, fc7
         self.extra = nn.ModuleList([stem, *extra_blocks])
-        self.out_channels = [512, 1024] + [_last_conv(block).out_channels for block in extra_blocks]
+        self.out_channels = [512, 1024] + [last_conv(block).out_channels for block in extra_blocks]
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """``(N, 3, H, W)`` normalised images -> ``[(N, C_l, H_l, W_l)]``, finest level first."""
@@ -119,8 +119,6 @@ class SSDFeatureExtractorVGG(nn.Module):
         return outputs
 
 
-def _last_conv(block: nn.Module) -> nn.Conv2d:
-    return [m for m in block.modules() if isinstance(m, nn.Conv2d)][-1]
 
 
 def vgg16_extractor(highres: bool = False) -> SSDFeatureExtractorVGG:

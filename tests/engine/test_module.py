@@ -27,8 +27,7 @@ def test_cosine_decays_to_the_floor():
     assert all(f(s) >= f(s + 1) for s in range(40))
 
 
-def test_training_steps_fit_a_batch():
-    torch.set_num_threads(1)
+def test_training_steps_fit_a_batch(one_thread):
     config = load_config(None, ["model.name=ssdlite320_mobilenet_v3_large", "model.width_mult=0.5",
                                 "data.input_size=[96,96]", "model.norm_momentum=0.3"])
     module = DetectionModule(config.to_dict(), ["a", "b"], [1, 2])
@@ -47,4 +46,3 @@ def test_training_steps_fit_a_batch():
         optimizer.step()
         losses.append(out["loss"].item())
     assert losses[-1] < 0.3 * losses[0]
-    torch.set_num_threads(2)

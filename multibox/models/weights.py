@@ -1,0 +1,487 @@
+"""Pretrained weights: ImageNet backbones and detector weight files, never downloaded.
+
+Two config keys (``model.backbone_weights``, ``model.weights``) start a model from weights
+instead of random initialisation. Everything is read from local files with
+``torch.load(weights_only=True)``; nothing here touches the network.
+
+* Backbone weights are a classification network's state dict in torchvision's layout. Each
+  model family maps those keys onto its backbone (:data:`BACKBONE_FAMILIES`); only the
+  classifier's layers are used, never its fully connected head, and the SSD extras stay as
+  initialised. ``imagenet`` means torchvision's file for that backbone, looked up in torch hub's
+  local cache (``torch.hub.get_dir()/checkpoints``) and reported, not fetched, when missing.
+* Detector weights are a multibox checkpoint or a torchvision detection state dict (the key
+  names are the same: ``backbone.*`` and ``head.*``). Head layers whose shapes differ (another
+  class count, other boxes per location) keep their fresh initialisation, so a COCO model can
+  be fine-tuned to a few classes; a backbone that does not fit is refused.
+
+Every problem is a one-line :class:`MultiboxError` naming the config key and the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor, nn
+
+from multibox.config import ModelConfig
+from multibox.errors import MultiboxError
+from multibox.models.ssd import SSD
+
+log = logging.getLogger(__name__)
+
+IMAGENET = "imagenet"
+
+
+# ---------------------------------------------------------------------------------------------
+# Backbone families: where each of our backbone's tensors comes from in a classification file.
+# A mapping takes our backbone and one of its state-dict keys and returns the key in the
+# torchvision classification state dict, or None for tensors the classifier does not have
+# (SSD extras, fc6/fc7, conv4_3's L2 scale), which keep their initialisation.
+# ---------------------------------------------------------------------------------------------
+
+
+def _vgg16_source_key(backbone: nn.Module, key: str) -> str | None:
+    """VGG16 (torchvision's ``_vgg_extractor`` split): ``features.0 ... 22`` (conv1_1 ... relu4_3)
+    are ours as they are; ``features.23 ... 29`` (pool4 ... relu5_3) are ``extra.0.0 ... 6``,
+    whose next module (``extra.0.7``, pool5/fc6/fc7 as convs) is not in the classifier."""
+    n = len(backbone.features)
+    stem = len(backbone.extra[0]) - 1  # pool4 ... relu5_3, then the fc6/fc7 block
+    if re.fullmatch(r"features\.\d+\..+", key):
+        return key
+    if match := re.fullmatch(r"extra\.0\.(\d+)\.(.+)", key):
+        j, rest = int(match[1]), match[2]
+        return f"features.{n + j}.{rest}" if j < stem else None
+    return None
+
+
+def _split_mobilenet_source_key(inner: str) -> Callable[[nn.Module, str], str | None]:
+    """MobileNetV2/V3 split inside block ``s`` (the last stride-2 block), as torchvision's
+    ``SSDLiteFeatureExtractorMobileNet`` does: ``features.0`` = blocks ``0 ... s-1`` plus block
+    ``s``'s expansion conv (``<inner>.0``), ``features.1.0`` = the rest of block ``s`` (``<inner>.1 ...``,
+    same indices),
+    ``features.1.j`` = block ``s + j``. ``inner`` is the block's sequence (V3: ``block``, V2: ``conv``)."""
+
+    def source_key(backbone: nn.Module, key: str) -> str | None:
+        s = len(backbone.features[0]) - 1  # index of the split block in the classifier's features
+        if match := re.fullmatch(r"features\.0\.(\d+)\.(.+)", key):
+            i, rest = int(match[1]), match[2]
+            return f"features.{i}.{rest}" if i < s else f"features.{s}.{inner}.0.{rest}"
+        if match := re.fullmatch(r"features\.1\.0\.(\d+)\.(.+)", key):  # a slice keeps the block's own indices
+            return f"features.{s}.{inner}.{match[1]}.{match[2]}"
+        if match := re.fullmatch(r"features\.1\.(\d+)\.(.+)", key):
+            j, rest = int(match[1]), match[2]
+            return f"features.{s + j}.{rest}"
+        return None  # extra blocks
+
+    return source_key
+
+
+# multibox.models.resnet.resnet50_features: Sequential(conv1, bn1, relu, maxpool, layer1, layer2, layer3).
+_RESNET_FEATURES = {0: "conv1", 1: "bn1", 4: "layer1", 5: "layer2", 6: "layer3"}
+
+
+def _resnet50_source_key(backbone: nn.Module, key: str) -> str | None:
+    """ResNet-50 up to ``layer3``: ``features.0/1/4/5/6`` are ``conv1``/``bn1``/``layer1..3``
+    (``layer4`` and ``fc`` are not used; layer3's strides change but its shapes do not)."""
+    if match := re.fullmatch(r"features\.(\d+)\.(.+)", key):
+        name = _RESNET_FEATURES.get(int(match[1]))
+        return f"{name}.{match[2]}" if name is not None else None
+    return None
+
+
+def _resnet50_fpn_source_key(backbone: nn.Module, key: str) -> str | None:
+    """ResNet-50 FPN: ``body.*`` (conv1 ... layer4 via IntermediateLayerGetter) is the classifier's
+    keys with a ``body.`` prefix; the pyramid (lateral, output, extra) is not in the classifier."""
+    return key[len("body."):] if key.startswith("body.") else None
+
+
+_RESNET_LAYERS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+def _custom_source_key(layer_name: Callable[[int], str]) -> Callable[[nn.Module, str], str | None]:
+    """model.name=custom: ``stages.k.j`` is layer ``offset_k + j`` of the classifier's layer list
+    (``features`` of MobileNets/VGG, conv1 ... layer4 of ResNet), where ``offset_k`` is the length
+    of the stages before; the extra blocks are not in the classifier."""
+
+    def source_key(backbone: nn.Module, key: str) -> str | None:
+        if match := re.fullmatch(r"stages\.(\d+)\.(\d+)\.(.+)", key):
+            k, j, rest = int(match[1]), int(match[2]), match[3]
+            return f"{layer_name(sum(len(backbone.stages[i]) for i in range(k)) + j)}.{rest}"
+        return None
+
+    return source_key
+
+
+def _weights_enum(enum: str, member: str) -> Callable[[], Any]:
+    def get() -> Any:
+        import torchvision.models as models
+
+        return getattr(getattr(models, enum), member)
+
+    return get
+
+
+@dataclass(frozen=True)
+class BackboneFamily:
+    """How a model's backbone takes a torchvision classification state dict.
+
+    Attributes:
+        title: the classification network, for messages.
+        imagenet: returns torchvision's weights enum member whose file ``imagenet`` means.
+        source_key: ``(backbone, our key) -> the file's key`` or None when not from the classifier.
+    """
+
+    title: str
+    imagenet: Callable[[], Any]
+    source_key: Callable[[nn.Module, str], str | None]
+
+
+_VGG16 = BackboneFamily(
+    # The Caffe-converted features (torchvision's default for ssd300_vgg16): they expect the
+    # 0-255 mean-subtracted input that multibox.models.vgg normalises to.
+    "VGG16", _weights_enum("VGG16_Weights", "IMAGENET1K_FEATURES"), _vgg16_source_key
+)
+BACKBONE_FAMILIES: dict[str, BackboneFamily] = {
+    "ssd300_vgg16": _VGG16,
+    "ssd512_vgg16": _VGG16,
+    "ssdlite320_mobilenet_v3_large": BackboneFamily(
+        "MobileNetV3-Large",
+        _weights_enum("MobileNet_V3_Large_Weights", "IMAGENET1K_V1"),
+        _split_mobilenet_source_key("block"),
+    ),
+    "ssdlite_mobilenet_v2": BackboneFamily(
+        "MobileNetV2", _weights_enum("MobileNet_V2_Weights", "IMAGENET1K_V1"),
+        _split_mobilenet_source_key("conv"),
+    ),
+    "ssd_resnet50": BackboneFamily(
+        "ResNet-50", _weights_enum("ResNet50_Weights", "IMAGENET1K_V1"), _resnet50_source_key
+    ),
+    "ssd_resnet50_fpn": BackboneFamily(
+        "ResNet-50", _weights_enum("ResNet50_Weights", "IMAGENET1K_V1"), _resnet50_fpn_source_key
+    ),
+    # model.name=custom, by model.backbone. Its inputs get ImageNet mean/std normalisation, so its
+    # VGG16 takes torchvision's standard ImageNet weights rather than the Caffe-style features.
+    "custom/mobilenet_v2": BackboneFamily(
+        "MobileNetV2", _weights_enum("MobileNet_V2_Weights", "IMAGENET1K_V1"), _custom_source_key(lambda i: f"features.{i}")
+    ),
+    "custom/mobilenet_v3_large": BackboneFamily(
+        "MobileNetV3-Large", _weights_enum("MobileNet_V3_Large_Weights", "IMAGENET1K_V1"),
+        _custom_source_key(lambda i: f"features.{i}"),
+    ),
+    "custom/resnet50": BackboneFamily(
+        "ResNet-50", _weights_enum("ResNet50_Weights", "IMAGENET1K_V1"), _custom_source_key(lambda i: _RESNET_LAYERS[i])
+    ),
+    "custom/vgg16": BackboneFamily(
+        "VGG16", _weights_enum("VGG16_Weights", "IMAGENET1K_V1"), _custom_source_key(lambda i: f"features.{i}")
+    ),
+}
+
+
+def _family_key(name: str, backbone: str | None) -> str:
+    return f"custom/{backbone}" if name == "custom" else name
+
+
+def _family(name: str, backbone: str | None = None) -> BackboneFamily:
+    family = BACKBONE_FAMILIES.get(_family_key(name, backbone))
+    if family is None:
+        what = f"custom with model.backbone={backbone}" if name == "custom" else name
+        raise MultiboxError(
+            f"model.backbone_weights: {what} has no mapping from classification weights "
+            f"(supported: {', '.join(BACKBONE_FAMILIES)}); use model.weights with a detector checkpoint instead"
+        )
+    return family
+
+
+def _is_none(value: str | None) -> bool:
+    return value is None or value.strip().lower() in ("", "none", "null")
+
+
+def imagenet_weights_path(name: str, backbone: str | None = None) -> Path:
+    """Where torchvision's ImageNet weights of model ``name``'s backbone lie in torch hub's cache
+    (``torch.hub.get_dir()/checkpoints/<the url's file name>``, as torchvision would store them).
+    ``backbone`` is ``model.backbone``, used for ``name="custom"`` only."""
+    url = _family(name, backbone).imagenet().url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files.
+# ---------------------------------------------------------------------------------------------
+
+
+def _first_line(error: BaseException, limit: int = 120) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
+def _read(path: Path, key: str) -> Any:
+    if not path.is_file():
+        raise MultiboxError(f"{key}: {path}: file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt, truncated, foreign or hostile pickles raise many types
+        raise MultiboxError(f"{key}: {path}: not a readable weight file ({_first_line(error)})") from None
+
+
+def _tensors(state: Any) -> dict[str, Tensor]:
+    return {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, Tensor)} if isinstance(state, dict) else {}
+
+
+def _unwrap(raw: Any) -> tuple[dict[str, Tensor], str | None]:
+    """The state dict inside a file and, for multibox checkpoints, the model it was saved from.
+
+    Accepts a plain state dict, a Lightning/multibox checkpoint (``state_dict``) and
+    torchvision's reference-script checkpoints (``model``)."""
+    source_name = None
+    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
+        try:
+            source_name = str(raw["hyper_parameters"]["config"]["model"]["name"])
+        except (KeyError, TypeError):
+            source_name = None
+        return _tensors(raw["state_dict"]), source_name
+    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
+        return _tensors(raw["model"]), None
+    return _tensors(raw), None
+
+
+def _strip_prefix(state: dict[str, Tensor], prefixes: tuple[str, ...]) -> dict[str, Tensor]:
+    """Keys without ``module.`` (DataParallel) and the first of ``prefixes`` that the keys carry."""
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    for prefix in prefixes:
+        if prefix and any(k.startswith(prefix) for k in state):
+            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def _shape(t: Tensor | torch.Size) -> str:
+    return "[" + ", ".join(str(d) for d in (t.shape if isinstance(t, Tensor) else t)) + "]"
+
+
+def _keys(keys: list[str], limit: int = 3) -> str:
+    return ", ".join(keys[:limit]) + (", ..." if len(keys) > limit else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Backbone weights.
+# ---------------------------------------------------------------------------------------------
+
+
+def load_backbone_weights(model: SSD, name: str, source: str | Path, backbone: str | None = None) -> None:
+    """Load classification weights into ``model.backbone`` (in place).
+
+    Args:
+        model: a freshly built model ``name`` (``multibox.models.factory.build_model``).
+        name: the model's name; picks the key mapping (:data:`BACKBONE_FAMILIES`).
+        source: ``"imagenet"`` (torchvision's file, from torch hub's local cache only) or the
+            path of a classification state dict in torchvision's layout.
+        backbone: ``model.backbone`` when ``name`` is ``"custom"`` (ignored otherwise).
+
+    Raises:
+        MultiboxError: no mapping for ``name``, the file is missing or unreadable, some tensor
+            the backbone needs is not in the file, or a shape differs.
+    """
+    family = _family(name, backbone)
+    key = "model.backbone_weights"
+    imagenet = isinstance(source, str) and source.strip().lower() == IMAGENET
+    if imagenet:
+        path = imagenet_weights_path(name, backbone)
+        if not path.is_file():
+            url = family.imagenet().url
+            raise MultiboxError(
+                f"{key}=imagenet: torchvision's ImageNet {family.title} weights are not in the local cache: "
+                f"{path} does not exist, and multibox never downloads (this machine has no network); "
+                f"copy {path.name} (from {url}) to {path.parent}, or set {key} to the file's path"
+            )
+    else:
+        path = Path(source).expanduser()
+    raw = _read(path, key)
+    state, _ = _unwrap(raw)
+    state = _strip_prefix(state, ())
+    if not state:
+        raise MultiboxError(f"{key}: {path}: not a state dict (no tensors inside)")
+    if any(k.startswith(("backbone.", "detector.model.backbone.")) for k in state):
+        raise MultiboxError(f"{key}: {path}: a detector's weights, not a classifier's; detector weights go in model.weights")
+
+    extractor = model.backbone
+    mapped: dict[str, Tensor] = {}
+    wanted = 0
+    missing: list[str] = []
+    mismatched: list[tuple[str, Tensor, Tensor]] = []
+    for ours, value in extractor.state_dict().items():
+        theirs = family.source_key(extractor, ours)
+        if theirs is None:
+            continue
+        wanted += 1
+        if theirs not in state:
+            if not ours.endswith("num_batches_tracked"):  # old torchvision files predate this buffer
+                missing.append(theirs)
+            continue
+        if state[theirs].shape != value.shape:
+            mismatched.append((theirs, state[theirs], value))
+            continue
+        mapped[ours] = state[theirs]
+    if missing:
+        raise MultiboxError(
+            f"{key}: {path}: not {family.title} classification weights in torchvision's layout "
+            f"({len(missing)} of the {wanted} tensors {name}'s backbone needs are missing: {_keys(missing)})"
+        )
+    if mismatched:
+        theirs, file_value, value = mismatched[0]
+        hint = " (torchvision's ImageNet weights exist for model.width_mult 1.0 only)" if imagenet else (
+            " (another network, or another width_mult?)"
+        )
+        raise MultiboxError(
+            f"{key}: {path}: {theirs} has shape {_shape(file_value)} in the file but {name}'s backbone needs "
+            f"{_shape(value)} ({len(mismatched)} tensors differ){hint}"
+        )
+    extractor.load_state_dict(mapped, strict=False)
+    log.info("loaded %d %s backbone tensors from %s", len(mapped), family.title, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Detector weights.
+# ---------------------------------------------------------------------------------------------
+
+
+def _head_part(key: str) -> str:
+    """``classification``, ``regression`` or ``other`` for a ``head.*`` key (SSD/SSDLite heads name
+    theirs ``classification_head``/``regression_head``, the shared FPN head ``*_tower``)."""
+    return "classification" if "classification" in key else "regression" if "regression" in key else "other"
+
+
+def _reinit_summary(model: SSD, state: dict[str, Tensor], skipped: list[str]) -> str:
+    """One phrase: which head layers were left re-initialised, and why."""
+    layers = sorted({k.rsplit(".", 1)[0] for k in skipped})
+    where = []
+    for part in ("classification", "regression", "other"):
+        mine = [layer for layer in layers if _head_part(layer) == part]
+        if mine:
+            levels = sorted({int(m[1]) for layer in mine if (m := re.search(r"module_list\.(\d+)", layer))})
+            at = f" on levels {', '.join(map(str, levels))}" if levels else f" ({', '.join(mine)})"
+            where.append(f"{len(mine)} {part if part != 'other' else 'other head'} layer{'s' if len(mine) > 1 else ''}{at}")
+    reasons = []
+    cls = [k for k in skipped if _head_part(k) == "classification" and k.endswith("weight")]
+    reg = [k for k in skipped if _head_part(k) == "regression"]
+    num_classes, anchors = getattr(model.head, "num_classes", None), getattr(model.head, "num_anchors", None)
+    if cls and not reg and num_classes is not None and anchors:
+        level = re.search(r"module_list\.(\d+)", cls[0])
+        file_classes = state[cls[0]].shape[0] // anchors[int(level[1]) if level else 0]
+        reasons.append(f"the file scores {file_classes} classes, the model {num_classes} (background included)")
+    elif cls:
+        reasons.append("the class count differs")
+    if reg:
+        reasons.append("the default boxes per location differ (anchors)")
+    return f"{' and '.join(where)}, whose shapes differ from the file's: {' and '.join(reasons) or 'another head layout'}"
+
+
+def load_detector_weights(model: SSD, name: str, path: str | Path) -> list[str]:
+    """Load a detector weight file into ``model`` (in place); returns the keys left re-initialised.
+
+    Args:
+        model: a freshly built model ``name``.
+        name: the model's name, checked against a multibox checkpoint's.
+        path: a multibox checkpoint (``state_dict`` with ``detector.model.*`` keys and
+            ``hyper_parameters``) or a torchvision detection state dict (``backbone.*``/``head.*``,
+            e.g. ``torchvision.models.detection.ssd300_vgg16(...).state_dict()``).
+
+    Every tensor whose shape fits is loaded. Head tensors whose shape differs (another class
+    count or other boxes per location) keep the model's fresh initialisation, reported in one
+    logged line; anything else that does not fit is an error.
+
+    Raises:
+        MultiboxError: file missing or unreadable, a checkpoint of another model, or a backbone
+            (or head layout) that does not fit.
+    """
+    key = "model.weights"
+    path = Path(path).expanduser()
+    state, source_name = _unwrap(_read(path, key))
+    if source_name is not None and source_name != name:
+        raise MultiboxError(f"{key}: {path}: a checkpoint of {source_name}, but model.name is {name}")
+    state = _strip_prefix(state, ("detector.model.", "model."))
+    if not any(k.startswith("backbone.") for k in state):
+        classifier = any(re.match(r"(features|conv1|layer1)\.", k) for k in state)
+        hint = "; classification weights go in model.backbone_weights" if classifier else ""
+        raise MultiboxError(f"{key}: {path}: no detector weights inside (no backbone.* tensors){hint}")
+
+    targets = model.state_dict()
+    missing = [k for k in targets if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in targets]
+    if missing or unexpected:
+        parts = [f"{len(missing)} of its tensors missing ({_keys(missing)})"] if missing else []
+        parts += [f"{len(unexpected)} unknown ({_keys(unexpected)})"] if unexpected else []
+        raise MultiboxError(f"{key}: {path}: does not fit {name}: {'; '.join(parts)} (weights of another model?)")
+
+    misfits = [k for k, value in state.items() if value.shape != targets[k].shape]
+    for k in misfits:  # anything outside the head must fit: it is the part that carries over
+        if not k.startswith("head."):
+            tail = (
+                "; its MobileNetV3 has the full tail with model.backbone_weights set, the reduced tail without"
+                if name == "ssdlite320_mobilenet_v3_large" else ""
+            )
+            raise MultiboxError(
+                f"{key}: {path}: {k} has shape {_shape(state[k])} in the file but {_shape(targets[k])} in {name} "
+                f"({sum(not m.startswith('head.') for m in misfits)} backbone tensors differ: weights of another model "
+                f"or model.width_mult?{tail})"
+            )
+    skipped = [k for k in misfits if k.startswith("head.")]
+    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    if skipped:
+        log.warning("%s: %s: re-initialised %s", key, path, _reinit_summary(model, state, skipped))
+    log.info("loaded %d of %d tensors from %s", len(state) - len(skipped), len(targets), path)
+    return skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point used by multibox.models.detector.build_detector.
+# ---------------------------------------------------------------------------------------------
+
+
+def _use_full_tail_mobilenet_v3(model: SSD, width_mult: float) -> None:
+    """Swap in the MobileNetV3-Large backbone with its full tail, and a head that fits it.
+
+    torchvision builds SSDLite's MobileNetV3 with ``reduced_tail`` only when it trains without a
+    pretrained backbone (MobileNetV3 paper, Table 6); ImageNet classifiers (its
+    ``mobilenet_v3_large-8738ca79.pth`` included) have the full tail, so a model that starts
+    from them must too. The head's number of classes and boxes per location are kept.
+    """
+    from torchvision.models import mobilenet_v3_large
+
+    from multibox.models.heads import SSDLiteHead
+    from multibox.models.mobilenet import SSDLiteFeatureExtractorMobileNet, default_norm_layer
+
+    norm_layer = default_norm_layer()
+    mobilenet = mobilenet_v3_large(weights=None, norm_layer=norm_layer, reduced_tail=False, width_mult=width_mult)
+    backbone = SSDLiteFeatureExtractorMobileNet(mobilenet.features, norm_layer)
+    head = SSDLiteHead(backbone.out_channels, list(model.head.num_anchors), model.head.num_classes, norm_layer)
+    model.backbone, model.head = backbone, head
+
+
+def apply_weights(model: SSD, config: ModelConfig, load: bool = True) -> SSD:
+    """Start ``model`` (just built from ``config``) from the configured weights, in place.
+
+    ``config.backbone_weights`` first, then ``config.weights`` (whose tensors win where both
+    apply). With ``backbone_weights`` set, ssdlite320_mobilenet_v3_large uses MobileNetV3's full
+    tail, as torchvision does; that architecture choice holds even when ``load`` is False
+    (rebuilding a checkpoint whose weights replace these anyway, without reading the files).
+    """
+    with_backbone = not _is_none(config.backbone_weights)
+    if with_backbone:
+        _family(config.name, getattr(config, "backbone", None))  # a model without a mapping fails before anything else
+        if config.name == "ssdlite320_mobilenet_v3_large":
+            _use_full_tail_mobilenet_v3(model, config.width_mult)
+    if not load:
+        return model
+    if with_backbone:
+        load_backbone_weights(model, config.name, config.backbone_weights, getattr(config, "backbone", None))
+    if not _is_none(config.weights):
+        load_detector_weights(model, config.name, config.weights)
+    return model

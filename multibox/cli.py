@@ -119,6 +119,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(error: MultiboxError) -> str:
+    """The message itself, also when a DataLoader worker re-raised it wrapped in its traceback."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(error).__name__
+    return last.split("MultiboxError: ", 1)[-1]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except MultiboxError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -114,3 +114,15 @@ def test_predict_never_overwrites_images_or_earlier_predictions(trained, capsys)
     assert main(["predict", "--weights", weights, "--source", str(images / "000000.jpg"), "--out", str(out)]) == 0
     assert main(["predict", "--weights", weights, "--source", str(images / "000000.jpg"), "--out", str(out)]) == 2
     assert "already holds predictions.json" in capsys.readouterr().err
+
+
+def test_an_unreadable_image_met_in_a_loader_worker_is_one_line(tmp_path, capsys):
+    assert main(["data", "synth", str(tmp_path / "d"), "--images", "4", "--size", "64x64"]) == 0
+    (tmp_path / "d/images/000002.jpg").write_bytes(b"not a jpeg")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  train: {{images: {tmp_path}/d/images, annotations: {tmp_path}/d/annotations.json}}\n")
+    args = ["train", "-c", str(config), f"train.output_dir={tmp_path / 'run'}", *TINY, "data.input_size=[64,64]",
+            "data.num_workers=1", "data.batch_size=2"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "000002.jpg" in err[-1] and "Traceback" not in err[-1]

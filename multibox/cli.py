@@ -54,6 +54,29 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--min-size", type=float, default=0.06, help="smallest shape, fraction of the shorter side")
     synth.add_argument("--max-size", type=float, default=0.5, help="largest shape, fraction of the shorter side")
+    validate = data.add_parser("validate", help="check every image and annotation of a dataset (exit 1 on errors)")
+    validate.add_argument("-c", "--config", type=Path, help="config whose data.train / data.val are checked")
+    validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the config")
+    validate.add_argument("--images", type=Path, help="images folder (instead of a config)")
+    validate.add_argument("--annotations", type=Path, help="annotation file (with --images)")
+    validate.add_argument("--format", default="coco", choices=["coco"], help="annotation format (default coco)")
+    validate.add_argument("--fix", type=Path, metavar="OUT", help="write a cleaned copy into OUT (new or empty folder)")
+    validate.add_argument("--workers", type=int, default=8, help="image decoding threads (default 8)")
+    validate.add_argument("--max-rows", type=int, default=50, help="problems listed in the table (default 50)")
+    stats = data.add_parser("stats", help="box statistics and default-box coverage of a config's dataset")
+    stats.add_argument("-c", "--config", required=True, type=Path, help="YAML or JSON config")
+    stats.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.input_size=[512,512]")
+    stats.add_argument("--split", choices=["train", "val"], default="train", help="which split (default train)")
+    stats.add_argument("--out", type=Path, help="folder for stats.png and stats.json (default <train.output_dir>/data_stats)")
+    convert = data.add_parser("convert", help="convert a dataset between formats (into a new folder; never overwrites)")
+    formats = ["coco", "voc", "yolo", "txt", "openimages", "cognata"]
+    convert.add_argument("--from", dest="source_format", required=True, choices=formats)
+    convert.add_argument("--to", dest="target_format", required=True, choices=["coco", "voc", "yolo", "txt", "openimages"])
+    convert.add_argument("src", type=Path, help="dataset root or images folder, as data.train.images")
+    convert.add_argument("dst", type=Path, help="new or empty output folder")
+    convert.add_argument("--annotations", help="as data.train.annotations (coco/txt default: SRC/annotations.json|txt with SRC/images)")
+    convert.add_argument("--class-names", help="names file, or comma-separated names (voc, yolo, txt)")
+    convert.add_argument("--classes", help="openimages: comma-separated display names to keep")
 
     demo = sub.add_parser("demo", help="synthetic data, training, evaluation and predictions, end to end on the CPU")
     demo.add_argument("--out", type=Path, default=Path("demo_out"))
@@ -99,6 +122,25 @@ def _run(args: argparse.Namespace) -> int:
 
         make_synthetic_dataset(args.out_dir, args.images, args.size, args.seed, object_sizes=(args.min_size, args.max_size))
         print(f"wrote {args.images} images and annotations.json to {args.out_dir}")
+    elif args.command == "data" and args.data_command == "validate":
+        from multibox.data.validate import validate_command
+
+        return validate_command(args.config, args.overrides, args.images, args.annotations, args.format, args.fix,
+                                args.workers, args.max_rows)
+    elif args.command == "data" and args.data_command == "stats":
+        from multibox.data.stats import stats_command
+
+        stats_command(args.config, args.overrides, args.split, args.out)
+    elif args.command == "data" and args.data_command == "convert":
+        from multibox.data.formats import convert
+
+        names = args.class_names
+        if names is not None and not Path(names).is_file():
+            names = [n.strip() for n in names.split(",") if n.strip()]
+        classes = [n.strip() for n in args.classes.split(",") if n.strip()] if args.classes else None
+        dataset = convert(args.source_format, args.target_format, args.src, args.dst,
+                          annotations=args.annotations, class_names=names, classes=classes)
+        print(f"wrote {len(dataset)} images, {dataset.num_boxes} boxes, {dataset.num_classes} classes as {args.target_format} to {args.dst}")
     elif args.command == "demo":
         from multibox.demo import run_demo
 

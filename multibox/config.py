@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from multibox.errors import MultiboxError
 
@@ -24,11 +25,34 @@ class _Section(BaseModel):
 
 class SplitPaths(_Section):
     images: Path = Field(description="Folder holding the split's images.")
-    annotations: Path | None = Field(None, description="Annotation file of the split (COCO JSON for data.format=coco).")
+    annotations: Path | None = Field(
+        None,
+        description="The split's annotations: coco: instances JSON; voc: split name or split file (none: every XML); "
+        "yolo: labels folder (none: labels/ beside images/); txt: the list file; openimages: split name or bbox CSV; cognata: unused.",
+    )
+
+
+class CognataConfig(_Section):
+    """Box filters of the Cognata reader (defaults of mlcommons/abtf-ssd-pytorch)."""
+
+    min_area: float = Field(50.0, ge=0.0, description="Drop boxes smaller than this area (pixels^2).")
+    min_side: float = Field(8.0, ge=0.0, description="Drop boxes whose width or height is below this (pixels).")
+    max_distance: float = Field(300.0, gt=0.0, description="Drop objects farther than this center_distance.")
+    ignored_classes: list[int] = Field(default_factory=lambda: [2, 25, 31], description="Raw class ids dropped (pole, parking, fence).")
+    max_boxes: int = Field(500, ge=1, description="Boxes kept per image at most.")
+    recordings: list[str] | None = Field(None, description="Recording folders to read (all when not set).")
+    cameras: list[str] | None = Field(None, description="Cameras to read, e.g. Cognata_Camera_01_8M (all when not set).")
 
 
 class DataConfig(_Section):
-    format: Literal["coco"] = Field("coco", description="Annotation format of train/val.")
+    format: Literal["coco", "voc", "yolo", "txt", "openimages", "cognata"] = Field(
+        "coco", description="Annotation format of train/val (see multibox.data.formats)."
+    )
+    class_names: list[str] | Path | None = Field(
+        None, description="voc/yolo/txt: class names in label order, a list or a names file (one a line, or a YOLO data .yaml with names:)."
+    )
+    classes: list[str] | None = Field(None, description="openimages: display names of the classes kept, in label order (all when not set).")
+    cognata: CognataConfig = Field(default_factory=CognataConfig, description="Cognata reader filters.")
     train: SplitPaths | None = Field(None, description="Training split.")
     val: SplitPaths | None = Field(None, description="Validation split; when missing, data.val_split of train is held out.")
     val_split: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of train held out for validation when no val set is given.")
@@ -36,7 +60,26 @@ class DataConfig(_Section):
     input_size: tuple[int, int] = Field((300, 300), description="Network input [H, W]; need not be square.")
     batch_size: int = Field(8, ge=1, description="Images per batch (per device).")
     num_workers: int = Field(2, ge=0, description="Data-loader worker processes.")
-    augment: Literal["ssd", "ssdlite", "none"] = Field("ssd", description="Training augmentation preset.")
+    augment: Literal["ssd", "ssdlite", "none"] | list[dict[str, Any]] = Field(
+        "ssd",
+        description="Training augmentation preset, or a list of albumentations transforms with arguments "
+        "([{name: HorizontalFlip, p: 0.5}, ...]; also ZoomOut, IoUCrop, PhotometricDistort); the resize to input_size is added.",
+    )
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_form(cls, value: Any) -> Any:
+        if not isinstance(value, (list, tuple)) and value not in ("ssd", "ssdlite", "none"):
+            message = f"expected ssd, ssdlite, none or a list of {{name: Transform, ...}}, got {value!r}"
+            raise PydanticCustomError("augment", "{message}", {"message": message})
+        if isinstance(value, (list, tuple)):
+            from multibox.data.transforms import build_augment_steps  # albumentations is only imported when a list is given
+
+            try:
+                build_augment_steps(value)
+            except MultiboxError as error:
+                raise PydanticCustomError("augment", "{message}", {"message": str(error)}) from None
+        return value
 
     @field_validator("input_size")
     @classmethod

@@ -7,11 +7,13 @@ validation ground truth.
 
 from __future__ import annotations
 
+from functools import partial
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from multibox.config import Config, SplitPaths
+from multibox.config import Config, DataConfig, SplitPaths
 from multibox.data.coco import load_coco
 from multibox.data.dataset import DetectionDataset, collate_detections
 from multibox.data.records import DetectionSet
@@ -19,13 +21,19 @@ from multibox.data.transforms import build_eval_transform, build_train_transform
 from multibox.errors import MultiboxError
 
 
-def load_split(split: SplitPaths, name: str, data_format: str = "coco") -> DetectionSet:
-    """Load one split of the config (`name` is "train" or "val", for messages)."""
-    if data_format != "coco":
-        raise MultiboxError(f"config: data.format {data_format!r} is not supported (expected coco)")
-    if split.annotations is None:
-        raise MultiboxError(f"config: data.{name}.annotations is required for data.format=coco")
-    return load_coco(split.images, split.annotations)
+def load_split(split: SplitPaths, name: str, data_format: str = "coco", data: DataConfig | None = None) -> DetectionSet:
+    """Load one split of the config (`name` is "train" or "val", for messages); `data` gives the per-format options."""
+    if data_format == "coco":
+        if split.annotations is None:
+            raise MultiboxError(f"config: data.{name}.annotations is required for data.format=coco")
+        return load_coco(split.images, split.annotations)
+    if data_format in ("txt",) and split.annotations is None:
+        raise MultiboxError(f"config: data.{name}.annotations is required for data.format={data_format}")
+    from multibox.data.formats import load_dataset
+
+    data = data if data is not None else DataConfig()
+    return load_dataset(data_format, split.images, split.annotations, class_names=data.class_names, classes=data.classes,
+                        cognata=data.cognata.model_dump())
 
 
 class DetectionDataModule(L.LightningDataModule):
@@ -37,12 +45,12 @@ class DetectionDataModule(L.LightningDataModule):
         data = config.data
         if data.train is None:
             raise MultiboxError("config: data.train is required for training")
-        self.train_set = load_split(data.train, "train", data.format)
+        self.train_set = load_split(data.train, "train", data.format, data)
         if not len(self.train_set):
             raise MultiboxError(f"{data.train.annotations}: the training set has no images")
         self.val_set: DetectionSet | None = None
         if data.val is not None:
-            self.val_set = load_split(data.val, "val", data.format)
+            self.val_set = load_split(data.val, "val", data.format, data)
             if self.val_set.category_ids != self.train_set.category_ids:
                 raise MultiboxError(f"{data.val.annotations}: categories differ from those of data.train ({data.train.annotations})")
         elif data.val_split > 0:
@@ -56,7 +64,7 @@ class DetectionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         data = self.config.data
         transform = build_train_transform(data.augment, data.input_size)
-        dataset = DetectionDataset(self.train_set, transform, data.input_size)
+        dataset = DetectionDataset(self.train_set, transform, data.input_size, skip_bad=True)
         # A last batch of one image would break BatchNorm on SSDLite's 1x1 maps: drop the remainder
         # (it is a different remainder every epoch, since the order is shuffled).
         return self._loader(dataset, shuffle=True, drop_last=len(dataset) > data.batch_size)
@@ -66,7 +74,7 @@ class DetectionDataModule(L.LightningDataModule):
         if self.val_set is None or not len(self.val_set):
             return []
         data = self.config.data
-        dataset = DetectionDataset(self.val_set, build_eval_transform(data.input_size), data.input_size)
+        dataset = DetectionDataset(self.val_set, build_eval_transform(data.input_size), data.input_size, skip_bad=True)
         return self._loader(dataset, shuffle=False, drop_last=False)
 
     def _loader(self, dataset: DetectionDataset, shuffle: bool, drop_last: bool) -> DataLoader:
@@ -76,7 +84,8 @@ class DetectionDataModule(L.LightningDataModule):
             batch_size=self.config.data.batch_size,
             shuffle=shuffle,
             num_workers=workers,
-            collate_fn=collate_detections,
+            # Bad samples (unreadable image, invalid boxes) are skipped and counted, not fatal.
+            collate_fn=partial(collate_detections, input_size=tuple(self.config.data.input_size)),
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
             drop_last=drop_last,

@@ -7,6 +7,8 @@ default-box matcher never need to know the input size or the original image size
 from __future__ import annotations
 
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,6 +22,53 @@ from multibox.data.records import DetectionSet
 from multibox.errors import MultiboxError
 
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+_WARNED: set[str] = set()  # files already warned about in this process
+
+
+@dataclass(frozen=True)
+class SkippedSample:
+    """Marker item of a sample that could not be used (unreadable image or invalid boxes).
+
+    `collate_detections` drops it and counts it in ``batch["skipped"]``; its message names the file.
+    """
+
+    file: str
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.file}: skipped, {self.reason}"
+
+
+def warn_skipped(message: str, file: str | None = None) -> bool:
+    """Warn once per file and process that a sample was skipped (`file` defaults to the message's
+    leading path, as in :attr:`SkippedSample.message`); True when this call warned."""
+    file = file if file is not None else message.split(": skipped, ", 1)[0]
+    if file in _WARNED:
+        return False
+    _WARNED.add(file)
+    warnings.warn(message, UserWarning, stacklevel=2)
+    return True
+
+
+def invalid_box_reason(boxes: np.ndarray, labels: np.ndarray, width: int, height: int, num_classes: int | None) -> str | None:
+    """Why a record's boxes cannot be trained on, or None: non-finite, empty or fully-outside boxes, bad labels.
+
+    Boxes partly outside the image are fine (they are clipped to it)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    labels = np.asarray(labels).reshape(-1)
+    if not len(boxes):
+        return None
+    if not np.isfinite(boxes).all():
+        return "a box has non-finite coordinates"
+    if ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])).any():
+        return "a box has zero or negative width/height"
+    if ((boxes[:, 2] <= 0) | (boxes[:, 3] <= 0) | (boxes[:, 0] >= width) | (boxes[:, 1] >= height)).any():
+        return f"a box lies entirely outside the {width}x{height} image"
+    if num_classes is not None and ((labels < 1) | (labels > num_classes)).any():
+        return f"a label is outside 1..{num_classes}"
+    return None
 
 
 def read_image(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
@@ -40,21 +89,41 @@ class DetectionDataset(Dataset):
     ``image_id`` int and ``orig_size`` (height, width) of the original image.
     """
 
-    def __init__(self, dataset: DetectionSet, transform: Transform, input_size: tuple[int, int]):
+    def __init__(self, dataset: DetectionSet, transform: Transform, input_size: tuple[int, int], skip_bad: bool = False):
+        """`skip_bad`: an unreadable image or invalid boxes give a :class:`SkippedSample` (warned once
+        per file) instead of raising, for `collate_detections` to drop and count."""
         self.dataset = dataset
         self.transform = transform
         self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.skip_bad = bool(skip_bad)
         self._seeded_pid: int | None = None
 
     def __len__(self) -> int:
         return len(self.dataset.records)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]] | SkippedSample:
         self._seed_process()
         record = self.dataset.records[index]
-        image = read_image(record.file, (record.height, record.width))
         keep = ~record.iscrowd
-        image, boxes, labels = self.transform(image, record.boxes[keep], record.labels[keep])
+        if not self.skip_bad:
+            image = read_image(record.file, (record.height, record.width))
+            image, boxes, labels = self.transform(image, record.boxes[keep], record.labels[keep])
+        else:
+            reason = invalid_box_reason(record.boxes[keep], record.labels[keep], record.width, record.height,
+                                        self.dataset.num_classes)
+            try:
+                if reason is None:
+                    image = read_image(record.file, (record.height, record.width))
+                    image, boxes, labels = self.transform(image, record.boxes[keep], record.labels[keep])
+            except MultiboxError as error:
+                reason = str(error).split(": ", 1)[-1] if str(error).startswith(str(record.file)) else str(error)
+            except ValueError as error:  # the augmentation refused the boxes
+                reason = f"invalid boxes ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+            if reason is not None:
+                skipped = SkippedSample(str(record.file), reason)
+                if get_worker_info() is None:  # workers leave the warning to the main process (see collate)
+                    warn_skipped(skipped.message, skipped.file)
+                return skipped
         height, width = image.shape[:2]
         if (height, width) != self.input_size:
             raise ValueError(f"transform returned a {height}x{width} image, expected {self.input_size}")
@@ -84,17 +153,37 @@ class DetectionDataset(Dataset):
             reseed(torch.initial_seed() % 2**63)
 
 
-def collate_detections(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> dict[str, torch.Tensor]:
-    """Stack images and zero-pad boxes/labels to the batch's most boxes (at least 1; label 0 = padding)."""
-    images, targets = zip(*batch)
+def collate_detections(
+    batch: list[tuple[torch.Tensor, dict[str, Any]] | SkippedSample | None], input_size: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """Stack images and zero-pad boxes/labels to the batch's most boxes (at least 1; label 0 = padding).
+
+    Skipped samples (:class:`SkippedSample` or None) are dropped: ``skipped`` is their count (int64
+    scalar tensor) and ``skipped_files`` their messages. When every sample was skipped the batch
+    holds no images: (0, 3, H, W) with H, W from `input_size` (0 when not given).
+    """
+    kept = [item for item in batch if item is not None and not isinstance(item, SkippedSample)]
+    skipped = [item.message for item in batch if isinstance(item, SkippedSample)]
+    skipped += ["unknown sample: skipped"] * sum(item is None for item in batch)
+    if not kept:
+        height, width = input_size if input_size is not None else (0, 0)
+        return {
+            "images": torch.zeros((0, 3, int(height), int(width)), dtype=torch.uint8),
+            "boxes": torch.zeros((0, 1, 4)), "labels": torch.zeros((0, 1), dtype=torch.int64),
+            "image_ids": torch.zeros(0, dtype=torch.int64), "orig_sizes": torch.zeros((0, 2), dtype=torch.int64),
+            "skipped": torch.tensor(len(skipped), dtype=torch.int64), "skipped_files": skipped,
+        }
+    images, targets = zip(*kept)
     boxes = pad_sequence([t["boxes"].reshape(-1, 4) for t in targets], batch_first=True)
     labels = pad_sequence([t["labels"].reshape(-1) for t in targets], batch_first=True)
     if boxes.shape[1] == 0:
-        boxes, labels = boxes.new_zeros(len(batch), 1, 4), labels.new_zeros(len(batch), 1)
+        boxes, labels = boxes.new_zeros(len(kept), 1, 4), labels.new_zeros(len(kept), 1)
     return {
         "images": torch.stack(images),
         "boxes": boxes.float(),
         "labels": labels.long(),
         "image_ids": torch.tensor([t["image_id"] for t in targets], dtype=torch.int64),
         "orig_sizes": torch.tensor([t["orig_size"] for t in targets], dtype=torch.int64).reshape(-1, 2),
+        "skipped": torch.tensor(len(skipped), dtype=torch.int64),
+        "skipped_files": skipped,
     }

@@ -8,7 +8,9 @@ zoom-out or IoU crop, so those two are small DualTransforms built on its Pad and
 
 from __future__ import annotations
 
+import inspect
 import random
+import re
 from typing import Any, Sequence
 
 import albumentations as A
@@ -105,7 +107,9 @@ class IoUCrop(BaseCrop):
         return crops[np.argmax(ok)] if ok.any() else None
 
     def apply_to_bboxes(self, bboxes: np.ndarray, crop_coords: tuple[int, int, int, int], keep: np.ndarray, **params: Any) -> np.ndarray:
-        return super().apply_to_bboxes(bboxes[keep], crop_coords, **params)
+        cropped = super().apply_to_bboxes(bboxes[keep], crop_coords, **params)
+        cropped[:, :4] = np.clip(cropped[:, :4], 0.0, 1.0)  # clipped now, so later steps (shifts, pads) move only what is visible
+        return cropped
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -118,8 +122,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-12)
 
 
-def photometric_distort() -> A.BaseCompose:
-    """torchvision's RandomPhotometricDistort: each change with p=0.5, contrast first or last."""
+def photometric_distort(p: float = 1.0) -> A.BaseCompose:
+    """torchvision's RandomPhotometricDistort: each change with p=0.5, contrast first or last (the whole with p)."""
     def jitter(**kwargs: Any) -> A.ColorJitter:
         ranges = {"brightness": (1.0, 1.0), "contrast": (1.0, 1.0), "saturation": (1.0, 1.0), "hue": (0.0, 0.0)}
         return A.ColorJitter(**(ranges | kwargs), p=0.5)
@@ -132,7 +136,7 @@ def photometric_distort() -> A.BaseCompose:
         jitter(brightness=(0.875, 1.125)),
         A.OneOf([A.Sequential([contrast(), *saturation_hue], p=1.0), A.Sequential([*saturation_hue, contrast()], p=1.0)], p=1.0),
         A.ChannelShuffle(p=0.5),
-    ], p=1.0)
+    ], p=p)
 
 
 class DetectionTransform:
@@ -142,10 +146,10 @@ class DetectionTransform:
     one output pixel are dropped with their labels.
     """
 
-    def __init__(self, transforms: list[Any], seed: int | None = None):
+    def __init__(self, transforms: list[Any], seed: int | None = None, check_each_transform: bool = False):
         bbox_params = A.BboxParams(
             format="pascal_voc", label_fields=["labels"], min_width=1.0, min_height=1.0,
-            clip=True, filter_invalid_bboxes=True, check_each_transform=False,
+            clip=True, filter_invalid_bboxes=True, check_each_transform=check_each_transform,
         )
         self.compose = A.Compose(transforms, bbox_params=bbox_params)
         self.reseed(seed)
@@ -160,8 +164,11 @@ class DetectionTransform:
         return out["image"], np.asarray(out["bboxes"], np.float32).reshape(-1, 4), np.asarray(out["labels"], np.int64).reshape(-1)
 
 
-def build_train_transform(preset: str, input_size: tuple[int, int], seed: int | None = None) -> DetectionTransform:
-    """Training augmentation `preset` ("ssd", "ssdlite" or "none") ending in a resize to input_size (H, W)."""
+def build_train_transform(preset: str | Sequence[dict[str, Any]], input_size: tuple[int, int], seed: int | None = None) -> DetectionTransform:
+    """Training augmentation `preset` ("ssd", "ssdlite" or "none", or a list of {name: Transform, **args}) ending in a resize to input_size (H, W)."""
+    if not isinstance(preset, str):
+        # Arbitrary steps (a crop, then a shift) need boxes clipped to the image after each step.
+        return DetectionTransform([*build_augment_steps(preset), _resize(input_size)], seed=seed, check_each_transform=True)
     if preset not in PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; expected one of {', '.join(PRESETS)}")
     steps: list[Any] = []
@@ -180,3 +187,56 @@ def build_eval_transform(input_size: tuple[int, int]) -> DetectionTransform:
 def _resize(input_size: tuple[int, int]) -> A.Resize:
     height, width = input_size
     return A.Resize(height=int(height), width=int(width), interpolation=cv2.INTER_LINEAR)
+
+
+# --- list form of data.augment: [{name: HorizontalFlip, p: 0.5}, ...] -----------------------------
+
+SSD_STEPS = ("ZoomOut", "IoUCrop", "PhotometricDistort")
+_NEEDS_EXTRA_DATA = ("Mosaic", "OverlayElements", "FDA", "HistogramMatching", "PixelDistributionAdaptation", "TemplateTransform")
+
+
+def build_augment_steps(spec: Sequence[Any], key: str = "data.augment") -> list[Any]:
+    """Albumentations steps of a list-form augment spec, checked; problems are one-line MultiboxErrors naming `key[i]`."""
+    from multibox.errors import MultiboxError
+
+    if not isinstance(spec, (list, tuple)):
+        raise MultiboxError(f"{key}: expected a preset name ({', '.join(PRESETS)}) or a list of {{name: Transform, ...}}")
+    return [_build_step(item, f"{key}[{index}]", MultiboxError) for index, item in enumerate(spec)]
+
+
+def _build_step(item: Any, where: str, error: type[Exception]) -> Any:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise error(f"{where}: expected a mapping with a 'name' key (e.g. {{name: HorizontalFlip, p: 0.5}}), got {item!r}")
+    name, kwargs = item["name"], {k: v for k, v in item.items() if k != "name"}
+    if name == "PhotometricDistort":
+        factory: Any = photometric_distort
+    elif name in ("ZoomOut", "IoUCrop"):
+        factory = globals()[name]
+    else:
+        factory = getattr(A, name, None)
+        if not (isinstance(factory, type) and issubclass(factory, (A.DualTransform, A.ImageOnlyTransform))):
+            raise error(f"{where}: unknown transform {name!r} (expected an albumentations image or dual transform, or one of {', '.join(SSD_STEPS)})")
+        targets = {getattr(t, "value", t) for t in getattr(factory, "_targets", ())}
+        if name in _NEEDS_EXTRA_DATA or (issubclass(factory, A.DualTransform) and "BBoxes" not in targets):
+            raise error(f"{where}: {name} is not allowed here (it does not support bounding boxes or needs extra inputs)")
+    parameters = inspect.signature(factory).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        unknown = sorted(set(kwargs) - set(parameters))
+        if unknown:
+            raise error(f"{where}: {name} has no argument(s) {', '.join(unknown)}")
+    try:
+        step = factory(**kwargs)
+        probe = DetectionTransform([factory(**(kwargs | {"p": 1.0}))], seed=0)  # catches failures at call time too
+        image, _, _ = probe(np.full((64, 64, 3), 128, np.uint8), np.array([[8, 8, 40, 40]], np.float32), np.array([1]))
+    except (ValueError, TypeError, KeyError, cv2.error) as exc:  # pydantic's ValidationError is a ValueError
+        raise error(f"{where}: bad arguments for {name}: {_first_line(exc)}") from None
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise error(f"{where}: {name} is not allowed here (it must keep the image uint8 RGB)")
+    return step
+
+
+def _first_line(exc: Exception) -> str:
+    """Pydantic errors are multi-line; keep their field and message on one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith("For further")]
+    lines = [re.sub(r"\s*\[type=.*\]$", "", line) for line in lines]
+    return "; ".join(lines[1:3]) if len(lines) > 1 and "validation error" in lines[0] else (lines[0] if lines else type(exc).__name__)

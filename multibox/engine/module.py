@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from multibox.config import Config
+from multibox.data.dataset import warn_skipped
 from multibox.engine.evaluation import METRIC_KEYS, DetectionAccumulator, coco_evaluate
 from multibox.losses import FocalLoss, MultiBoxLoss
 from multibox.models.detector import build_detector, resolved_config
@@ -50,6 +51,7 @@ class DetectionModule(L.LightningModule):
         self.val_ground_truth: dict | None = None  # COCO gt dict; set by whoever owns the val set
         self.accumulator = DetectionAccumulator()
         self.last_metrics: dict[str, Any] | None = None
+        self.skipped_samples = {"train": 0, "val": 0}  # bad samples skipped so far by the loaders, per stage
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         return self.detector(images_to_float(images))
@@ -59,7 +61,24 @@ class DetectionModule(L.LightningModule):
         losses = self.criterion(box_regression, cls_logits, self.detector.default_boxes, batch["boxes"], batch["labels"])
         return losses, box_regression, cls_logits
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def _count_skipped(self, batch: dict[str, Any], stage: str) -> None:
+        """Warn (once per file) about samples the loader skipped and log their sum over the epoch:
+        ``data/skipped`` in training, ``data/val_skipped`` in validation."""
+        skipped = batch.get("skipped")
+        count = int(skipped) if skipped is not None else 0
+        for message in batch.get("skipped_files", []) or []:
+            warn_skipped(message)
+        self.skipped_samples[stage] += count
+        name = "data/skipped" if stage == "train" else "data/val_skipped"
+        self.log(name, float(count), reduce_fx="sum", on_step=False, on_epoch=True, batch_size=1)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        self._count_skipped(batch, "train")
+        kept = batch["images"].shape[0]
+        if kept == 0 or (kept == 1 and int(batch.get("skipped", 0)) > 0):
+            # Every sample skipped, or one left (BatchNorm cannot train on a single image's 1x1
+            # maps, which is why the loader drops a last batch of one): Lightning skips the step.
+            return None
         losses, _, _ = self._losses(batch)
         size = batch["images"].shape[0]
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=size)
@@ -68,6 +87,9 @@ class DetectionModule(L.LightningModule):
         return losses["loss"]
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._count_skipped(batch, "val")
+        if batch["images"].shape[0] == 0:
+            return
         losses, box_regression, cls_logits = self._losses(batch)
         self.log("val/loss", losses["loss"], prog_bar=True, batch_size=batch["images"].shape[0])
         if self._evaluating():

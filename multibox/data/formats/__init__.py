@@ -1,0 +1,87 @@
+"""Dataset formats: a reader per format (to a :class:`DetectionSet`) and a writer where the format can hold the data.
+
+| format     | reader `images` / `annotations`                               | writer              | lost by the writer                    |
+|------------|---------------------------------------------------------------|---------------------|---------------------------------------|
+| coco       | images folder / instances JSON                                | `write_coco`        | nothing                               |
+| voc        | VOC root / split name or split file (default: every XML)      | `write_voc`         | sub-pixel coords, category ids        |
+| yolo       | root with images/+labels/ (or images folder) / labels folder  | `write_yolo`        | crowd boxes, category ids             |
+| txt        | images root / the list file                                   | `write_txt`         | sub-pixel coords, crowd boxes, ids    |
+| openimages | root / split (train, validation, test) or bbox CSV            | `write_openimages`  | images without boxes, category ids    |
+| cognata    | Cognata root (recordings) / unused                            | none (reader only)  |                                       |
+
+Formats without category ids get ids 1..K (in class-name order). Image ids are kept by COCO
+only; the others number images 1..N in reading order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from multibox.data.coco import load_coco
+from multibox.data.formats.cognata import load_cognata
+from multibox.data.formats.coco import write_coco
+from multibox.data.formats.openimages import load_openimages, write_openimages
+from multibox.data.formats.txt import load_txt, write_txt
+from multibox.data.formats.voc import load_voc, write_voc
+from multibox.data.formats.yolo import load_yolo, write_yolo
+from multibox.data.records import DetectionSet
+from multibox.errors import MultiboxError
+
+FORMATS = ("coco", "voc", "yolo", "txt", "openimages", "cognata")
+WRITERS: dict[str, Callable[[DetectionSet, Path], None]] = {
+    "coco": write_coco, "voc": write_voc, "yolo": write_yolo, "txt": write_txt, "openimages": write_openimages,
+}
+
+__all__ = [
+    "FORMATS", "WRITERS", "load_dataset", "write_dataset", "convert", "load_coco", "load_voc", "load_yolo", "load_txt",
+    "load_openimages", "load_cognata", "write_coco", "write_voc", "write_yolo", "write_txt", "write_openimages",
+]
+
+
+def load_dataset(
+    fmt: str,
+    images: Path,
+    annotations: Path | str | None = None,
+    class_names: Sequence[str] | Path | str | None = None,
+    classes: Sequence[str] | None = None,
+    cognata: dict[str, Any] | None = None,
+) -> DetectionSet:
+    """Read any format. For coco and txt, `annotations=None` means the layout their writers make
+    (`images/` plus `annotations.json` / `annotations.txt` inside `images`)."""
+    images = Path(images)
+    if fmt == "coco":
+        if annotations is None:
+            images, annotations = images / "images", images / "annotations.json"
+        return load_coco(images, Path(annotations))
+    if fmt == "voc":
+        return load_voc(images, annotations, class_names)
+    if fmt == "yolo":
+        return load_yolo(images, None if annotations is None else Path(annotations), class_names)
+    if fmt == "txt":
+        if annotations is None:
+            images, annotations = images / "images", images / "annotations.txt"
+        return load_txt(images, Path(annotations), class_names)
+    if fmt == "openimages":
+        return load_openimages(images, "train" if annotations is None else annotations, classes)
+    if fmt == "cognata":
+        return load_cognata(images, **(cognata or {}))
+    raise MultiboxError(f"unknown dataset format {fmt!r} (expected one of {', '.join(FORMATS)})")
+
+
+def write_dataset(fmt: str, dataset: DetectionSet, out_dir: Path) -> None:
+    if fmt not in WRITERS:
+        raise MultiboxError(f"no writer for format {fmt!r} (writers: {', '.join(WRITERS)})")
+    WRITERS[fmt](dataset, Path(out_dir))
+
+
+def convert(source_format: str, target_format: str, source: Path, target: Path, **read_options: Any) -> DetectionSet:
+    """Read `source` as `source_format` and write it to the new folder `target` as `target_format`."""
+    if target_format not in WRITERS:
+        raise MultiboxError(f"no writer for format {target_format!r} (writers: {', '.join(WRITERS)})")
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise MultiboxError(f"{target}: already exists and is not empty; choose a new folder")
+    dataset = load_dataset(source_format, source, **read_options)
+    write_dataset(target_format, dataset, target)
+    return dataset

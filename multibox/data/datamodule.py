@@ -47,7 +47,7 @@ class DetectionDataModule(L.LightningDataModule):
             raise MultiboxError("config: data.train is required for training")
         self.train_set = load_split(data.train, "train", data.format, data)
         if not len(self.train_set):
-            raise MultiboxError(f"{data.train.annotations}: the training set has no images")
+            raise MultiboxError(f"{data.train.annotations or data.train.images}: the training set has no images")
         self.val_set: DetectionSet | None = None
         if data.val is not None:
             self.val_set = load_split(data.val, "val", data.format, data)
@@ -79,6 +79,10 @@ class DetectionDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: DetectionDataset, shuffle: bool, drop_last: bool) -> DataLoader:
         workers = self.config.data.num_workers
+        if workers > 0:
+            import cv2
+
+            cv2.setNumThreads(1)  # inherited by the forked workers (see DetectionDataset._seed_process)
         return DataLoader(
             dataset,
             batch_size=self.config.data.batch_size,

@@ -146,8 +146,9 @@ class DetectionDataset(Dataset):
         if self._seeded_pid == os.getpid():
             return
         self._seeded_pid = os.getpid()
-        if get_worker_info() is not None:
-            cv2.setNumThreads(1)  # workers are the parallelism; avoid oversubscribing the cores
+        # Workers are the parallelism, but cv2.setNumThreads(1) must not be called here: in a forked
+        # worker it deadlocks when the parent's OpenCV thread pool has run (it joins threads the child
+        # does not have). The data module sets it in the parent before its workers start instead.
         reseed = getattr(self.transform, "reseed", None)
         if callable(reseed):
             reseed(torch.initial_seed() % 2**63)

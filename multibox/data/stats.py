@@ -184,7 +184,7 @@ def config_stats(config: Any, split: str = "train") -> dict[str, Any]:
     paths = getattr(config.data, split)
     if paths is None:
         raise MultiboxError(f"config: data.{split} is not set")
-    dataset = load_split(paths, split, config.data.format)
+    dataset = load_split(paths, split, config.data.format, config.data)
     if not len(dataset):
         raise MultiboxError(f"{paths.annotations}: the {split} set has no images")
     stats = dataset_stats(dataset)

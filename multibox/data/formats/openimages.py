@@ -26,6 +26,7 @@ from multibox.errors import MultiboxError
 DESCRIPTIONS = "class-descriptions-bbox.csv"
 COLUMNS = ("ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax")
 SPLITS = ("train", "validation", "test")
+TOLERANCE = 1e-3  # float rounding of other tools; such boxes are clipped to [0, 1]
 
 
 def load_openimages(root: Path, split: str | Path = "train", classes: Sequence[str] | None = None) -> DetectionSet:
@@ -107,8 +108,9 @@ def _rows(path: Path, descriptions: dict[str, str]) -> list[tuple[str, str, list
                 group = int(row[index["IsGroupOf"]]) if "IsGroupOf" in index else 0
             except ValueError:
                 raise MultiboxError(f"{path}:{number}: XMin/XMax/YMin/YMax must be numbers and IsGroupOf 0/1/-1") from None
-            if not (0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1):
-                raise MultiboxError(f"{path}:{number}: box must be normalised with XMin <= XMax and YMin <= YMax")
+            if not (-TOLERANCE <= x1 <= x2 <= 1 + TOLERANCE and -TOLERANCE <= y1 <= y2 <= 1 + TOLERANCE):
+                raise MultiboxError(f"{path}:{number}: box must be normalised to [0, 1] with XMin <= XMax and YMin <= YMax")
+            x1, x2, y1, y2 = (min(max(v, 0.0), 1.0) for v in (x1, x2, y1, y2))
             label = row[index["LabelName"]]
             if label not in descriptions:
                 raise MultiboxError(f"{path}:{number}: LabelName {label!r} is not in {DESCRIPTIONS}")

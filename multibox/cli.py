@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     for noise in (".*does not have many workers.*", ".*exists and is not empty.*", ".*LeafSpec.*is deprecated.*",
-                  ".*Total length of .* across ranks is zero.*"):
+                  ".*Total length of .* across ranks is zero.*", ".*training_step.*returned `None`.*"):
         warnings.filterwarnings("ignore", message=noise)
     try:
         return _run(args)

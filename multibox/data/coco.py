@@ -21,7 +21,7 @@ from multibox.errors import MultiboxError
 def load_coco(images_dir: Path, annotation_file: Path) -> DetectionSet:
     """Read a COCO instances file; image paths are `images_dir / file_name`, made absolute."""
     images_dir, annotation_file = Path(images_dir), Path(annotation_file)
-    raw = _read_json(annotation_file)
+    raw = read_coco_json(annotation_file)
     if not images_dir.is_dir():
         raise MultiboxError(f"{images_dir}: images folder not found (images of {annotation_file})")
     class_names, category_ids = _parse_categories(raw["categories"], annotation_file)
@@ -50,7 +50,7 @@ def load_coco(images_dir: Path, annotation_file: Path) -> DetectionSet:
     return DetectionSet(records=records, class_names=class_names, category_ids=category_ids)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_coco_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise MultiboxError(f"{path}: annotation file not found")
     try:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
+from multibox.data.coco import read_coco_json
 from multibox.errors import MultiboxError
 
 BOUNDS_TOLERANCE = 0.01  # pixels a box may stick out of its image before it is "outside" (float rounding)
@@ -92,20 +93,7 @@ def _int(value: Any) -> bool:
 
 def read_annotation_json(annotation_file: Path) -> dict[str, Any]:
     """The raw COCO dict; only an unreadable file or a non-COCO top level is fatal (MultiboxError)."""
-    annotation_file = Path(annotation_file)
-    if not annotation_file.is_file():
-        raise MultiboxError(f"{annotation_file}: annotation file not found")
-    try:
-        raw = json.loads(annotation_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise MultiboxError(f"{annotation_file}: invalid JSON: {str(error).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise MultiboxError(f"{annotation_file}: expected a COCO object with images, annotations and categories")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(raw.get(key), list):
-            problem = "is missing" if key not in raw else "must be a list"
-            raise MultiboxError(f"{annotation_file}: COCO key '{key}' {problem}")
-    return raw
+    return read_coco_json(Path(annotation_file))
 
 
 def _inside(images_root: Path, file_name: str) -> Path | None:

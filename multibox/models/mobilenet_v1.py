@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torchvision.ops.misc import Conv2dNormActivation
 
 from multibox.models.heads import SSDHead, xavier_init
-from multibox.models.ssd import SSD
+from multibox.models.ssd import SSD, chain_outputs
 
 # pytorch-ssd feeds (x * 255 - 127) / 128; on [0, 1] inputs that is mean 127/255, std 128/255.
 IMAGE_MEAN = [127.0 / 255.0] * 3
@@ -127,14 +127,7 @@ class SSDFeatureExtractorMobileNetV1(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """``(N, 3, H, W)`` normalised images -> ``[(N, C_l, H_l, W_l)]``, finest level first."""
-        outputs = []
-        for stage in self.features:
-            x = stage(x)
-            outputs.append(x)
-        for block in self.extra:
-            x = block(x)
-            outputs.append(x)
-        return outputs
+        return chain_outputs([*self.features, *self.extra], x)
 
 
 def ssd_mobilenet_v1(num_classes: int, width_mult: float = 1.0, num_anchors: list[int] | None = None) -> SSD:

@@ -20,7 +20,7 @@ from torchvision.models import mobilenet_v2
 from torchvision.models.mobilenetv2 import InvertedResidual
 
 from multibox.models.heads import ScoringHead, _PairHead, _prediction_block, xavier_init
-from multibox.models.ssd import SSD
+from multibox.models.ssd import SSD, chain_outputs
 
 # pytorch-ssd feeds (x * 255 - 127) / 128; on [0, 1] inputs that is mean 127/255, std 128/255.
 IMAGE_MEAN = [127.0 / 255.0] * 3
@@ -74,14 +74,7 @@ class SSDLiteFeatureExtractorMobileNetV2(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """``(N, 3, H, W)`` normalised images -> ``[(N, C_l, H_l, W_l)]``, finest level first."""
-        outputs = []
-        for stage in self.features:
-            x = stage(x)
-            outputs.append(x)
-        for block in self.extra:
-            x = block(x)
-            outputs.append(x)
-        return outputs
+        return chain_outputs([*self.features, *self.extra], x)
 
 
 def mobilenet_v2_extractor(width_mult: float = 1.0,

@@ -57,3 +57,12 @@ class SSD(nn.Module):
         x = (images - self.image_mean) / self.image_std
         features = self.backbone(x)
         return self.head(list(features))
+
+
+def chain_outputs(stages: list[nn.Module], x: Tensor) -> list[Tensor]:
+    """Run stages one after another and keep every stage's output: a feature pyramid, finest first."""
+    outputs = []
+    for stage in stages:
+        x = stage(x)
+        outputs.append(x)
+    return outputs

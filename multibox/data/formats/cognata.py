@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from multibox.data.formats.common import image_size, inside_root, with_ids
+from multibox.data.formats.common import csv_columns, image_size, inside_root, with_ids
 from multibox.data.records import DetectionSet, ImageRecord
 from multibox.errors import MultiboxError
 
@@ -83,10 +83,7 @@ def _read_csv(path: Path, min_area: float, min_side: float, max_distance: float,
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = next(reader, None) or []
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise MultiboxError(f"{path}: missing column(s) {', '.join(missing)} in the header")
-        col = {c: header.index(c) for c in COLUMNS}
+        col = csv_columns(header, COLUMNS, (), path)
         for number, row in enumerate(reader, start=2):
             if not row:
                 continue

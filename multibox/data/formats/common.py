@@ -118,3 +118,11 @@ def drop_crowd_warning(dataset: DetectionSet, fmt: str, out_dir: Path) -> None:
     crowd = sum(int(r.iscrowd.sum()) for r in dataset.records)
     if crowd:
         warnings.warn(f"{out_dir}: {fmt} has no crowd/difficult flag: {crowd} crowd boxes left out", stacklevel=3)
+
+
+def csv_columns(header: list[str], required: Sequence[str], optional: Sequence[str], path: Path) -> dict[str, int]:
+    """Column positions by name; a missing required column is a one-line error naming the file."""
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise MultiboxError(f"{path}: missing column(s) {', '.join(missing)} in the header")
+    return {c: header.index(c) for c in (*required, *optional) if c in header}

@@ -19,7 +19,16 @@ from typing import Sequence
 
 import numpy as np
 
-from multibox.data.formats.common import IMAGE_EXTENSIONS, image_size, inside_root, output_names, place_image, prepare_output, with_ids
+from multibox.data.formats.common import (
+    IMAGE_EXTENSIONS,
+    csv_columns,
+    image_size,
+    inside_root,
+    output_names,
+    place_image,
+    prepare_output,
+    with_ids,
+)
 from multibox.data.records import DetectionSet, ImageRecord
 from multibox.errors import MultiboxError
 
@@ -94,10 +103,7 @@ def _rows(path: Path, descriptions: dict[str, str]) -> list[tuple[str, str, list
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = next(reader, None) or []
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise MultiboxError(f"{path}: missing column(s) {', '.join(missing)} in the header")
-        index = {c: header.index(c) for c in (*COLUMNS, "IsGroupOf") if c in header}
+        index = csv_columns(header, COLUMNS, ("IsGroupOf",), path)
         for number, row in enumerate(reader, start=2):
             if not row:
                 continue

@@ -124,3 +124,22 @@ def test_validate_a_config_with_overrides(tmp_path: Path, capsys) -> None:
     assert "no problems" in capsys.readouterr().out
     assert main(["data", "validate"]) == 2
     assert "give a config" in capsys.readouterr().err
+
+
+def test_other_formats_are_checked_after_their_reader(tmp_path):
+    """A YOLO dataset with a truncated image: found, named by its real path, and --fix writes clean COCO."""
+    from multibox.cli import main
+    from multibox.data.coco import load_coco
+    from multibox.data.formats import write_dataset
+    from multibox.data.synth import make_synthetic_dataset
+
+    source = make_synthetic_dataset(tmp_path / "coco", 4, (64, 64), seed=3)
+    write_dataset("yolo", load_coco(source / "images", source / "annotations.json"), tmp_path / "yolo")
+    broken = sorted((tmp_path / "yolo").rglob("*.jpg"))[1]
+    data = broken.read_bytes()
+    broken.unlink()  # a hard link to the COCO copy: replace it, never touch the source
+    broken.write_bytes(data[: len(data) // 3])
+    assert main(["data", "validate", "--format", "yolo", "--images", str(tmp_path / "yolo")]) == 1
+    assert main(["data", "validate", "--format", "yolo", "--images", str(tmp_path / "yolo"), "--fix", str(tmp_path / "clean")]) == 0
+    cleaned = load_coco(tmp_path / "clean" / "images", tmp_path / "clean" / "annotations.json")
+    assert len(cleaned.records) == 3

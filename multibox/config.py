@@ -137,10 +137,25 @@ class AnchorConfig(_Section):
 
 
 class LossConfig(_Section):
-    neg_pos_ratio: float = Field(3.0, gt=0.0, description="Hard negatives kept per positive default box.")
+    neg_pos_ratio: float = Field(3.0, gt=0.0, description="Hard negatives kept per positive default box (loss.negatives=hard).")
+    negatives: Literal["hard", "dns"] = Field(
+        "hard",
+        description="Negative sampling of the multibox loss: hard = the neg_pos_ratio x positives highest-loss negatives; "
+        "dns = every negative the model currently misclassifies (all negatives when none is), seed 000's dynamic sampling.",
+    )
+    minibatch_size: int | None = Field(
+        None, ge=1, description="Cap on the default boxes (positives + negatives) that enter the classification loss per image."
+    )
+    box: Literal["smooth_l1", "giou"] = Field(
+        "smooth_l1", description="Localisation loss: smooth L1 on encoded offsets, or generalized IoU on decoded boxes."
+    )
     iou_threshold: float = Field(0.5, gt=0.0, le=1.0, description="IoU at which a default box matches a ground-truth box.")
-    class_weights: list[float] | None = Field(None, description="Cross-entropy weight per foreground class (background is 1).")
-    bbox_weight: float = Field(1.0, ge=0.0, description="Weight of the localisation (smooth L1) term.")
+    class_weights: list[float] | Literal["auto"] | None = Field(
+        None,
+        description="Cross-entropy weight per foreground class (background is 1), or auto: from the training set's label "
+        "frequencies (inverse frequency, normalised to mean 1).",
+    )
+    bbox_weight: float = Field(1.0, ge=0.0, description="Weight of the localisation term.")
     cls_weight: float = Field(1.0, ge=0.0, description="Weight of the classification (cross-entropy) term.")
     name: Literal["multibox", "focal"] = Field(
         "multibox", description="multibox: softmax cross-entropy with hard negatives; focal: sigmoid focal loss on all boxes (scores become sigmoids)."
@@ -158,12 +173,17 @@ class OptimizerConfig(_Section):
 
 
 class SchedulerConfig(_Section):
-    name: Literal["multistep", "cosine", "constant"] = Field("multistep", description="Learning-rate schedule after warmup.")
+    name: Literal["multistep", "cosine", "onecycle", "constant"] = Field(
+        "multistep",
+        description="Learning-rate schedule after warmup. onecycle: linear rise from warmup_factor over pct_start of the run, "
+        "then cosine down to min_lr_ratio (warmup_steps is ignored).",
+    )
     milestones: list[int] = Field(default_factory=list, description="Epochs at which multistep multiplies the rate by gamma.")
     gamma: float = Field(0.1, gt=0.0, description="Multistep decay factor.")
     warmup_steps: int = Field(0, ge=0, description="Optimizer steps of linear warmup.")
     warmup_factor: float = Field(0.001, gt=0.0, le=1.0, description="Learning-rate multiplier at step 0 of the warmup.")
-    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Cosine floor as a fraction of the base rate.")
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Cosine and one-cycle floor as a fraction of the base rate.")
+    pct_start: float = Field(0.3, gt=0.0, lt=1.0, description="onecycle: fraction of the run spent rising to the base rate.")
 
 
 class TrainConfig(_Section):
@@ -171,7 +191,21 @@ class TrainConfig(_Section):
     output_dir: Path = Field(Path("runs/exp"), description="Where config, checkpoints, logs and metrics go.")
     precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="Lightning precision.")
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field("auto", description="Device type.")
-    devices: int | str = Field(1, description="Devices (or 'auto').")
+    devices: int | str = Field(1, description="Devices per node (or 'auto'); data.batch_size is per device.")
+    num_nodes: int = Field(1, ge=1, description="Machines in a multi-node run (torchrun or SLURM sets the ranks).")
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"] = Field(
+        "auto", description="Distribution strategy; auto is ddp when more than one device or node is used."
+    )
+    channels_last: bool = Field(False, description="Run the model in channels_last memory format (pays on GPUs with tensor cores).")
+    compile: bool = Field(False, description="torch.compile the network (slower start, faster steps on GPUs).")
+    checkpoint_every_n_steps: int | None = Field(
+        None, ge=1, description="Also write last.ckpt every n optimizer steps (besides every epoch)."
+    )
+    on_nan: Literal["stop", "skip"] = Field(
+        "stop", description="A non-finite loss: stop training cleanly (no checkpoint of poisoned weights), or skip that batch."
+    )
+    ema: bool = Field(False, description="Keep an exponential moving average of the weights; it is what validation and checkpoints use.")
+    ema_decay: float = Field(0.9998, gt=0.0, lt=1.0, description="EMA decay per step.")
     seed: int = Field(0, description="Global random seed.")
     gradient_clip: float | None = Field(None, gt=0.0, description="Clip the gradients' global norm to this value.")
     log_every_n_steps: int = Field(10, ge=1, description="Logging interval in optimizer steps.")
@@ -205,7 +239,7 @@ class Config(_Section):
     @model_validator(mode="after")
     def _class_weights_match(self) -> "Config":
         weights, n = self.loss.class_weights, self.model.num_classes
-        if weights is not None and n is not None and len(weights) != n:
+        if isinstance(weights, list) and n is not None and len(weights) != n:
             raise ValueError(f"loss.class_weights has {len(weights)} values but model.num_classes is {n}")
         return self
 

@@ -13,12 +13,12 @@ import torch
 
 from multibox.config import Config, parse_config
 from multibox.errors import MultiboxError
-from multibox.models.detector import Detector, build_detector
+from multibox.models.detector import SSDDetector, build_detector
 
 
 @dataclass
 class LoadedCheckpoint:
-    detector: Detector
+    detector: SSDDetector
     config: Config
     class_names: list[str]
     category_ids: list[int]

@@ -12,7 +12,7 @@ from multibox.engine.checkpoint import load_checkpoint, read_checkpoint
 from multibox.engine.evaluation import DetectionAccumulator, coco_evaluate
 from multibox.engine.module import images_to_float
 from multibox.errors import MultiboxError
-from multibox.models.detector import Detector
+from multibox.models.detector import SSDDetector
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -24,7 +24,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 @torch.no_grad()
 def evaluate_detector(
-    detector: Detector,
+    detector: SSDDetector,
     loader: Iterable[dict[str, torch.Tensor]],
     ground_truth: dict,
     category_ids: list[int],

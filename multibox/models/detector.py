@@ -21,7 +21,7 @@ from multibox.models.ssd import SSD
 from multibox.models.weights import apply_weights
 
 
-class Detector(nn.Module):
+class SSDDetector(nn.Module):
     """SSD network + default boxes: ``forward`` gives raw outputs, ``detect`` gives boxes."""
 
     def __init__(self, model: SSD, default_cxcywh: Tensor, settings: PostprocessSettings) -> None:
@@ -98,7 +98,7 @@ def resolve_layout(config: Config) -> AnchorLayout:
     return make_layout(ratios, defaults.scales, defaults.min_scale, defaults.max_scale, steps, anchors.clip)
 
 
-def build_detector(config: Config, num_classes: int, load_weights: bool = True) -> tuple[Detector, DetectorSpec]:
+def build_detector(config: Config, num_classes: int, load_weights: bool = True) -> tuple[SSDDetector, DetectorSpec]:
     """Build the configured detector for `num_classes` foreground classes.
 
     It starts from ``model.backbone_weights`` / ``model.weights`` when set; ``load_weights=False``
@@ -119,7 +119,7 @@ def build_detector(config: Config, num_classes: int, load_weights: bool = True) 
     # A focal-trained head scores each class with its own sigmoid (the background logit is unused).
     activation = "sigmoid" if config.loss.name == "focal" else "softmax"
     settings = PostprocessSettings(e.score_threshold, e.nms_threshold, e.topk_candidates, e.max_detections, activation)
-    return Detector(model, boxes, settings), DetectorSpec(layout, features, count_boxes(layout, features))
+    return SSDDetector(model, boxes, settings), DetectorSpec(layout, features, count_boxes(layout, features))
 
 
 def set_norm_momentum(model: nn.Module, momentum: float) -> None:

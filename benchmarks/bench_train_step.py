@@ -95,6 +95,8 @@ class Side:
         self.kind = kind
         model = module if kind == "multibox" else reference
         self.model = model.to(self.device, memory_format=fmt).train()
+        if args.compile in (kind, "both"):  # as train.compile does: the network, in place (same parameters)
+            (module.detector.model if kind == "multibox" else reference).compile()
         if kind == "multibox":
             boxes, labels = padded_targets(targets, size)
             self.boxes, self.labels = boxes.to(self.device), labels.to(self.device)
@@ -248,6 +250,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", choices=["none", "multibox", "torchvision", "both"], default="none",
+                        help="torch.compile (inductor) the network of these sides; give --warmup 2 or more")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads on the CPU")
     parser.add_argument("--profile", action="store_true", help="cProfile headline of each side to stderr")
     parser.add_argument("--no-memory", action="store_true")

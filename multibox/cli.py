@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from multibox.errors import MultiboxError
+from multibox.outputs import os_reason
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -37,14 +38,24 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     evaluate.add_argument("--weights", required=True, type=Path, help="checkpoint (.ckpt)")
     evaluate.add_argument("--out", type=Path, help="write the metrics as JSON here")
+    evaluate.add_argument("--plots", nargs="?", const=True, default=None, type=Path, metavar="DIR",
+                          help="also write PR curves, confusion matrix, worst-image gallery and report.md/.html into DIR "
+                               "(default: <run>/eval, or eval-2, ... when that holds a report)")
+    evaluate.add_argument("--plot-conf", type=float, default=0.3, metavar="SCORE",
+                          help="score threshold of the confusion matrix and gallery (default 0.3; metrics use every detection)")
 
-    predict = sub.add_parser("predict", help="detect objects in an image or a folder of images")
-    predict.add_argument("--weights", required=True, type=Path)
-    predict.add_argument("--source", required=True, type=Path, help="image file or folder")
-    predict.add_argument("--out", required=True, type=Path, help="folder for annotated images and predictions.json")
+    predict = sub.add_parser("predict", help="detect objects in an image, a folder of images or a video")
+    predict.add_argument("--weights", required=True, type=Path, help="checkpoint (.ckpt)")
+    predict.add_argument("--source", required=True, type=Path, help="image file, folder (recursive) or video (.mp4, .avi, ...)")
+    predict.add_argument("--out", required=True, type=Path, help="new folder for annotated images or video and predictions.json")
     predict.add_argument("--conf", type=float, default=0.3, help="minimum score kept (default 0.3)")
-    predict.add_argument("--batch-size", type=int, default=8)
-    predict.add_argument("--device", default="auto")
+    predict.add_argument("--iou", type=float, help="NMS IoU threshold (default: the checkpoint's eval.nms_threshold)")
+    predict.add_argument("--max-det", type=int, help="detections kept per image (default: the checkpoint's eval.max_detections)")
+    predict.add_argument("--classes", nargs="+", metavar="CLASS", help="keep only these classes: names or 0-based indices")
+    predict.add_argument("--save-txt", action="store_true", help="also write labels/<image>.txt: class cx cy w h score (YOLO style)")
+    predict.add_argument("--batch-size", type=int, default=8, help="images or frames per forward pass (default 8)")
+    predict.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
+    predict.add_argument("--half", action="store_true", help="fp16 inference (CUDA only)")
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="write a synthetic COCO dataset of coloured shapes")
@@ -88,6 +99,35 @@ def _parser() -> argparse.ArgumentParser:
     summary.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.input_size=[512,512]")
     summary.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     summary.add_argument("--depth", type=int, default=3, help="deepest module nesting shown (default 3)")
+
+    export = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript, checked against PyTorch")
+    export.add_argument("--weights", required=True, type=Path, help="checkpoint (.ckpt)")
+    export.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="default onnx")
+    export.add_argument("--out", type=Path, help="output file (default: next to the checkpoint, CKPT[_nms].onnx|.torchscript)")
+    export.add_argument("--nms", action="store_true", help="score threshold, per-class NMS and top-k inside the graph")
+    export.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: fixed at --batch-size)")
+    export.add_argument("--batch-size", type=int, default=1, help="batch of the exported graph and of the check (default 1)")
+    export.add_argument("--sample-images", type=Path, metavar="DIR", help="images for the parity check (default: random pixels)")
+    export.add_argument("--atol", type=float, default=1e-4, help="largest box/score difference from PyTorch allowed (default 1e-4)")
+    export.add_argument("--force", action="store_true", help="overwrite an existing output file")
+
+    bench = sub.add_parser("bench", help="latency and throughput: model, postprocess, end to end; PyTorch and ONNX Runtime")
+    bench.add_argument("--weights", type=Path, help="checkpoint (.ckpt)")
+    bench.add_argument("-c", "--config", type=Path, help="config: a random-init detector (no checkpoint needed)")
+    bench.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.input_size=[512,512]")
+    bench.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
+    bench.add_argument("--device", default="auto", help="auto (CPU, and the GPU when present), cpu, cuda or cpu,cuda")
+    bench.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
+    bench.add_argument("--repeat", type=int, default=10, help="timed calls; the median is reported (default 10)")
+    bench.add_argument("--no-onnx", action="store_true", help="PyTorch only")
+    bench.add_argument("--json", type=Path, metavar="OUT", help="also write the timings and machine as JSON")
+
+    anchors = sub.add_parser("anchors", help="default-box tools").add_subparsers(dest="anchors_command", required=True)
+    fit = anchors.add_parser("fit", help="fit default-box sizes and aspect ratios to the training boxes (scale-aware SSD)")
+    fit.add_argument("-c", "--config", required=True, type=Path, help="YAML or JSON config")
+    fit.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.input_size=[384,640]")
+    fit.add_argument("--out", type=Path, help="anchors YAML fragment to write (default <train.output_dir>/anchors.yaml; never overwritten)")
+    fit.add_argument("--budget", type=int, help="most default boxes allowed (default: as many as the current layout)")
     return parser
 
 
@@ -103,20 +143,25 @@ def _run(args: argparse.Namespace) -> int:
         metrics = train(config, args.resume)
         if metrics is not None:
             print_metrics(metrics)
-        print(f"outputs in {config.train.output_dir}")
+        print(f"outputs in {config.train.output_dir}" + ("" if metrics is None else f"; report: {Path(config.train.output_dir) / 'report.md'}"))
     elif args.command == "eval":
-        from multibox.engine.evaluate import evaluate_checkpoint
+        from multibox.engine.evaluate import check_report_dir, default_report_dir, evaluate_checkpoint
         from multibox.engine.evaluation import print_metrics
         from multibox.engine.report import save_metrics_json
 
-        metrics = evaluate_checkpoint(args.weights, args.config, args.overrides)
+        report_dir = None if args.plots is None else check_report_dir(default_report_dir(args.weights) if args.plots is True else args.plots)
+        metrics = evaluate_checkpoint(args.weights, args.config, args.overrides, report_dir, args.plot_conf)
         print_metrics(metrics)
         if args.out is not None:
             save_metrics_json(metrics, args.out)
+        if report_dir is not None:
+            print(f"report: {report_dir / 'report.md'} (and report.html)")
     elif args.command == "predict":
         from multibox.inference.predict import predict
 
-        results = predict(args.weights, args.source, args.out, args.conf, args.batch_size, args.device)
+        classes = [c.strip() for item in args.classes for c in item.split(",") if c.strip()] if args.classes else None
+        results = predict(args.weights, args.source, args.out, args.conf, args.batch_size, args.device, iou=args.iou,
+                          max_det=args.max_det, classes=classes, half=args.half, save_txt=args.save_txt)
         print(f"{len(results)} detections written to {args.out / 'predictions.json'}")
     elif args.command == "data" and args.data_command == "synth":
         from multibox.data.synth import make_synthetic_dataset
@@ -159,6 +204,23 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps(summary, indent=2))
         else:
             print_summary(summary)
+    elif args.command == "export":
+        from multibox.inference.export import export_checkpoint
+
+        result = export_checkpoint(args.weights, args.format, args.out, args.nms, args.dynamic_batch, args.force,
+                                   args.sample_images, args.batch_size, args.atol)
+        for batch, parity in result.checks.items():
+            print(f"parity at batch {batch}: {parity.describe()}")
+        print(f"wrote {result.path}")
+    elif args.command == "bench":
+        from multibox.inference.bench import bench_command
+
+        bench_command(args.weights, args.config, args.overrides, args.batch_sizes, args.device, args.warmup,
+                      args.repeat, args.json, onnx=not args.no_onnx)
+    elif args.command == "anchors" and args.anchors_command == "fit":
+        from multibox.boxes.anchor_fit import fit_command
+
+        fit_command(args.config, args.overrides, args.out, args.budget)
     return 0
 
 
@@ -180,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except MultiboxError as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a disk, permission or path problem no check above foresaw: still one line
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{os_reason(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

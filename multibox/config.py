@@ -127,6 +127,10 @@ class AnchorConfig(_Section):
     max_scale: float | None = Field(None, gt=0.0, description="Largest scale when scales is not given.")
     steps: list[float] | None = Field(None, description="Per level, pixels between box centres; the feature map's stride when not set.")
     clip: bool = Field(True, description="Clip default boxes' width and height to the image, as torchvision does.")
+    auto: bool = Field(
+        False,
+        description="Fit box_sizes and aspect_ratios to the training set's boxes before training (as `multibox anchors fit`) and log the coverage.",
+    )
 
     @field_validator("aspect_ratios")
     @classmethod
@@ -281,7 +285,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise MultiboxError(f"{path}: cannot parse config: {detail}") from None
-    return data if data is not None else {}
+    if data is None:  # an empty file is a mistake, not "all defaults"
+        raise MultiboxError(f"{path}: config file is empty (see multibox/configs/ for complete examples)")
+    return data
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -60,6 +60,7 @@ def run_demo(out: Path, overrides: list[str] | None = None) -> dict:
     elapsed = time.perf_counter() - started
     console.print(
         f"[bold]demo done in {elapsed / 60:.1f} min: mAP@[.5:.95] = {metrics['map']:.3f}, mAP@.5 = {metrics['map_50']:.3f}[/bold]\n"
-        f"checkpoints, metrics.json, results.png and TensorBoard logs: {run_dir}\nannotated predictions: {prediction_dir}"
+        f"checkpoints, metrics.json, results.png and TensorBoard logs: {run_dir}\nannotated predictions: {prediction_dir}\n"
+        f"report (PR curves, confusion matrix, worst images): {run_dir / 'report.md'}"
     )
     return metrics

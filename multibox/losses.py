@@ -1,34 +1,90 @@
-"""MultiBox loss: smooth L1 on matched boxes plus cross-entropy with hard negative mining;
-and the focal-loss alternative (``loss.name: focal``), sigmoid focal loss on every box.
+"""MultiBox loss: a box term on matched boxes plus cross-entropy on positives and sampled
+negatives; and the focal-loss alternative (``loss.name: focal``), sigmoid focal loss on every box.
 
-Matching, encoding and mining run on the whole batch as tensor operations on the
+Matching, encoding and negative sampling run on the whole batch as tensor operations on the
 batch's device, with no host sync, so the loss costs a few kernels rather than a
 Python loop per image. Both terms are normalised by the number of positives in the
 batch, as in the paper and torchvision.
+
+Options (``loss.*`` in the config): the box term is smooth L1 on encoded offsets or
+generalized IoU on decoded boxes (``box``); negatives are the ``neg_pos_ratio`` x positives
+hardest (``negatives: hard``) or every misclassified one (``dns``), optionally capped per
+image by ``minibatch_size``; ``class_weights`` can come from the training set's label
+counts (:func:`class_weights_from_counts`).
 """
 
 from __future__ import annotations
 
+from typing import Literal, Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import sigmoid_focal_loss
+from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from multibox.boxes.coding import BoxCoder
 from multibox.boxes.matching import gather_targets, match
+from multibox.data.records import DetectionSet
+
+
+def _rank_by_loss(cls_loss: Tensor, candidates: Tensor) -> Tensor:
+    """(N, A) int: each candidate's rank (0 = highest loss) among its image's candidates; others rank last."""
+    candidate_loss = cls_loss.detach().masked_fill(~candidates, -float("inf"))
+    order = candidate_loss.argsort(dim=1, descending=True)
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)
 
 
 def hard_negative_mask(cls_loss: Tensor, positive: Tensor, neg_pos_ratio: float) -> Tensor:
     """(N, A) bool: per image, the neg_pos_ratio x #positives background boxes with the highest loss."""
-    negative_loss = cls_loss.detach().masked_fill(positive, -float("inf"))
-    order = negative_loss.argsort(dim=1, descending=True)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
     num_negative = neg_pos_ratio * positive.sum(dim=1, keepdim=True)
-    return (rank < num_negative) & ~positive
+    return (_rank_by_loss(cls_loss, ~positive) < num_negative) & ~positive
+
+
+def misclassified_negative_mask(cls_logits: Tensor, positive: Tensor) -> Tensor:
+    """(N, A) bool: seed 000's dynamic negatives, the background boxes whose arg-max class is not
+    background; in an image that has none, all its background boxes (so it still learns background)."""
+    negative = ~positive
+    wrong = negative & (cls_logits.detach().argmax(dim=-1) != 0)
+    return torch.where(wrong.any(dim=1, keepdim=True), wrong, negative)
+
+
+def cap_negatives(cls_loss: Tensor, positive: Tensor, negatives: Tensor, minibatch_size: int) -> Tensor:
+    """Keep at most minibatch_size - #positives of `negatives` per image, highest loss first
+    (positives always stay in, so an image with more positives than the cap keeps no negative)."""
+    room = (minibatch_size - positive.sum(dim=1, keepdim=True)).clamp(min=0)
+    return negatives & (_rank_by_loss(cls_loss, negatives) < room)
+
+
+def count_labels(dataset: DetectionSet) -> list[int]:
+    """Boxes per foreground class (labels 1..K) that training sees: crowd boxes are left out, as the loader does."""
+    labels = [record.labels[~record.iscrowd] for record in dataset.records]
+    flat = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    return np.bincount(flat, minlength=dataset.num_classes + 1)[1:].tolist()
+
+
+def class_weights_from_counts(counts: Sequence[int]) -> list[float]:
+    """Inverse-frequency weight per class, normalised to mean 1 over the classes that have boxes.
+
+    A class with no training boxes gets weight 1 (neutral): it contributes no positives, so its
+    weight only matters if it appears later (a fine-tune, a new val set), and an inverse of zero
+    would be infinite.
+    """
+    counts_array = np.asarray(counts, dtype=np.float64)
+    present = counts_array > 0
+    if not present.any():
+        return [1.0] * len(counts_array)
+    inverse = np.where(present, 1.0 / np.where(present, counts_array, 1.0), 0.0)
+    weights = np.where(present, inverse / inverse[present].mean(), 1.0)
+    return [round(float(w), 6) for w in weights]
+
+
+BoxLoss = Literal["smooth_l1", "giou"]
 
 
 class _MatchedLoss(nn.Module):
-    """What both losses share: matching, the smooth L1 box term on positives, the weights."""
+    """What both losses share: matching, the box term on positives, the weights."""
 
     def __init__(
         self,
@@ -39,8 +95,12 @@ class _MatchedLoss(nn.Module):
         cls_weight: float,
         coder: BoxCoder | None,
         background_weight: float | None,
+        box: BoxLoss = "smooth_l1",
     ) -> None:
         super().__init__()
+        if box not in ("smooth_l1", "giou"):
+            raise ValueError(f"box loss must be smooth_l1 or giou, got {box!r}")
+        self.box = box
         self.iou_threshold = iou_threshold
         self.bbox_weight = bbox_weight
         self.cls_weight = cls_weight
@@ -62,9 +122,18 @@ class _MatchedLoss(nn.Module):
         positive = target_labels > 0
         num_positives = positive.sum()
         normaliser = num_positives.clamp(min=1).to(torch.float32)
-        target_offsets = self.coder.encode(target_boxes, default_cxcywh)
-        bbox = F.smooth_l1_loss(box_regression.float(), target_offsets, reduction="none").sum(dim=-1)
-        return target_labels, positive, num_positives, (bbox * positive).sum() / normaliser
+        return target_labels, positive, num_positives, self._box_loss(box_regression, default_cxcywh, target_boxes, positive) / normaliser
+
+    def _box_loss(self, box_regression: Tensor, default_cxcywh: Tensor, target_boxes: Tensor, positive: Tensor) -> Tensor:
+        """Sum over positives of smooth L1 on encoded offsets, or of the GIoU loss on decoded xyxy boxes."""
+        if self.box == "giou":
+            predicted = self.coder.decode(box_regression.float(), default_cxcywh)
+            per_box = generalized_box_iou_loss(predicted, target_boxes.float(), reduction="none")
+        else:
+            target_offsets = self.coder.encode(target_boxes, default_cxcywh)
+            per_box = F.smooth_l1_loss(box_regression.float(), target_offsets, reduction="none").sum(dim=-1)
+        # where, not a product: background rows (degenerate targets) must not leak into the gradient.
+        return torch.where(positive, per_box, torch.zeros_like(per_box)).sum()
 
     def _result(self, loss_bbox: Tensor, loss_cls: Tensor, num_positives: Tensor) -> dict[str, Tensor]:
         loss = self.bbox_weight * loss_bbox + self.cls_weight * loss_cls
@@ -72,7 +141,13 @@ class _MatchedLoss(nn.Module):
 
 
 class MultiBoxLoss(_MatchedLoss):
-    """Loss of an SSD's raw outputs against padded ground truth, given the default boxes."""
+    """Loss of an SSD's raw outputs against padded ground truth, given the default boxes.
+
+    The classification term covers every positive plus the sampled negatives: ``hard`` keeps the
+    neg_pos_ratio x #positives highest-loss ones per image (the paper's), ``dns`` every negative
+    the model misclassifies (:func:`misclassified_negative_mask`). ``minibatch_size`` then caps
+    the boxes per image (positives first, then negatives by loss).
+    """
 
     def __init__(
         self,
@@ -83,9 +158,26 @@ class MultiBoxLoss(_MatchedLoss):
         bbox_weight: float = 1.0,
         cls_weight: float = 1.0,
         coder: BoxCoder | None = None,
+        negatives: Literal["hard", "dns"] = "hard",
+        minibatch_size: int | None = None,
+        box: BoxLoss = "smooth_l1",
     ) -> None:
-        super().__init__(num_classes, iou_threshold, class_weights, bbox_weight, cls_weight, coder, background_weight=1.0)
+        super().__init__(num_classes, iou_threshold, class_weights, bbox_weight, cls_weight, coder, background_weight=1.0, box=box)
+        if negatives not in ("hard", "dns"):
+            raise ValueError(f"negatives must be hard or dns, got {negatives!r}")
         self.neg_pos_ratio = neg_pos_ratio
+        self.negatives = negatives
+        self.minibatch_size = minibatch_size
+
+    def negative_mask(self, cls_loss: Tensor, cls_logits: Tensor, positive: Tensor) -> Tensor:
+        """(N, A) bool: the background boxes that enter the classification term."""
+        if self.negatives == "dns":
+            negatives = misclassified_negative_mask(cls_logits, positive)
+        else:
+            negatives = hard_negative_mask(cls_loss, positive, self.neg_pos_ratio)
+        if self.minibatch_size is not None:
+            negatives = cap_negatives(cls_loss, positive, negatives, self.minibatch_size)
+        return negatives
 
     def forward(
         self, box_regression: Tensor, cls_logits: Tensor, default_cxcywh: Tensor, gt_boxes: Tensor, gt_labels: Tensor
@@ -98,13 +190,13 @@ class MultiBoxLoss(_MatchedLoss):
         cls = F.cross_entropy(
             cls_logits.float().reshape(-1, num_classes), target_labels.reshape(-1), weight=self.class_weights, reduction="none"
         ).reshape(target_labels.shape)
-        selected = positive | hard_negative_mask(cls, positive, self.neg_pos_ratio)
+        selected = positive | self.negative_mask(cls, cls_logits, positive)
         loss_cls = (cls * selected).sum() / num_positives.clamp(min=1)
         return self._result(loss_bbox, loss_cls, num_positives)
 
 
 class FocalLoss(_MatchedLoss):
-    """Sigmoid focal loss (Lin et al., 2017) over all default boxes plus smooth L1 on the positives.
+    """Sigmoid focal loss (Lin et al., 2017) over all default boxes plus the box term on the positives.
 
     RetinaNet / SSD-ResNet50-FPN's loss: instead of mining 3 negatives per positive, every default
     box contributes, and the (1 - p_t)^gamma factor mutes the tens of thousands of easy
@@ -122,6 +214,7 @@ class FocalLoss(_MatchedLoss):
         class_weights: optional weight per foreground class, multiplying that class's column.
         bbox_weight, cls_weight: weights of the two terms in ``loss``.
         coder: the box encoding (SSD variances by default).
+        box: smooth_l1 on encoded offsets or giou on decoded boxes.
     """
 
     def __init__(
@@ -134,8 +227,9 @@ class FocalLoss(_MatchedLoss):
         bbox_weight: float = 1.0,
         cls_weight: float = 1.0,
         coder: BoxCoder | None = None,
+        box: BoxLoss = "smooth_l1",
     ) -> None:
-        super().__init__(num_classes, iou_threshold, class_weights, bbox_weight, cls_weight, coder, background_weight=None)
+        super().__init__(num_classes, iou_threshold, class_weights, bbox_weight, cls_weight, coder, background_weight=None, box=box)
         self.num_classes = num_classes
         self.alpha = alpha
         self.gamma = gamma

@@ -1,11 +1,18 @@
-"""Shared test setup: two CPU threads, deterministic seeds."""
+"""Shared test setup: two CPU threads, deterministic seeds, a tiny checkpoint and a few synthetic images."""
 
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+from pathlib import Path
+
 import pytest
 import torch
+
+from multibox.config import load_config
+from multibox.data.synth import SHAPES, make_synthetic_dataset
+from multibox.engine.module import DetectionModule
+from multibox.models.detector import set_norm_momentum
 
 torch.set_num_threads(2)
 
@@ -23,3 +30,35 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+TINY = ["model.name=ssdlite320_mobilenet_v3_large", "model.width_mult=0.25", "data.input_size=[64,64]",
+        "eval.max_detections=20"]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint as training writes it (config, class names, category ids, detector.* weights)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    module = DetectionModule(load_config(None, TINY).to_dict(), list(SHAPES), list(range(1, len(SHAPES) + 1)))
+    num_classes = len(SHAPES) + 1
+    with torch.no_grad():
+        # Untrained, every score is 1/6 and the features vanish under the initial BatchNorm statistics:
+        # spread the class logits and fit the statistics to some images, so detections depend on the image.
+        for level in module.detector.model.head.classification_head.module_list:
+            level[1].weight.normal_(0.0, 0.05)  # 1x1 conv to (anchors x classes)
+            level[1].bias.zero_()[0::num_classes] = -1.0  # channel a * C + c: background logits lowered
+        set_norm_momentum(module.detector, 1.0)
+        module.train()(torch.rand(8, 3, 64, 64))
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    torch.set_num_threads(threads)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shapes_dataset(tmp_path_factory) -> Path:
+    """Five 64x64 synthetic images in ``images/`` with their COCO ``annotations.json`` (ids 1..5)."""
+    return make_synthetic_dataset(tmp_path_factory.mktemp("shapes") / "data", 5, (64, 64), seed=3)

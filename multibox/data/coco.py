@@ -44,10 +44,21 @@ def load_coco(images_dir: Path, annotation_file: Path) -> DetectionSet:
     groups = [np.split(a[order], bounds) for a in (boxes, labels, crowd, areas)]
     root = images_dir.absolute()
     records = [
-        ImageRecord(image["id"], root / image["file_name"], image["width"], image["height"], b, lab, c, ar)
+        ImageRecord(image["id"], _image_path(root, image["file_name"], annotation_file), image["width"], image["height"],
+                    b, lab, c, ar)
         for image, b, lab, c, ar in zip(images, *groups)
     ]
     return DetectionSet(records=records, class_names=class_names, category_ids=category_ids)
+
+
+def _image_path(root: Path, file_name: str, annotation_file: Path) -> Path:
+    """root / file_name; a name that leaves the images folder ('..', absolute) is refused, so an
+    annotation file can never make training read (or `data convert` copy) files outside the dataset."""
+    if ".." not in file_name and not file_name.startswith(("/", "\\")) and ":" not in file_name:
+        return root / file_name  # the common case, without normalising every path
+    from multibox.data.formats.common import inside_root
+
+    return inside_root(root, file_name, annotation_file)
 
 
 def read_coco_json(path: Path) -> dict[str, Any]:

@@ -7,9 +7,13 @@ validation ground truth.
 
 from __future__ import annotations
 
+import os
+import random
 from functools import partial
+from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -60,14 +64,33 @@ class DetectionDataModule(L.LightningDataModule):
         self.class_names = list(self.train_set.class_names)
         self.category_ids = list(self.train_set.category_ids)
         self.num_classes = self.train_set.num_classes
+        self._train_dataset: DetectionDataset | None = None
+        self._augment_state: dict[str, Any] | None = None  # from a checkpoint, applied when the loader is built
 
     def train_dataloader(self) -> DataLoader:
         data = self.config.data
         transform = build_train_transform(data.augment, data.input_size)
         dataset = DetectionDataset(self.train_set, transform, data.input_size, skip_bad=True)
+        if self._augment_state is not None:
+            _restore_augment_state(dataset, self._augment_state)
+        self._train_dataset = dataset
         # A last batch of one image would break BatchNorm on SSDLite's 1x1 maps: drop the remainder
         # (it is a different remainder every epoch, since the order is shuffled).
-        return self._loader(dataset, shuffle=True, drop_last=len(dataset) > data.batch_size)
+        # Train workers start afresh each epoch, seeded from torch's generator (which checkpoints
+        # carry): persistent ones would carry their augmentation streams across epochs, and a
+        # resumed run could not continue them.
+        return self._loader(dataset, shuffle=True, drop_last=len(dataset) > data.batch_size, persistent=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The main process's augmentation stream (it augments when data.num_workers is 0), for exact resume."""
+        if self._train_dataset is None or self.config.data.num_workers > 0:
+            return {}
+        compose = self._train_dataset.transform.compose
+        return {"augment_numpy": compose.random_generator.bit_generator.state, "augment_python": compose.py_random.getstate()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict:
+            self._augment_state = state_dict
 
     def val_dataloader(self) -> DataLoader | list:
         """The val loader, or [] (no validation) when there is no val set."""
@@ -77,7 +100,7 @@ class DetectionDataModule(L.LightningDataModule):
         dataset = DetectionDataset(self.val_set, build_eval_transform(data.input_size), data.input_size, skip_bad=True)
         return self._loader(dataset, shuffle=False, drop_last=False)
 
-    def _loader(self, dataset: DetectionDataset, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader(self, dataset: DetectionDataset, shuffle: bool, drop_last: bool, persistent: bool = True) -> DataLoader:
         workers = self.config.data.num_workers
         if workers > 0:
             import cv2
@@ -90,7 +113,18 @@ class DetectionDataModule(L.LightningDataModule):
             num_workers=workers,
             # Bad samples (unreadable image, invalid boxes) are skipped and counted, not fatal.
             collate_fn=partial(collate_detections, input_size=tuple(self.config.data.input_size)),
-            persistent_workers=workers > 0,
+            persistent_workers=persistent and workers > 0,
             pin_memory=torch.cuda.is_available(),
             drop_last=drop_last,
         )
+
+
+def _restore_augment_state(dataset: DetectionDataset, state: dict[str, Any]) -> None:
+    """Continue a checkpoint's main-process augmentation stream instead of reseeding from torch's seed."""
+    generator = np.random.Generator(np.random.PCG64())
+    generator.bit_generator.state = state["augment_numpy"]
+    py_random = random.Random()
+    version, internal, gauss = state["augment_python"]
+    py_random.setstate((version, tuple(internal), gauss))
+    dataset.transform.compose.set_random_state(generator, py_random)
+    dataset._seeded_pid = os.getpid()  # this process's stream is set: DetectionDataset must not reseed it

@@ -72,13 +72,21 @@ def invalid_box_reason(boxes: np.ndarray, labels: np.ndarray, width: int, height
 
 
 def read_image(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """RGB uint8 (H, W, 3) as stored (EXIF orientation ignored, as COCO annotations are)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    """RGB uint8 (H, W, 3) as displayed: JPEG EXIF orientation applied, as labelling tools, browsers
+    and `multibox predict` show the image. Grayscale, RGBA and 16-bit files become 8-bit RGB.
+
+    Annotations made on the stored pixels (older COCO-style tools) are honoured where the size
+    tells: when only the stored, unrotated size matches `expected_size` (H, W), those pixels are used.
+    """
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise MultiboxError(f"{path}: cannot read image (missing, unreadable or not an image)")
     if expected_size is not None and image.shape[:2] != tuple(expected_size):
-        (h, w), (eh, ew) = image.shape[:2], expected_size
-        raise MultiboxError(f"{path}: image is {w}x{h} but its annotations say {ew}x{eh}")
+        stored = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if stored is None or stored.shape[:2] != tuple(expected_size):
+            (h, w), (eh, ew) = image.shape[:2], expected_size
+            raise MultiboxError(f"{path}: image is {w}x{h} but its annotations say {ew}x{eh}")
+        image = stored
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

@@ -46,6 +46,16 @@ def _box_columns(dataset: DetectionSet) -> dict[str, np.ndarray]:
             "widths": widths, "heights": heights}
 
 
+def normalised_boxes(dataset: DetectionSet) -> tuple[torch.Tensor, np.ndarray]:
+    """Non-crowd boxes as (G, 4) xyxy fractions of their image (as resized to any input: IoU is unchanged
+    by the per-axis resize), and their areas in original pixels (for the COCO size buckets)."""
+    cols = _box_columns(dataset)
+    boxes = cols["boxes"]
+    scale = np.stack([cols["widths"], cols["heights"], cols["widths"], cols["heights"]], axis=1)
+    gt = torch.from_numpy(np.clip(boxes / np.maximum(scale, 1e-9), 0.0, 1.0)) if len(boxes) else torch.zeros(0, 4, dtype=torch.float64)
+    return gt, (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
 def dataset_stats(dataset: DetectionSet) -> dict[str, Any]:
     """Images, boxes per class and per image, box size (sqrt area: pixels and relative to the image)
     and aspect ratio (w / h) distributions, overall and per class. Crowd boxes are counted apart."""

@@ -132,12 +132,15 @@ def check_image_file(path: Path, width: int | None = None, height: int | None = 
     truncated = _truncation(data)
     if truncated:
         return CORRUPT_IMAGE, truncated
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # EXIF orientation applied, as training reads it
     if image is None:
         return CORRUPT_IMAGE, "cannot decode (corrupt or not an image)"
     h, w = image.shape[:2]
     if width is not None and height is not None and (w, h) != (width, height):
-        return SIZE_MISMATCH, f"image is {w}x{h} but its annotation says {width}x{height}"
+        # Annotations on the stored, unrotated pixels are fine: training then reads those (see read_image).
+        stored = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if stored is None or stored.shape[:2] != (height, width):
+            return SIZE_MISMATCH, f"image is {w}x{h} but its annotation says {width}x{height}"
     return None
 
 

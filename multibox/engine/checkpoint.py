@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from multibox.config import Config, parse_config
+from multibox.engine.checkpoint_io import safe_torch_load
 from multibox.errors import MultiboxError
 from multibox.models.detector import SSDDetector, build_detector
 
@@ -26,14 +26,7 @@ class LoadedCheckpoint:
 
 def read_checkpoint(path: str | Path) -> dict:
     """The raw checkpoint dict, with one-line errors for missing, corrupt or foreign files."""
-    path = Path(path)
-    if not path.is_file():
-        raise MultiboxError(f"{path}: checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or hostile files
-        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
-        raise MultiboxError(f"{path}: not a readable checkpoint ({reason})") from None
+    checkpoint = safe_torch_load(path)
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hparams, dict) or not {"config", "class_names", "category_ids"} <= hparams.keys():
         raise MultiboxError(f"{path}: not a multibox checkpoint (no config and class names inside)")
@@ -52,10 +45,24 @@ def load_checkpoint(path: str | Path, config: Config | None = None) -> LoadedChe
     detector, _ = build_detector(saved, len(class_names), load_weights=False)  # the checkpoint has the weights
     prefix = "detector."
     state = {k[len(prefix):]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith(prefix)}
-    try:
-        detector.load_state_dict(state)
-    except RuntimeError as error:
-        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
-        raise MultiboxError(f"{path}: weights do not fit model {saved.model.name} ({first[:120]})") from None
+    misfit = _misfit(detector.state_dict(), state)
+    if misfit:
+        raise MultiboxError(f"{path}: weights do not fit model {saved.model.name} as its config describes ({misfit})")
+    detector.load_state_dict(state)
     detector.eval()
     return LoadedCheckpoint(detector, saved, class_names, list(hparams["category_ids"]))
+
+
+def _misfit(expected: dict[str, Any], found: dict[str, Any]) -> str | None:
+    """Why a state dict cannot load into a model, in one short clause (None when it fits)."""
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    shapes = [k for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
+    if shapes:
+        k = shapes[0]
+        return (f"{len(shapes)} tensors differ in shape, e.g. {k}: {list(found[k].shape)} in the file, "
+                f"{list(expected[k].shape)} in the model")
+    if missing or extra:
+        example = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+        return f"{len(missing)} tensors missing and {len(extra)} unexpected, e.g. {example}"
+    return None

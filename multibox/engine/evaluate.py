@@ -8,10 +8,13 @@ from typing import Any, Iterable
 import torch
 from rich.progress import track
 
+from multibox.data.dataset import warn_skipped
 from multibox.engine.checkpoint import load_checkpoint, read_checkpoint
 from multibox.engine.evaluation import DetectionAccumulator, coco_evaluate
 from multibox.engine.module import images_to_float
+from multibox.engine.plots import REPORT_SCORE_THRESHOLD, check_score_threshold
 from multibox.errors import MultiboxError
+from multibox.outputs import writable_dir
 from multibox.models.detector import SSDDetector
 
 
@@ -23,7 +26,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 @torch.no_grad()
-def evaluate_detector(
+def detect_and_evaluate(
     detector: SSDDetector,
     loader: Iterable[dict[str, torch.Tensor]],
     ground_truth: dict,
@@ -31,14 +34,23 @@ def evaluate_detector(
     class_names: list[str],
     device: torch.device | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Run the detector over every batch and compute COCO metrics against `ground_truth`."""
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run the detector over every batch; returns COCO metrics against `ground_truth` and the
+    detections themselves (COCO results, dataset category ids), which the report's pictures need."""
     device = device or pick_device()
     detector = detector.to(device).eval()
     lookup = torch.tensor([0, *category_ids], dtype=torch.long, device=device)
     accumulator = DetectionAccumulator()
     batches = track(loader, description="evaluating", transient=True) if progress else loader
+    seen: set[int] = set()
+    skipped = 0
     for batch in batches:
+        for message in batch.get("skipped_files", []) or []:
+            warn_skipped(message)
+        skipped += int(batch.get("skipped", 0))
+        seen.update(batch["image_ids"].tolist())
+        if not len(batch["image_ids"]):  # every image of the batch was unreadable
+            continue
         images = images_to_float(batch["images"].to(device, non_blocking=True))
         detections = detector.detect(images, batch["orig_sizes"].to(device))
         accumulator.add(
@@ -47,14 +59,60 @@ def evaluate_detector(
             [d["scores"] for d in detections],
             [lookup[d["labels"]] for d in detections],
         )
-    return coco_evaluate(ground_truth, accumulator.results(), class_names)
+    results = accumulator.results()
+    if skipped:
+        ground_truth = _only_images(ground_truth, seen)
+        print(f"evaluation: {skipped} unreadable image(s) left out of the metrics (see the warnings above)")
+        if not ground_truth["images"]:
+            raise MultiboxError("evaluation: no image of the evaluation set could be read")
+    return coco_evaluate(ground_truth, results, class_names), results
 
 
-def evaluate_checkpoint(weights: Path, config_path: Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """`multibox eval`: the checkpoint's detector on the val set of `config_path` (or of its own config)."""
+def _only_images(ground_truth: dict, image_ids: set[int]) -> dict:
+    """The COCO ground truth restricted to `image_ids`: an image that could not be read is not
+    a set of objects the detector missed."""
+    return {**ground_truth, "images": [im for im in ground_truth["images"] if im["id"] in image_ids],
+            "annotations": [a for a in ground_truth["annotations"] if a["image_id"] in image_ids]}
+
+
+def default_report_dir(weights: Path) -> Path:
+    """Where `multibox eval --plots` writes by default: ``<run>/eval`` for ``<run>/checkpoints/x.ckpt``,
+    else ``<folder>/<stem>_eval``; the first of those, ``-2``, ``-3``, ... that holds no report yet."""
+    weights = Path(weights)
+    base = weights.parent.parent / "eval" if weights.parent.name == "checkpoints" else weights.parent / f"{weights.stem}_eval"
+    candidate, index = base, 1
+    while (candidate / "report.md").exists():
+        index += 1
+        candidate = base.with_name(f"{base.name}-{index}")
+    return candidate
+
+
+def check_report_dir(folder: Path) -> Path:
+    """An explicitly chosen report folder must not hold a report already: nothing is overwritten silently."""
+    folder = Path(folder)
+    if (folder / "report.md").exists():
+        raise MultiboxError(f"{folder}: already holds a report; delete it or pass another --plots folder")
+    return writable_dir(folder, "evaluation report")
+
+
+def evaluate_checkpoint(
+    weights: Path,
+    config_path: Path | None = None,
+    overrides: list[str] | None = None,
+    report_dir: Path | None = None,
+    score_threshold: float = REPORT_SCORE_THRESHOLD,
+) -> dict[str, Any]:
+    """`multibox eval`: the checkpoint's detector on the val set of `config_path` (or of its own config).
+
+    With `report_dir`, also writes the pictures and report.md there (see
+    :func:`~multibox.engine.report.write_evaluation_report`), with the training curves when the
+    checkpoint sits in a run folder that has its ``metrics.csv``.
+    """
     from multibox.config import apply_overrides, load_config, parse_config, resolve_paths
     from multibox.data.datamodule import DetectionDataModule
 
+    if report_dir is not None:
+        check_score_threshold(score_threshold)
     if config_path is not None:
         config = load_config(config_path, overrides)
     else:
@@ -66,7 +124,15 @@ def evaluate_checkpoint(weights: Path, config_path: Path | None = None, override
         raise MultiboxError("config: no validation set; set data.val or data.val_split")
     if list(data.category_ids) != loaded.category_ids:
         raise MultiboxError(f"{weights}: trained on categories {loaded.category_ids}, but the val set has {list(data.category_ids)}")
-    return evaluate_detector(
+    metrics, detections = detect_and_evaluate(
         loaded.detector, data.val_dataloader(), data.val_set.to_coco_gt(), loaded.category_ids, loaded.class_names,
         pick_device(config.train.accelerator), progress=config.train.progress,
     )
+    if report_dir is not None:
+        from multibox.engine.report import save_metrics_json, write_evaluation_report
+
+        save_metrics_json(metrics, Path(report_dir) / "metrics.json")
+        run_log = Path(weights).parent.parent / "metrics.csv"
+        write_evaluation_report(report_dir, metrics, detections, data.val_set, score_threshold,
+                                training_log=run_log if Path(weights).parent.name == "checkpoints" else None)
+    return metrics

@@ -64,6 +64,14 @@ def coco_evaluate(gt: dict, detections: list[dict], class_names: Sequence[str] |
     Empty detections give 0.0 wherever there is ground truth. Neither input is modified.
     """
     names = _category_names(gt, class_names)
+    evaluator = _run_cocoeval(gt, detections)
+    metrics: dict[str, Any] = {key: float(value) for key, value in zip(METRIC_KEYS, evaluator.stats)}
+    metrics["per_class"] = _per_class_ap(evaluator, names)
+    return metrics
+
+
+def _run_cocoeval(gt: dict, detections: list[dict]) -> COCOeval_faster:
+    """A summarized bbox COCOeval of `detections` against `gt` (neither is modified)."""
     # Shallow copies: both COCO classes write bookkeeping keys into the annotation dicts.
     gt_copy = {**gt, "annotations": [dict(a) for a in gt.get("annotations", [])]}
     gt_copy.setdefault("categories", [])
@@ -79,10 +87,44 @@ def coco_evaluate(gt: dict, detections: list[dict], class_names: Sequence[str] |
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
+    return evaluator
 
-    metrics: dict[str, Any] = {key: float(value) for key, value in zip(METRIC_KEYS, evaluator.stats)}
-    metrics["per_class"] = _per_class_ap(evaluator, names)
-    return metrics
+
+PR_IOU_THRESHOLDS = (0.5, 0.75)
+
+
+def precision_recall_curves(
+    gt: dict, detections: list[dict], class_names: Sequence[str] | None = None, iou_thresholds: Sequence[float] = PR_IOU_THRESHOLDS,
+) -> dict[str, Any]:
+    """COCO's interpolated precision at its 101 recall points (area all, 100 detections).
+
+    Returns ``{"recall": [101 floats], "iou": {"0.50": {"precision": mean curve, "ap": float,
+    "per_class": {name: {"precision": [...], "ap": float}}}, ...}}``. COCO's AP at an IoU is
+    the mean of these 101 values, so ``ap`` (the area under ``precision``) equals ``map_50`` /
+    ``map_75`` of :func:`coco_evaluate`; the mean curve averages the classes that have ground
+    truth (others are left out, as in ``per_class``). With no ground truth at all, the mean
+    curve is empty and ``ap`` is -1.
+    """
+    names = _category_names(gt, class_names)
+    evaluator = _run_cocoeval(gt, detections)
+    params = evaluator.params
+    precision = evaluator.eval["precision"][:, :, :, params.areaRngLbl.index("all"), params.maxDets.index(100)]  # (T, R, K)
+    curves: dict[str, Any] = {"recall": [round(float(r), 2) for r in params.recThrs], "iou": {}}
+    for threshold in iou_thresholds:
+        matches = np.flatnonzero(np.isclose(params.iouThrs, threshold))
+        if not matches.size:
+            raise ValueError(f"IoU threshold {threshold} is not one of COCO's {params.iouThrs.tolist()}")
+        at_iou = precision[matches[0]]  # (R, K)
+        defined = (at_iou > -1).all(axis=0)  # classes with ground truth
+        per_class = {
+            names.get(int(cat_id), str(cat_id)): {"precision": at_iou[:, k].tolist(), "ap": float(at_iou[:, k].mean())}
+            for k, cat_id in enumerate(params.catIds) if defined[k]
+        }
+        mean = at_iou[:, defined].mean(axis=1) if defined.any() else np.zeros(0)
+        curves["iou"][f"{threshold:.2f}"] = {
+            "precision": mean.tolist(), "ap": float(mean.mean()) if mean.size else -1.0, "per_class": per_class,
+        }
+    return curves
 
 
 def _per_class_ap(evaluator: COCOeval_faster, names: dict[int, str]) -> dict[str, float]:

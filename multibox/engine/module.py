@@ -8,16 +8,20 @@ ids, so a checkpoint alone is enough to rebuild the detector for eval and predic
 from __future__ import annotations
 
 import math
-from typing import Any
+import warnings
+from typing import Any, Callable
 
 import lightning as L
 import torch
-from torch import Tensor
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor, nn
 
 from multibox.config import Config
 from multibox.data.dataset import warn_skipped
+from multibox.data.records import DetectionSet
 from multibox.engine.evaluation import METRIC_KEYS, DetectionAccumulator, coco_evaluate
-from multibox.losses import FocalLoss, MultiBoxLoss
+from multibox.errors import MultiboxError
+from multibox.losses import FocalLoss, MultiBoxLoss, class_weights_from_counts, count_labels
 from multibox.models.detector import build_detector, resolved_config
 
 
@@ -37,24 +41,35 @@ class DetectionModule(L.LightningModule):
         # The checkpoint carries the anchors and class count actually used, not just what was asked for.
         self.config = resolved_config(self.config, self.spec, num_classes)
         self.hparams["config"] = self.config.to_dict()
-        loss = self.config.loss
-        if loss.name == "focal":  # the detector's postprocess then scores with sigmoids (build_detector)
-            self.criterion = FocalLoss(
-                num_classes + 1, loss.focal_alpha, loss.focal_gamma, loss.iou_threshold, loss.class_weights,
-                loss.bbox_weight, loss.cls_weight,
-            )
-        else:
-            self.criterion = MultiBoxLoss(
-                num_classes + 1, loss.neg_pos_ratio, loss.iou_threshold, loss.class_weights, loss.bbox_weight, loss.cls_weight
-            )
+        self.criterion = build_criterion(self.config, num_classes)
         self.register_buffer("category_lookup", torch.tensor([0, *category_ids], dtype=torch.long), persistent=False)
         self.val_ground_truth: dict | None = None  # COCO gt dict; set by whoever owns the val set
         self.accumulator = DetectionAccumulator()
         self.last_metrics: dict[str, Any] | None = None
         self.skipped_samples = {"train": 0, "val": 0}  # bad samples skipped so far by the loaders, per stage
+        self.skipped_nonfinite = 0  # training steps skipped for a non-finite loss (train.on_nan: skip)
+        self._network_prepared = False
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        return self.detector(images_to_float(images))
+        images = images_to_float(images)
+        if self.config.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.detector(images)
+
+    def setup(self, stage: str) -> None:
+        """channels_last and compile once the trainer runs: after callbacks such as EMA copied the plain network."""
+        self.prepare_network()
+
+    def prepare_network(self) -> None:
+        """Apply train.channels_last and train.compile to the network (once). ``nn.Module.compile``
+        compiles in place, so parameter names, and with them checkpoints, stay as they are."""
+        if self._network_prepared:
+            return
+        self._network_prepared = True
+        if self.config.train.channels_last:
+            self.detector.model.to(memory_format=torch.channels_last)
+        if self.config.train.compile:
+            self.detector.model.compile()
 
     def _losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         box_regression, cls_logits = self(batch["images"])
@@ -81,17 +96,45 @@ class DetectionModule(L.LightningModule):
             return None
         losses, _, _ = self._losses(batch)
         size = batch["images"].shape[0]
+        finite = self._check_finite(losses)
+        self.log("train/skipped_nonfinite", float(not finite), reduce_fx="sum", on_step=False, on_epoch=True, batch_size=1)
+        if not finite:
+            return None  # Lightning skips backward and the update
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=size)
-        self.log_dict({"train/loss_bbox": losses["loss_bbox"], "train/loss_cls": losses["loss_cls"]}, batch_size=size)
+        self.log_dict({"train/loss_bbox": losses["loss_bbox"], "train/loss_cls": losses["loss_cls"],
+                       "train/num_positives": losses["num_positives"].float()}, batch_size=size)
         self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=size)
         return losses["loss"]
+
+    def _check_finite(self, losses: dict[str, Tensor]) -> bool:
+        """False when the loss is NaN or infinite and train.on_nan is skip (warned, counted); raises when it is stop.
+
+        Raising here, before backward and the optimizer step, leaves the weights, and so every
+        checkpoint written afterwards by anyone, as they were after the last finite step.
+        The check costs one host sync per step; under DDP the ranks agree (all stop or skip
+        together), since a rank that skipped alone would leave the others waiting in all-reduce.
+        """
+        finite = bool(torch.isfinite(losses["loss"]).all())
+        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            return True
+        where = f"epoch {self.current_epoch} step {self.global_step}"
+        terms = f"loss_bbox={float(losses['loss_bbox']):.4g}, loss_cls={float(losses['loss_cls']):.4g}"
+        if self.config.train.on_nan == "stop":
+            raise MultiboxError(f"non-finite loss at {where} ({terms}); training stopped, checkpoints hold the last finite weights")
+        self.skipped_nonfinite += 1
+        warnings.warn(f"non-finite loss at {where} ({terms}); step skipped (train.on_nan: skip)", RuntimeWarning, stacklevel=2)
+        return False
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._count_skipped(batch, "val")
         if batch["images"].shape[0] == 0:
             return
         losses, box_regression, cls_logits = self._losses(batch)
-        self.log("val/loss", losses["loss"], prog_bar=True, batch_size=batch["images"].shape[0])
+        size = batch["images"].shape[0]
+        # sync_dist: under DDP each rank sees its shard; the logged epoch value is the mean over all ranks.
+        self.log("val/loss", losses["loss"], prog_bar=True, batch_size=size, sync_dist=True)
+        self.log_dict({"val/loss_bbox": losses["loss_bbox"], "val/loss_cls": losses["loss_cls"]}, batch_size=size,
+                      sync_dist=True)
         if self._evaluating():
             detections = self.detector.postprocess(box_regression, cls_logits, batch["orig_sizes"])
             self.accumulator.add(
@@ -132,9 +175,45 @@ class DetectionModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def lr_multiplier(config: Config, total_steps: int):
-    """Per-step multiplier of the base rate: linear warmup, then multistep, cosine or constant."""
+def build_criterion(config: Config, num_classes: int) -> nn.Module:
+    """The configured loss for `num_classes` foreground classes (loss.class_weights already numbers)."""
+    loss = config.loss
+    if loss.class_weights == "auto":
+        raise MultiboxError(
+            "loss.class_weights: auto must be resolved from the training set first (resolve_class_weights; `multibox train` does it)"
+        )
+    if loss.name == "focal":  # the detector's postprocess then scores with sigmoids (build_detector)
+        return FocalLoss(
+            num_classes + 1, loss.focal_alpha, loss.focal_gamma, loss.iou_threshold, loss.class_weights,
+            loss.bbox_weight, loss.cls_weight, box=loss.box,
+        )
+    return MultiBoxLoss(
+        num_classes + 1, loss.neg_pos_ratio, loss.iou_threshold, loss.class_weights, loss.bbox_weight, loss.cls_weight,
+        negatives=loss.negatives, minibatch_size=loss.minibatch_size, box=loss.box,
+    )
+
+
+def resolve_class_weights(config: Config, train_set: DetectionSet) -> Config:
+    """loss.class_weights: auto becomes the numbers of the training set's label counts (and is printed), so the
+    module, the run's config.yaml and the checkpoint all hold the weights actually used. Other values pass through."""
+    if config.loss.class_weights != "auto":
+        return config
+    weights = class_weights_from_counts(count_labels(train_set))
+    _print_class_weights(train_set.class_names, weights)
+    return config.model_copy(update={"loss": config.loss.model_copy(update={"class_weights": weights})})
+
+
+@rank_zero_only
+def _print_class_weights(class_names: list[str], weights: list[float]) -> None:
+    print("loss.class_weights (auto, from label counts): " + ", ".join(f"{n} {w:.3g}" for n, w in zip(class_names, weights)))
+
+
+def lr_multiplier(config: Config, total_steps: int) -> Callable[[int], float]:
+    """Per-step multiplier of the base rate: linear warmup, then multistep, cosine or constant;
+    or one-cycle (linear rise from warmup_factor over pct_start of the run, then cosine to min_lr_ratio)."""
     sched = config.scheduler
+    if sched.name == "onecycle":
+        return _one_cycle(sched.warmup_factor, sched.min_lr_ratio, sched.pct_start, total_steps)
     steps_per_epoch = total_steps / config.train.epochs
     milestones = [round(m * steps_per_epoch) for m in sched.milestones]
     warmup = min(sched.warmup_steps, total_steps)
@@ -148,8 +227,23 @@ def lr_multiplier(config: Config, total_steps: int):
         if sched.name == "multistep":
             return warm * sched.gamma ** sum(step >= m for m in milestones)
         if sched.name == "cosine":
-            progress = min(1.0, step / total_steps)
-            return warm * (sched.min_lr_ratio + (1 - sched.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+            return warm * _cosine(step / total_steps, sched.min_lr_ratio)
         return warm
+
+    return multiplier
+
+
+def _cosine(progress: float, floor: float) -> float:
+    """Half a cosine from 1 at progress 0 down to `floor` at progress 1 (and after)."""
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _one_cycle(start: float, floor: float, pct_start: float, total_steps: int) -> Callable[[int], float]:
+    rise = max(1, round(pct_start * total_steps))
+
+    def multiplier(step: int) -> float:
+        if step < rise:
+            return start + (1 - start) * step / rise
+        return _cosine((step - rise) / max(1, total_steps - rise), floor)
 
     return multiplier

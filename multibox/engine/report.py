@@ -1,7 +1,10 @@
-"""Run reports: metrics as JSON and training curves as a PNG.
+"""Run reports: metrics as JSON, training curves as a PNG, and the evaluation report.
 
-The figure is drawn on a bare matplotlib ``Figure`` with the Agg canvas, so it needs
-no display and leaves pyplot's global state (and the user's backend) alone.
+Figures are drawn on a bare matplotlib ``Figure`` with the Agg canvas, so they need
+no display and leave pyplot's global state (and the user's backend) alone.
+:func:`write_evaluation_report` writes, next to ``metrics.json``: ``pr_curves.png/.json``,
+``confusion_matrix.png/.json``, ``gallery/`` + ``gallery.json`` (worst images first) and
+``report.md`` / ``report.html`` tying them together (see :mod:`multibox.engine.plots`).
 """
 
 from __future__ import annotations
@@ -11,13 +14,30 @@ import json
 import math
 import os
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from multibox.data.records import DetectionSet
+from multibox.engine.evaluation import precision_recall_curves
+from multibox.engine.plots import (
+    MATCH_IOU_THRESHOLD,
+    REPORT_SCORE_THRESHOLD,
+    check_score_threshold,
+    confusion_matrix,
+    match_detections,
+    plot_confusion_matrix,
+    plot_pr_curves,
+    save_figure,
+    write_gallery,
+)
+from multibox.engine.report_page import evaluation_blocks, write_report_page
 from multibox.errors import MultiboxError
 
 
@@ -38,8 +58,13 @@ def _jsonable(value: Any) -> Any:
 
 def save_metrics_json(metrics: dict[str, Any], path: Path) -> None:
     """Write `metrics` as JSON atomically, so a reader never sees a half-written file."""
+    save_json(metrics, path, "metrics")
+
+
+def save_json(data: Any, path: Path, what: str = "data") -> None:
+    """Write `data` as JSON atomically (temp file + rename); `what` names it in errors."""
     path = Path(path)
-    text = json.dumps(_jsonable(metrics), indent=2, allow_nan=False) + "\n"
+    text = json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -53,7 +78,7 @@ def save_metrics_json(metrics: dict[str, Any], path: Path) -> None:
             Path(tmp_name).unlink(missing_ok=True)
             raise
     except OSError as error:
-        raise MultiboxError(f"{path}: cannot write metrics: {error.strerror or error}") from None
+        raise MultiboxError(f"{path}: cannot write {what}: {error.strerror or error}") from None
 
 
 def _read_columns(metrics_csv: Path) -> dict[str, list[float]]:
@@ -96,13 +121,12 @@ def _log_scale_if_wide(axes: Any) -> None:
         axes.set_yscale("log")
 
 
-def plot_training_curves(metrics_csv: Path, out_png: Path) -> None:
-    """Plot Lightning CSVLogger's metrics.csv: loss terms, learning rate, val mAP; save as PNG.
+Panel = tuple[str, str, list[tuple[str, str]], str]  # title, x column, (y column, line style), kind
 
-    Panels appear only for columns that exist; with nothing to plot the PNG says so,
-    so a report never fails because a run was short.
-    """
-    columns = _read_columns(Path(metrics_csv))
+
+def training_panels(columns: dict[str, list[float]]) -> list[Panel]:
+    """What results.png shows: every loss term (train and val), every learning rate, and val
+    mAP, mAP@.5 and mAP@.75; a panel only when one of its columns has values."""
     step_x = "step" if "step" in columns else "epoch"
     epoch_x = "epoch" if "epoch" in columns else step_x
     losses = [n for n in columns if "loss" in n and not n.startswith("val")]
@@ -114,8 +138,17 @@ def plot_training_curves(metrics_csv: Path, out_png: Path) -> None:
         (f"learning rate per {step_x}", step_x, [(n, "-") for n in rates], "lr"),
         (f"validation mAP per {epoch_x}", epoch_x, [(n, "o-") for n in maps], "map"),
     ]
-    panels = [p for p in panels if any(_series(columns, p[1], name)[0] for name, _ in p[2])]
+    return [p for p in panels if any(_series(columns, p[1], name)[0] for name, _ in p[2])]
 
+
+def plot_training_curves(metrics_csv: Path, out_png: Path) -> None:
+    """Plot Lightning CSVLogger's metrics.csv: loss terms, learning rate, val mAP; save as PNG.
+
+    Panels appear only for columns that exist; with nothing to plot the PNG says so,
+    so a report never fails because a run was short.
+    """
+    columns = _read_columns(Path(metrics_csv))
+    panels = training_panels(columns)
     figure = Figure(figsize=(6 * max(1, len(panels)), 4.2), layout="constrained")
     FigureCanvasAgg(figure)
     if not panels:
@@ -135,9 +168,47 @@ def plot_training_curves(metrics_csv: Path, out_png: Path) -> None:
             _log_scale_if_wide(axes)
         elif kind == "map":
             axes.set_ylim(0.0, 1.0)
-    out_png = Path(out_png)
-    try:
-        out_png.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(out_png, dpi=100)
-    except OSError as error:
-        raise MultiboxError(f"{out_png}: cannot write plot: {error.strerror or error}") from None
+    save_figure(figure, out_png)
+
+
+def write_evaluation_report(
+    out_dir: Path,
+    metrics: dict[str, Any],
+    detections: list[dict[str, Any]],
+    dataset: DetectionSet,
+    score_threshold: float = REPORT_SCORE_THRESHOLD,
+    gallery_size: int = 16,
+    training_log: Path | None = None,
+) -> Path:
+    """Pictures and the report page of one evaluation; returns the path of ``report.md``.
+
+    `detections` are the COCO results the `metrics` came from (dataset category ids), on the
+    images of `dataset`. `training_log` (a CSVLogger ``metrics.csv``) adds ``results.png``;
+    an existing ``results.png`` in `out_dir` is linked either way.
+    """
+    check_score_threshold(score_threshold)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(dataset.class_names)
+    curves = precision_recall_curves(dataset.to_coco_gt(), detections, names)
+    save_json(curves, out / "pr_curves.json", "curves")
+    plot_pr_curves(curves, out / "pr_curves.png", names)
+
+    outcomes = match_detections(dataset, detections, score_threshold)
+    true = np.concatenate([o.true for o in outcomes]) if outcomes else np.zeros(0, np.int64)
+    predicted = np.concatenate([o.predicted for o in outcomes]) if outcomes else np.zeros(0, np.int64)
+    matrix = confusion_matrix(true, predicted, len(names))
+    save_json({"classes": [*names, "background"], "rows": "true class", "columns": "predicted class",
+               "score_threshold": score_threshold, "iou_threshold": MATCH_IOU_THRESHOLD, "counts": matrix.tolist()},
+              out / "confusion_matrix.json", "confusion matrix")
+    plot_confusion_matrix(matrix, names, out / "confusion_matrix.png", score_threshold)
+
+    gallery = write_gallery(outcomes, names, out / "gallery", gallery_size)
+    save_json(gallery, out / "gallery.json", "gallery")
+    if training_log is not None and Path(training_log).is_file():
+        plot_training_curves(Path(training_log), out / "results.png")
+    summary = (f"{len(dataset)} validation images, {dataset.num_boxes} ground-truth boxes, {len(detections)} detections; "
+               f"written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Numbers as in metrics.json.")
+    blocks = evaluation_blocks(metrics, curves, matrix, names, gallery, score_threshold,
+                               "results.png" if (out / "results.png").is_file() else None, summary)
+    return write_report_page(out, "multibox evaluation report", blocks)

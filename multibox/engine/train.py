@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import time
 from pathlib import Path
@@ -11,14 +12,19 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 
+from multibox.boxes.anchor_fit import auto_fit_anchors
 from multibox.config import Config, save_config
 from multibox.data.datamodule import DetectionDataModule
 from multibox.engine.checkpoint import load_checkpoint
-from multibox.engine.evaluate import evaluate_detector, pick_device
-from multibox.engine.module import DetectionModule
-from multibox.engine.report import plot_training_curves, save_metrics_json
+from multibox.engine.checkpoint_io import AtomicCheckpointIO, RandomStateCallback
+from multibox.engine.evaluate import detect_and_evaluate, pick_device
+from multibox.engine.callbacks import training_callbacks
+from multibox.engine.module import DetectionModule, resolve_class_weights
+from multibox.engine.report import plot_training_curves, save_metrics_json, write_evaluation_report
 from multibox.errors import MultiboxError
+from multibox.outputs import writable_dir
 
 _PRECISION = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
 
@@ -28,12 +34,15 @@ def checkpoint_dir(config: Config) -> Path:
 
 
 def find_resume_checkpoint(config: Config, resume: str | bool | None) -> str | None:
-    """The checkpoint to resume from: the given path, or with ``--resume`` alone the newest in output_dir.
+    """The checkpoint to resume from: the given path, or with ``--resume`` alone last.ckpt (else the newest).
 
-    A new run never writes into a directory that already holds checkpoints.
+    A new run never writes into a directory that already holds checkpoints, except a SLURM job that
+    SLURM requeued (SLURM_RESTART_COUNT > 0, e.g. after preemption): it resumes as with ``--resume``.
     """
     folder = checkpoint_dir(config)
     existing = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    if resume in (None, False) and existing and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
+        resume = True
     if resume in (None, False):
         if existing:
             raise MultiboxError(
@@ -43,7 +52,8 @@ def find_resume_checkpoint(config: Config, resume: str | bool | None) -> str | N
     if resume is True:
         if not existing:
             raise MultiboxError(f"--resume: no checkpoint in {folder}")
-        return str(existing[-1])
+        # last.ckpt is written every epoch (and every checkpoint_every_n_steps): it is the run's latest state.
+        return str(folder / "last.ckpt") if (folder / "last.ckpt").is_file() else str(existing[-1])
     path = Path(resume)
     if not path.is_file():
         raise MultiboxError(f"--resume: checkpoint {path} not found")
@@ -51,15 +61,32 @@ def find_resume_checkpoint(config: Config, resume: str | bool | None) -> str | N
 
 
 def _callbacks(config: Config, has_val: bool) -> list[L.Callback]:
+    """last.ckpt every epoch (and every train.checkpoint_every_n_steps), best.ckpt by val mAP, the random
+    states every checkpoint carries for exact resume, then what train.* asks for."""
     folder = checkpoint_dir(config)
     callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
+        RandomStateCallback(),
+        ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False),
     ]
+    if config.train.checkpoint_every_n_steps is not None:
+        callbacks.append(ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
+                                         every_n_train_steps=config.train.checkpoint_every_n_steps))
     if has_val:
         callbacks.append(
             ModelCheckpoint(dirpath=folder, filename="best", monitor="val/map", mode="max", save_top_k=1, enable_version_counter=False)
         )
+    callbacks += training_callbacks(config)  # EMA (train.ema), throughput and GPU memory logging
     return callbacks
+
+
+def resolve_strategy(config: Config) -> str:
+    """``auto`` is DDP (gloo on the CPU, NCCL on GPUs) as soon as more than one device or node takes part."""
+    train = config.train
+    if train.strategy != "auto":
+        return train.strategy
+    devices = train.devices
+    many = (isinstance(devices, int) and devices > 1) or (isinstance(devices, str) and devices.count(",") > 0)
+    return "ddp" if many or train.num_nodes > 1 else "auto"
 
 
 def build_trainer(config: Config, has_val: bool) -> L.Trainer:
@@ -68,7 +95,10 @@ def build_trainer(config: Config, has_val: bool) -> L.Trainer:
         max_epochs=config.train.epochs,
         accelerator=config.train.accelerator,
         devices=config.train.devices,
+        num_nodes=config.train.num_nodes,
+        strategy=resolve_strategy(config),
         precision=_PRECISION[config.train.precision],
+        plugins=[AtomicCheckpointIO()],
         logger=[CSVLogger(out, name="", version=""), TensorBoardLogger(out, name="", version="tensorboard")],
         callbacks=_callbacks(config, has_val),
         gradient_clip_val=config.train.gradient_clip,
@@ -80,6 +110,33 @@ def build_trainer(config: Config, has_val: bool) -> L.Trainer:
         enable_model_summary=False,
         default_root_dir=out,
     )
+
+
+def read_metrics_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a metrics.csv (none when there is no file)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def prepend_metrics_history(path: Path, history: list[dict[str, str]]) -> None:
+    """Put the interrupted run's rows back in front of a resumed run's metrics.csv.
+
+    Rows the interrupted run logged after its checkpoint (the resumed run logs those steps again) are dropped.
+    """
+    rows = read_metrics_csv(path)
+    first = min(((_number(r.get("epoch")), _number(r.get("step"))) for r in rows), default=(float("inf"), float("inf")))
+    kept = [r for r in history if (_number(r.get("epoch")), _number(r.get("step"))) < first]
+    fields = list(dict.fromkeys([*(history[0].keys() if history else []), *(rows[0].keys() if rows else [])]))
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(kept + rows)
+
+
+def _number(text: str | None) -> float:
+    return float(text) if text not in (None, "") else float("inf")
 
 
 def limit_cpu_threads(config: Config) -> None:
@@ -95,32 +152,48 @@ def limit_cpu_threads(config: Config) -> None:
 
 
 def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | None:
-    """Train as configured; returns the final COCO metrics on the val set (None without one)."""
+    """Train as configured; returns the final COCO metrics on the val set (None without one, and on DDP ranks > 0).
+
+    Under DDP every process runs this function (Lightning's launcher re-runs the command; torchrun
+    and SLURM start them all), and each loads the data and builds the model before the trainer
+    joins them into one job.
+    """
     resume_path = find_resume_checkpoint(config, resume)
+    writable_dir(config.train.output_dir, "training outputs")  # before the data is read, not after an epoch
     limit_cpu_threads(config)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     data = DetectionDataModule(config)
+    config = resolve_class_weights(config, data.train_set)  # loss.class_weights: auto -> numbers, saved as such
+    if config.anchors.auto:  # scale-aware boxes fitted to the training set (`multibox anchors fit`), saved as such
+        config = auto_fit_anchors(config, data.train_set)
     module = DetectionModule(config.to_dict(), data.class_names, data.category_ids)
     has_val = data.val_set is not None
     if has_val:
         module.val_ground_truth = data.val_set.to_coco_gt()
     out = Path(config.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(module.config, out / "config.yaml")
+    if rank_zero_only.rank == 0:  # from RANK / LOCAL_RANK / SLURM_PROCID: every rank runs this function
+        save_config(module.config, out / "config.yaml")
     started = time.perf_counter()
     trainer = build_trainer(config, has_val)
+    history = read_metrics_csv(out / "metrics.csv") if resume_path else []  # CSVLogger deletes it on start
     trainer.fit(module, datamodule=data, ckpt_path=resume_path)
     elapsed = time.perf_counter() - started
+    if not trainer.is_global_zero:  # the other DDP ranks are done; rank 0 reports
+        return None
+    if history:
+        prepend_metrics_history(out / "metrics.csv", history)
     if (out / "metrics.csv").is_file():
         plot_training_curves(out / "metrics.csv", out / "results.png")
     if not has_val:
         return None
     best = checkpoint_dir(config) / "best.ckpt"
     loaded = load_checkpoint(best if best.is_file() else checkpoint_dir(config) / "last.ckpt", config)
-    metrics = evaluate_detector(
+    metrics, detections = detect_and_evaluate(
         loaded.detector, data.val_dataloader(), module.val_ground_truth, data.category_ids, data.class_names,
         pick_device(config.train.accelerator), progress=config.train.progress,
     )
     metrics["train_seconds"] = round(elapsed, 1)
     save_metrics_json(metrics, out / "metrics.json")
+    write_evaluation_report(out, metrics, detections, data.val_set)  # report.md + pictures
     return metrics

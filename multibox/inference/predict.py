@@ -1,97 +1,180 @@
-"""Prediction on an image or a folder: annotated copies plus COCO-results ``predictions.json``."""
+"""`multibox predict`: an image, a folder or a video in; annotated copies and ``predictions.json`` out.
+
+Every source goes through one ``Detector`` (the same preprocessing as evaluation). Outputs:
+annotated images at their relative paths (or an annotated video of the same name), COCO
+results in ``predictions.json`` and, with ``save_txt``, one YOLO-style text file per image
+under ``labels/``. Nothing is overwritten: not the source images, not an earlier run.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import warnings
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
-from rich.progress import track
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from multibox.data.transforms import build_eval_transform
-from multibox.engine.checkpoint import load_checkpoint
-from multibox.engine.evaluate import pick_device
 from multibox.errors import MultiboxError
-from multibox.inference.draw import draw_detections, save_image
+from multibox.outputs import writable_dir
+from multibox.inference.detector import Detections, Detector, read_rgb
+from multibox.inference.draw import annotate, save_image
+from multibox.inference.video import VIDEO_FOURCC, VideoReader, VideoWriter, is_video
+
+__all__ = ["IMAGE_SUFFIXES", "list_images", "predict", "predict_images", "predict_video", "read_rgb"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def list_images(source: Path) -> list[Path]:
-    """An image file, or every image under a folder (recursively), sorted."""
+def list_images(source: Path, exclude: Path | None = None) -> list[Path]:
+    """An image file, or every image under a folder (recursively, sorted), leaving out `exclude`'s contents."""
     if source.is_file():
+        if source.suffix.lower() not in IMAGE_SUFFIXES:
+            kinds = ", ".join(sorted(IMAGE_SUFFIXES | set(VIDEO_FOURCC)))
+            raise MultiboxError(f"{source}: not an image or video file name (expected {kinds})")
         return [source]
     if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        skip = exclude.resolve() if exclude is not None else None
+        files = sorted(
+            p for p in source.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not (skip and p.resolve().is_relative_to(skip))
+        )
         if not files:
             raise MultiboxError(f"{source}: no images found ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return files
     raise MultiboxError(f"{source}: no such file or folder")
 
 
-def read_rgb(path: Path) -> np.ndarray | None:
-    """RGB uint8 image, or None when OpenCV cannot decode it."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _coco_results(image_id: int, name: str, detection: dict[str, np.ndarray], category_ids: np.ndarray) -> list[dict[str, Any]]:
-    boxes = detection["boxes"]
-    xywh = np.concatenate((boxes[:, :2], boxes[:, 2:] - boxes[:, :2]), axis=1).round(2)
-    return [
-        {"image_id": image_id, "file_name": name, "category_id": int(c), "bbox": [float(v) for v in b], "score": round(float(s), 4)}
-        for b, c, s in zip(xywh, category_ids[detection["labels"]], detection["scores"])
-    ]
-
-
-def _check_output_dir(out_dir: Path, image_root: Path) -> None:
-    """Never overwrite the user's images or an earlier prediction run."""
-    if out_dir.resolve() == image_root.resolve():
-        raise MultiboxError(f"{out_dir}: --out is the image folder itself; annotated copies would overwrite the originals")
+def _check_output_dir(out_dir: Path, source_root: Path) -> None:
+    """Never overwrite the user's images or videos, or an earlier prediction run."""
+    if out_dir.resolve() == source_root.resolve():
+        raise MultiboxError(f"{out_dir}: --out is the source folder itself; annotated copies would overwrite the originals")
     if (out_dir / "predictions.json").exists():
         raise MultiboxError(f"{out_dir}: already holds predictions.json from an earlier run; choose another --out")
 
 
+def _leave_a_core_free(device: torch.device) -> None:
+    """On the CPU, decoding and drawing threads run beside the network: PyTorch's OpenMP threads spin
+    while waiting for each other, so giving them every core stalls them (as in training). OMP_NUM_THREADS wins."""
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    transient=True, disable=not enabled)
+
+
+def _save_txt(path: Path, detections: Detections) -> None:
+    """YOLO-style ``class cx cy w h score`` lines; an empty file for an image without detections."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(detections.to_yolo(), encoding="utf-8")
+
+
 def predict(
-    weights: Path, source: Path, out_dir: Path, conf: float = 0.3, batch_size: int = 8, device: str = "auto", progress: bool = True
+    weights: Path,
+    source: Path,
+    out_dir: Path,
+    conf: float = 0.3,
+    batch_size: int = 8,
+    device: str = "auto",
+    progress: bool = True,
+    *,
+    iou: float | None = None,
+    max_det: int | None = None,
+    classes: Iterable[str | int] | None = None,
+    half: bool = False,
+    save_txt: bool = False,
 ) -> list[dict[str, Any]]:
-    """Detect objects in `source`; write annotated images (same relative paths) and predictions.json."""
-    loaded = load_checkpoint(weights)
-    files = list_images(source)
-    _check_output_dir(out_dir, source if source.is_dir() else source.parent)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = pick_device(device)
-    detector = loaded.detector.to(target)
-    transform = build_eval_transform(tuple(loaded.config.data.input_size))
-    category_ids = np.array([0, *loaded.category_ids])
-    names = ["background", *loaded.class_names]
+    """Detect objects in an image, a folder of images or a video; return the COCO results written."""
+    source, out_dir = Path(source), Path(out_dir)
+    video = is_video(source)
     root = source if source.is_dir() else source.parent
-    results: list[dict[str, Any]] = []
-    image_ids = {path: index + 1 for index, path in enumerate(files)}
-    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
-    for batch in track(batches, description="predicting", transient=True) if progress else batches:
-        images = [(path, read_rgb(path)) for path in batch]
-        for path, image in images:
-            if image is None:
-                warnings.warn(f"{path}: cannot read image, skipped", stacklevel=2)
-        images = [(path, image) for path, image in images if image is not None]
-        if not images:
-            continue
-        empty_boxes, empty_labels = np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
-        tensors = [torch.from_numpy(transform(im, empty_boxes, empty_labels)[0]).permute(2, 0, 1) for _, im in images]
-        sizes = torch.tensor([im.shape[:2] for _, im in images], device=target)
-        detections = detector.detect(torch.stack(tensors).to(target).float().div_(255.0), sizes)
-        for (path, image), det in zip(images, detections):
-            keep = det["scores"] >= conf
-            det = {k: v[keep].cpu().numpy() for k, v in det.items()}
-            name = path.relative_to(root).as_posix()
-            results += _coco_results(image_ids[path], name, det, category_ids)
-            drawn = draw_detections(image, det["boxes"], [names[i] for i in det["labels"]], det["scores"], color_key=det["labels"])
-            (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
-            save_image(out_dir / name, drawn)
+    _check_output_dir(out_dir, root)
+    files = None if video else list_images(source, exclude=out_dir)
+    if video:
+        VideoReader(source).close()  # an undecodable video fails before the checkpoint is loaded
+    writable_dir(out_dir, "predictions")  # and so does an output folder that cannot be written
+    detector = Detector.from_checkpoint(weights, device=device, conf=conf, iou=iou, max_det=max_det, classes=classes,
+                                        half=half, batch_size=batch_size)
+    _leave_a_core_free(detector.device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if video:
+        results = predict_video(detector, source, out_dir, progress, save_txt)
+    else:
+        results = predict_images(detector, files, root, out_dir, progress, save_txt)
     (out_dir / "predictions.json").write_text(json.dumps(results), encoding="utf-8")
     return results
+
+
+def _read_batch(paths: list[Path]) -> list[tuple[Path, np.ndarray]]:
+    """Decoded images of a batch; unreadable ones are warned about and left out."""
+    images = []
+    for path in paths:
+        image = read_rgb(path)
+        if image is None:
+            warnings.warn(f"{path}: cannot read image, skipped", stacklevel=2)
+        else:
+            images.append((path, image))
+    return images
+
+
+def predict_images(
+    detector: Detector, files: list[Path], root: Path, out_dir: Path, progress: bool = True, save_txt: bool = False
+) -> list[dict[str, Any]]:
+    """Batches of images through `detector`; image ids are positions in `files` + 1, names relative to `root`.
+
+    The next batch is decoded on a thread while this one runs (OpenCV releases the GIL).
+    """
+    image_ids = {path: index + 1 for index, path in enumerate(files)}
+    batches = [files[i : i + detector.batch_size] for i in range(0, len(files), detector.batch_size)]
+    results: list[dict[str, Any]] = []
+    with _progress(progress) as bar, ThreadPoolExecutor(max_workers=1) as reader:
+        task = bar.add_task("predicting", total=len(files))
+        upcoming = reader.submit(_read_batch, batches[0]) if batches else None
+        for index in range(len(batches)):
+            images = upcoming.result()
+            upcoming = reader.submit(_read_batch, batches[index + 1]) if index + 1 < len(batches) else None
+            for (path, image), found in zip(images, detector.detect_rgb([image for _, image in images])):
+                name = path.relative_to(root).as_posix()
+                results += found.to_coco(image_ids[path], name)
+                (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+                save_image(out_dir / name, annotate(image, found))
+                if save_txt:
+                    _save_txt((out_dir / "labels" / name).with_suffix(".txt"), found)
+            bar.advance(task, len(batches[index]))
+    return results
+
+
+def predict_video(detector: Detector, source: Path, out_dir: Path, progress: bool = True, save_txt: bool = False) -> list[dict[str, Any]]:
+    """Every frame of `source` through `detector`; writes ``out_dir/<source name>`` annotated at the same fps.
+
+    Frame i (from 0) is image id i + 1 named ``<video name>#<i, 6 digits>`` in the results.
+    """
+    reader = VideoReader(source)
+    writer = VideoWriter(out_dir / source.name, reader.fps)
+    results: list[dict[str, Any]] = []
+    frame = 0
+    try:
+        with _progress(progress) as bar:
+            task = bar.add_task(f"predicting {source.name}", total=reader.frame_count)
+            for frames in reader.batches(detector.batch_size):
+                for image, found in zip(frames, detector.detect_rgb(frames)):
+                    results += found.to_coco(frame + 1, f"{source.name}#{frame:06d}")
+                    writer.write(annotate(image, found))
+                    if save_txt:
+                        _save_txt(out_dir / "labels" / f"{source.stem}_{frame:06d}.txt", found)
+                    frame += 1
+                bar.advance(task, len(frames))
+    finally:
+        reader.close()
+        writer.close()
+    if frame == 0:
+        raise MultiboxError(f"{source}: no frames could be decoded")
+    return results
+

@@ -22,6 +22,7 @@ from multibox.engine.evaluation import (
     _merge_ranks,
     coco_evaluate,
     format_metrics_table,
+    precision_recall_curves,
     print_metrics,
 )
 from multibox.errors import MultiboxError
@@ -257,3 +258,41 @@ def test_gather_across_two_processes(tmp_path: Path) -> None:
     results = dict(queue.get() for _ in range(2))
     expected = [(1, 0.1), (3, 0.1), (2, 0.2)]
     assert results[0] == expected and results[1] == expected
+
+
+# --- precision-recall curves (the report's pr_curves.json) -----------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pr_curve_area_is_the_reported_ap(seed: int) -> None:
+    """The mean of COCO's 101 interpolated precisions is its AP: curve areas equal map_50 / map_75 and
+    pycocotools' per-class AP at those IoUs."""
+    gt = make_gt(seed=seed)
+    detections = make_detections(gt, seed=seed + 10)
+    metrics = coco_evaluate(gt, detections)
+    curves = precision_recall_curves(gt, detections)
+    reference = pycocotools_eval(gt, detections).eval["precision"]  # (T, R, K, A, M)
+
+    assert curves["recall"] == pytest.approx(np.linspace(0, 1, 101).tolist())
+    for key, threshold, t in (("map_50", "0.50", 0), ("map_75", "0.75", 5)):
+        entry = curves["iou"][threshold]
+        assert len(entry["precision"]) == 101
+        assert entry["ap"] == pytest.approx(metrics[key], abs=1e-9)
+        assert float(np.mean(entry["precision"])) == pytest.approx(metrics[key], abs=1e-9)
+        assert list(entry["per_class"]) == ["class1", "class3", "class7"]
+        for k, name in enumerate(entry["per_class"]):
+            expected = reference[t, :, k, 0, 2]
+            assert entry["per_class"][name]["precision"] == pytest.approx(expected.tolist(), abs=1e-9), name
+            assert entry["per_class"][name]["ap"] == pytest.approx(float(expected.mean()), abs=1e-9), name
+
+
+def test_pr_curves_leave_out_classes_without_gt_and_reject_unknown_iou() -> None:
+    gt = make_gt()
+    gt["categories"].append({"id": 9, "name": "unseen"})
+    curves = precision_recall_curves(gt, make_detections(gt), iou_thresholds=(0.5,))
+    assert list(curves["iou"]) == ["0.50"] and "unseen" not in curves["iou"]["0.50"]["per_class"]
+    assert curves["iou"]["0.50"]["ap"] == pytest.approx(coco_evaluate(gt, make_detections(gt))["map_50"], abs=1e-9)
+    empty = precision_recall_curves({**gt, "annotations": []}, [])
+    assert empty["iou"]["0.50"] == {"precision": [], "ap": -1.0, "per_class": {}}
+    with pytest.raises(ValueError, match="0.62 is not one of COCO's"):
+        precision_recall_curves(gt, [], iou_thresholds=(0.62,))

@@ -87,3 +87,17 @@ def test_plot_missing_csv_is_a_one_line_error(tmp_path: Path) -> None:
 def test_series_skips_empty_cells() -> None:
     rows = {"step": [1.0, 2.0, 2.0], "val/map": [math.nan, math.nan, 0.3]}
     assert report._series(rows, "step", "val/map") == ([2.0], [0.3])
+
+
+def test_results_png_shows_every_loss_term_learning_rate_and_map() -> None:
+    header = ["epoch", "step", "lr-SGD", "lr-SGD/pg1", "train/loss", "train/loss_bbox", "train/loss_cls", "val/loss",
+              "val/loss_bbox", "val/loss_cls", "val/map", "val/map_50", "val/map_75", "val/map_small", "val/mar_100"]
+    columns = {name: [0.0, 1.0] for name in header}
+    panels = {kind: [name for name, _ in lines] for _, _, lines, kind in report.training_panels(columns)}
+    assert panels == {
+        "loss": ["train/loss", "train/loss_bbox", "train/loss_cls", "val/loss", "val/loss_bbox", "val/loss_cls"],
+        "lr": ["lr-SGD", "lr-SGD/pg1"],
+        "map": ["val/map", "val/map_50", "val/map_75"],
+    }
+    del columns["val/map"], columns["val/map_50"], columns["val/map_75"]
+    assert [kind for *_, kind in report.training_panels(columns)] == ["loss", "lr"]  # no empty panel

@@ -21,12 +21,15 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def image_size(path: Path, source: Path | str) -> tuple[int, int]:
-    """(width, height) of an image from its header; `source` is the annotation that names it."""
+    """(width, height) of an image as displayed, from its header (an EXIF orientation of 5-8 swaps
+    them, as `read_image` rotates such images); `source` is the annotation that names it."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             width, height = image.size
+            if image.format == "JPEG" and image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                width, height = height, width
     except FileNotFoundError:
         raise MultiboxError(f"{source}: image {path} not found") from None
     except (UnidentifiedImageError, OSError) as error:
@@ -35,12 +38,16 @@ def image_size(path: Path, source: Path | str) -> tuple[int, int]:
 
 
 def inside_root(root: Path, relative: str | Path, source: Path | str) -> Path:
-    """Absolute `root / relative`, refused when it leaves `root` (.., absolute paths, symlinks out)."""
-    base = Path(root).resolve()
-    path = (base / relative).resolve()
-    if path != base and base not in path.parents:
-        raise MultiboxError(f"{source}: image path {str(relative)!r} is outside the dataset root {root}")
-    return Path(root).absolute() / relative
+    """Absolute `root / relative`, refused when it leaves `root` ('..' or an absolute path).
+
+    The check is lexical, as `data validate`'s: an annotation file must not reach files outside
+    the dataset, but images that are symlinks into shared storage stay usable."""
+    base = Path(os.path.normpath(Path(root).absolute()))
+    text = str(relative).replace("\\", "/")
+    path = Path(os.path.normpath(base / text))
+    if os.path.isabs(text) or (path != base and base not in path.parents):
+        raise MultiboxError(f"{source}: image path {str(relative)!r} is outside the dataset root {root} (refused)")
+    return path
 
 
 def read_class_names(spec: Sequence[str] | Path | str | None, what: str = "data.class_names") -> list[str] | None:

@@ -1,0 +1,307 @@
+"""Exporting a detector to ONNX or TorchScript, checked against PyTorch before it is kept.
+
+The exported graph is the whole detector, decoding included, so a deployment needs no multibox:
+
+- input ``images``: (N, 3, H, W) **uint8** RGB at the model's input size (``data.input_size``);
+  the graph casts to float, divides by 255 and normalises itself, so no caller can get that wrong.
+- without NMS: ``boxes`` (N, A, 4) xyxy normalised to [0, 1] (clamped; multiply by the original
+  width/height) and ``scores`` (N, A, K) for the K foreground classes (label = column + 1): softmax
+  over background + classes, or one sigmoid per class for focal-trained models.
+- with NMS: fixed-size ``boxes`` (N, D, 4), ``scores`` (N, D), ``labels`` (N, D) int64 (1..K) and
+  ``num_detections`` (N,) int64, D = ``eval.max_detections``; rows past ``num_detections`` are zero.
+  The semantics are ``SSDDetector.postprocess``'s: per class the ``topk_candidates`` best boxes, a
+  ``score_threshold``, per-class NMS at ``nms_threshold`` (ONNX ``NonMaxSuppression``), then the
+  ``max_detections`` best per image, best first. Equal scores may come out in another order.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from multibox.boxes.coding import BoxCoder
+from multibox.errors import MultiboxError
+from multibox.outputs import writable_dir
+from multibox.models.detector import SSDDetector
+
+if TYPE_CHECKING:
+    from multibox.engine.checkpoint import LoadedCheckpoint
+
+ExportFormat = Literal["onnx", "torchscript"]
+OPSET = 17
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
+
+
+def nms_indices(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float) -> Tensor:
+    """Per-(image, class) NMS with ONNX ``NonMaxSuppression``'s interface and result.
+
+    boxes (N, A, 4) xyxy, scores (N, C, A) → selected (M, 3) int64 rows (image, class, box).
+    """
+    image, cls, box = torch.nonzero(scores > score_threshold).unbind(1)  # (not as_tuple: TorchScript lacks it)
+    keep = batched_nms(boxes[image, box], scores[image, cls, box], image * scores.shape[1] + cls, iou_threshold)
+    return torch.stack((image[keep], cls[keep], box[keep]), dim=1)
+
+
+class _OnnxNonMaxSuppression(torch.autograd.Function):
+    """``nms_indices`` in PyTorch, the ONNX ``NonMaxSuppression`` op in an exported graph."""
+
+    @staticmethod
+    def forward(ctx, boxes: Tensor, scores: Tensor, max_per_class: int, iou_threshold: float, score_threshold: float) -> Tensor:
+        return nms_indices(boxes, scores, iou_threshold, score_threshold)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, max_per_class: int, iou_threshold: float, score_threshold: float):
+        constant = lambda value, dtype: g.op("Constant", value_t=torch.tensor([value], dtype=dtype))
+        return g.op("NonMaxSuppression", boxes, scores, constant(max_per_class, torch.int64),
+                    constant(iou_threshold, torch.float32), constant(score_threshold, torch.float32))
+
+
+class DecodeScores(nn.Module):
+    """Raw head outputs → boxes (N, A, 4) xyxy in [0, 1] and foreground scores (N, A, K)."""
+
+    def __init__(self, detector: SSDDetector) -> None:
+        super().__init__()
+        self.register_buffer("default_boxes", detector.default_boxes.detach().clone(), persistent=False)
+        self.sigmoid = detector.settings.score_activation == "sigmoid"
+
+    def forward(self, box_regression: Tensor, cls_logits: Tensor) -> tuple[Tensor, Tensor]:
+        boxes = BoxCoder().decode(box_regression, self.default_boxes).clamp(0.0, 1.0)
+        if self.sigmoid:
+            return boxes, torch.sigmoid(cls_logits[..., 1:])
+        return boxes, torch.softmax(cls_logits, dim=-1)[..., 1:]
+
+
+class SelectDetections(nn.Module):
+    """Decoded boxes and scores → fixed-size detections, with the detector's postprocess settings."""
+
+    def __init__(self, detector: SSDDetector) -> None:
+        super().__init__()
+        self.settings = detector.settings
+        # Static sizes: traced shapes of a graph input would reach the NMS symbolic as graph values.
+        self.num_boxes, self.num_classes = detector.default_boxes.shape[0], detector.model.head.num_classes - 1
+        self.nms: Callable[[Tensor, Tensor, float, float], Tensor] = nms_indices
+
+    def forward(self, boxes: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        s, num_boxes, num_classes = self.settings, self.num_boxes, self.num_classes
+        by_class = scores.transpose(1, 2)  # (N, K, A)
+        k = min(s.topk_candidates, num_boxes)
+        top_scores, top_index = by_class.topk(k, dim=2)
+        candidates = torch.full_like(by_class, -1.0).scatter(2, top_index, top_scores)  # only the top k per class
+        if torch.onnx.is_in_onnx_export():
+            selected = _OnnxNonMaxSuppression.apply(boxes, candidates, k, s.nms_threshold, s.score_threshold)
+        else:
+            selected = self.nms(boxes, candidates, s.nms_threshold, s.score_threshold)
+        kept = torch.zeros_like(candidates, dtype=torch.bool)
+        kept[selected[:, 0], selected[:, 1], selected[:, 2]] = True
+        flat = torch.where(kept, candidates, torch.full_like(candidates, -1.0)).flatten(1)  # (N, K * A)
+        best, index = flat.topk(min(s.max_detections, num_classes * num_boxes), dim=1)
+        valid = best >= 0
+        box_index = index % num_boxes
+        out_boxes = torch.gather(boxes, 1, box_index[..., None].expand(-1, -1, 4)) * valid[..., None]
+        labels = torch.where(valid, torch.div(index, num_boxes, rounding_mode="floor") + 1, torch.zeros_like(index))
+        return out_boxes, best * valid, labels, valid.sum(dim=1)
+
+
+class ExportableDetector(nn.Module):
+    """uint8 images → decoded boxes and scores, or (with ``nms``) fixed-size detections."""
+
+    def __init__(self, detector: SSDDetector, nms: bool) -> None:
+        super().__init__()
+        self.model = detector.model
+        self.decode = DecodeScores(detector)
+        self.select = SelectDetections(detector) if nms else None
+        self.eval()
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        box_regression, cls_logits = self.model(images.float() / 255.0)
+        boxes, scores = self.decode(box_regression, cls_logits)
+        return (boxes, scores) if self.select is None else self.select(boxes, scores)
+
+
+def output_names(nms: bool) -> list[str]:
+    return ["boxes", "scores", "labels", "num_detections"] if nms else ["boxes", "scores"]
+
+
+def export_onnx(module: nn.Module, example: tuple[Tensor, ...], path: Path, input_names: list[str],
+                names: list[str], dynamic_batch: bool, metadata: dict[str, str] | None = None) -> None:
+    """torch.onnx's TorchScript-based exporter (``dynamo=False``): it needs no onnxscript and
+    exports the custom NMS symbolic; then ``onnx.checker`` validates the file."""
+    import onnx
+
+    axes = {name: {0: "batch"} for name in input_names + names} if dynamic_batch else None
+    module.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy-exporter deprecation and tracer warnings
+        torch.onnx.export(module, example, str(path), dynamo=False, opset_version=OPSET, input_names=input_names,
+                          output_names=names, dynamic_axes=axes)
+    model = onnx.load(str(path))
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise MultiboxError(f"{path}: exported graph fails onnx.checker ({str(error).splitlines()[0][:120]})") from None
+    for key, value in (metadata or {}).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+def export_torchscript(wrapper: ExportableDetector, example: Tensor, path: Path) -> torch.jit.ScriptModule:
+    """Traced wrapper; NMS is a scripted function inside it so its data-dependent branches
+    (e.g. no box above the threshold) survive tracing. Loading it needs ``import torchvision``."""
+    if wrapper.select is not None:
+        wrapper.select.nms = torch.jit.script(nms_indices)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated upstream but still works in torch 2.14
+        traced = torch.jit.trace(wrapper, (example,), check_trace=False)
+        traced.save(str(path))
+    return traced
+
+
+@dataclass
+class Parity:
+    """Largest PyTorch ↔ exported differences over the sample images."""
+
+    box_diff: float
+    score_diff: float
+    detections: int  # compared detections (NMS) or boxes (no NMS)
+    mismatched: int = 0  # NMS only: detections found on one side and not the other
+
+    def describe(self) -> str:
+        extra = f", {self.mismatched} unmatched" if self.mismatched else ""
+        return f"max |Δbox| {self.box_diff:.2e}, max |Δscore| {self.score_diff:.2e} over {self.detections} detections{extra}"
+
+
+def _set_distance(ours: tuple[np.ndarray, ...], theirs: tuple[np.ndarray, ...]) -> tuple[float, float, int]:
+    """For each detection of `theirs`, the nearest same-label one of `ours`: the largest box and score
+    differences, and how many found no same-label partner."""
+    (b1, s1, l1), (b2, s2, l2) = ours, theirs
+    same = l2[:, None] == l1[None, :]
+    score = np.abs(s2[:, None] - s1[None, :])
+    box = np.abs(b2[:, None, :] - b1[None, :, :]).max(-1, initial=0.0)
+    cost = np.where(same, np.maximum(score, box), np.inf)
+    if cost.size == 0:
+        return 0.0, 0.0, len(s2)
+    nearest = cost.argmin(1)
+    rows = np.arange(len(s2))
+    found = same[rows, nearest]
+    return float(box[rows, nearest][found].max(initial=0.0)), float(score[rows, nearest][found].max(initial=0.0)), int((~found).sum())
+
+
+def compare_detections(outputs: list[np.ndarray], reference: list[dict[str, Tensor]], detector: SSDDetector, atol: float) -> Parity:
+    """Exported fixed-size detections against ``SSDDetector.postprocess``, image by image, as sets.
+
+    Detections within `atol` of the score threshold, or of the last kept score when an image has
+    ``max_detections``, may fall on either side of the cut in one runtime: both sides drop them."""
+    boxes, scores, labels, counts = outputs
+    worst = Parity(0.0, 0.0, 0)
+    for i, ref in enumerate(reference):
+        n = int(counts[i])
+        ours = (boxes[i, :n], scores[i, :n], labels[i, :n])
+        theirs = (ref["boxes"].numpy(), ref["scores"].numpy(), ref["labels"].numpy())
+        floor = detector.settings.score_threshold
+        for side in (ours, theirs):
+            if len(side[1]) >= detector.settings.max_detections:
+                floor = max(floor, float(side[1].min()))
+        ours, theirs = ([a[side[1] > floor + atol] for a in side] for side in (ours, theirs))
+        forward, backward = _set_distance(ours, theirs), _set_distance(theirs, ours)
+        worst = Parity(max(worst.box_diff, forward[0], backward[0]), max(worst.score_diff, forward[1], backward[1]),
+                       worst.detections + len(theirs[1]), worst.mismatched + max(forward[2], backward[2], abs(len(ours[1]) - len(theirs[1]))))
+    return worst
+
+
+@torch.no_grad()
+def check_parity(run: Callable[[np.ndarray], list[np.ndarray]], detector: SSDDetector, images: Tensor, nms: bool, atol: float) -> Parity:
+    """Run the exported model on uint8 `images` and compare with the PyTorch detector."""
+    outputs = [np.asarray(o) for o in run(images.numpy())]
+    box_regression, cls_logits = detector(images.float() / 255.0)
+    if nms:
+        ones = torch.ones(len(images), 2)  # image size 1 × 1: boxes stay normalised
+        return compare_detections(outputs, detector.postprocess(box_regression, cls_logits, ones), detector, atol)
+    boxes, scores = DecodeScores(detector)(box_regression, cls_logits)
+    return Parity(float(np.abs(outputs[0] - boxes.numpy()).max()), float(np.abs(outputs[1] - scores.numpy()).max()), boxes.shape[1] * len(images))
+
+
+def sample_images(input_size: tuple[int, int], count: int, folder: Path | None = None, seed: int = 0) -> Tensor:
+    """(count, 3, H, W) uint8: images from `folder` resized to the input size (repeated when too few),
+    else seeded random pixels."""
+    height, width = input_size
+    if folder is None:
+        return torch.randint(0, 256, (count, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    import cv2
+
+    from multibox.inference.predict import list_images, read_rgb
+
+    decoded = [image for image in map(read_rgb, list_images(folder)[:count]) if image is not None]
+    if not decoded:
+        raise MultiboxError(f"{folder}: no readable sample image")
+    resized = [cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR) for image in decoded]
+    return torch.from_numpy(np.stack([resized[i % len(resized)] for i in range(count)])).permute(0, 3, 1, 2).contiguous()
+
+
+def default_export_path(weights: Path, fmt: ExportFormat, nms: bool) -> Path:
+    return weights.with_name(weights.stem + ("_nms" if nms else "") + SUFFIXES[fmt])
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    checks: dict[int, Parity]  # batch size → parity
+
+
+def _metadata(loaded: LoadedCheckpoint, nms: bool) -> dict[str, str]:
+    """What a deployment needs to read the outputs, stored in the ONNX file's metadata_props."""
+    s = loaded.detector.settings
+    return {
+        "class_names": json.dumps(loaded.class_names), "category_ids": json.dumps(loaded.category_ids),
+        "input": f"images uint8 RGB (N, 3, {loaded.config.data.input_size[0]}, {loaded.config.data.input_size[1]})",
+        "boxes": "xyxy normalised to [0, 1]", "score_activation": s.score_activation,
+        "postprocess": json.dumps({"nms": nms, "score_threshold": s.score_threshold, "nms_threshold": s.nms_threshold,
+                                   "topk_candidates": s.topk_candidates, "max_detections": s.max_detections}),
+    }
+
+
+def export_checkpoint(
+    weights: Path, fmt: ExportFormat = "onnx", out: Path | None = None, nms: bool = False, dynamic_batch: bool = False,
+    force: bool = False, images: Path | None = None, batch_size: int = 1, atol: float = 1e-4,
+) -> ExportResult:
+    """Export a checkpoint, then check it against PyTorch on sample images (a second batch size
+    too with `dynamic_batch`); a file that fails the check is removed."""
+    from multibox.engine.checkpoint import load_checkpoint
+
+    if fmt not in SUFFIXES:
+        raise MultiboxError(f"--format: expected one of {', '.join(SUFFIXES)}, got {fmt!r}")
+    if batch_size < 1:
+        raise MultiboxError(f"--batch-size: must be at least 1, got {batch_size}")
+    loaded = load_checkpoint(weights)
+    path = out if out is not None else default_export_path(weights, fmt, nms)
+    if path.exists() and not force:
+        raise MultiboxError(f"{path}: already exists; pass --force to overwrite it")
+    writable_dir(path.parent, "exported model")
+    detector = loaded.detector.cpu().eval()
+    wrapper = ExportableDetector(detector, nms)
+    sizes = [batch_size, batch_size + 1] if dynamic_batch else [batch_size]
+    samples = sample_images(tuple(loaded.config.data.input_size), max(sizes), images)
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        export_onnx(wrapper, (samples[:batch_size],), path, ["images"], output_names(nms), dynamic_batch, _metadata(loaded, nms))
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        run = lambda batch: session.run(None, {"images": batch})
+    else:
+        traced = export_torchscript(wrapper, samples[:batch_size], path)
+        run = lambda batch: [t.numpy() for t in traced(torch.from_numpy(batch))]
+    checks = {n: check_parity(run, detector, samples[:n], nms, atol) for n in sizes}
+    for n, parity in checks.items():
+        if max(parity.box_diff, parity.score_diff) > atol or parity.mismatched:
+            path.unlink()
+            raise MultiboxError(f"{path}: {fmt} output differs from PyTorch at batch {n} ({parity.describe()}; "
+                                f"tolerance {atol:g}); file removed")
+    return ExportResult(path, checks)

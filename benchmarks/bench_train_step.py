@@ -89,7 +89,7 @@ class Side:
         reference, module = shared or build_pair(name)
         size = MODELS[name]
         self.device = torch.device(args.device)
-        fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+        fmt = torch.channels_last if args.channels_last in (kind, "both") else torch.contiguous_format
         images, targets = make_batch(args.batch, size)
         self.images = images.to(self.device).contiguous(memory_format=fmt)
         self.kind = kind
@@ -249,7 +249,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--channels-last", nargs="?", const="both", default="none",
+                        choices=["none", "multibox", "torchvision", "both"],
+                        help="channels_last memory format for these sides (no value: both)")
     parser.add_argument("--compile", choices=["none", "multibox", "torchvision", "both"], default="none",
                         help="torch.compile (inductor) the network of these sides; give --warmup 2 or more")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads on the CPU")

@@ -42,13 +42,11 @@ def detect_and_evaluate(
     lookup = torch.tensor([0, *category_ids], dtype=torch.long, device=device)
     accumulator = DetectionAccumulator()
     batches = track(loader, description="evaluating", transient=True) if progress else loader
-    seen: set[int] = set()
     skipped = 0
     for batch in batches:
         for message in batch.get("skipped_files", []) or []:
             warn_skipped(message)
         skipped += int(batch.get("skipped", 0))
-        seen.update(batch["image_ids"].tolist())
         if not len(batch["image_ids"]):  # every image of the batch was unreadable
             continue
         images = images_to_float(batch["images"].to(device, non_blocking=True))
@@ -60,19 +58,12 @@ def detect_and_evaluate(
             [lookup[d["labels"]] for d in detections],
         )
     results = accumulator.results()
+    ground_truth = accumulator.evaluated_ground_truth(ground_truth)
     if skipped:
-        ground_truth = _only_images(ground_truth, seen)
         print(f"evaluation: {skipped} unreadable image(s) left out of the metrics (see the warnings above)")
-        if not ground_truth["images"]:
-            raise MultiboxError("evaluation: no image of the evaluation set could be read")
+    if skipped and not ground_truth["images"]:
+        raise MultiboxError("evaluation: no image of the evaluation set could be read")
     return coco_evaluate(ground_truth, results, class_names), results
-
-
-def _only_images(ground_truth: dict, image_ids: set[int]) -> dict:
-    """The COCO ground truth restricted to `image_ids`: an image that could not be read is not
-    a set of objects the detector missed."""
-    return {**ground_truth, "images": [im for im in ground_truth["images"] if im["id"] in image_ids],
-            "annotations": [a for a in ground_truth["annotations"] if a["image_id"] in image_ids]}
 
 
 def default_report_dir(weights: Path) -> Path:

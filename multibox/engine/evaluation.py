@@ -213,6 +213,18 @@ class DetectionAccumulator:
         for _, seen in parts:
             self._seen.update(seen)
 
+    def evaluated_ground_truth(self, ground_truth: dict) -> dict:
+        """`ground_truth` restricted to the images this accumulator saw (on any rank, after `gather`).
+
+        An image the loader could not read (skipped with a warning) is not a set of objects the
+        detector missed, so it leaves the metrics instead of lowering recall. Unchanged when every
+        image was seen."""
+        images = [image for image in ground_truth["images"] if image["id"] in self._seen]
+        if len(images) == len(ground_truth["images"]):
+            return ground_truth
+        annotations = [a for a in ground_truth["annotations"] if a["image_id"] in self._seen]
+        return {**ground_truth, "images": images, "annotations": annotations}
+
     def results(self) -> list[dict[str, Any]]:
         """COCO results: image_id, category_id (ints), bbox [x, y, w, h] (0.01 px), score."""
         rows = self._packed()

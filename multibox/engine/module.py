@@ -155,7 +155,8 @@ class DetectionModule(L.LightningModule):
         if not self._evaluating():
             return
         self.accumulator.gather()  # all ranks' detections, each image once
-        metrics = coco_evaluate(self.val_ground_truth, self.accumulator.results(), self.class_names)
+        ground_truth = self.accumulator.evaluated_ground_truth(self.val_ground_truth)  # unreadable images left out
+        metrics = coco_evaluate(ground_truth, self.accumulator.results(), self.class_names)
         self.accumulator.reset()
         self.last_metrics = metrics
         self.log("val/map", float(metrics["map"]), prog_bar=True)

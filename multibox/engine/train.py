@@ -171,7 +171,6 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
     if has_val:
         module.val_ground_truth = data.val_set.to_coco_gt()
     out = Path(config.train.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # from RANK / LOCAL_RANK / SLURM_PROCID: every rank runs this function
         save_config(module.config, out / "config.yaml")
     started = time.perf_counter()

@@ -132,7 +132,6 @@ def test_anchors_auto_replaces_the_anchors_and_logs_the_coverage(small_objects, 
     assert "coverage 0.2453 -> 0.6792" in caplog.text
 
 
-@pytest.mark.slow
 def test_a_train_run_with_anchors_auto_trains_and_saves_the_fitted_anchors(small_objects, fitted, one_thread):
     from multibox.engine.train import train
 

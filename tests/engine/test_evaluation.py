@@ -204,6 +204,26 @@ def test_accumulator_feeds_coco_evaluate() -> None:
     assert coco_evaluate(gt, accumulator.results())["map"] == pytest.approx(1.0, abs=1e-9)
 
 
+def test_images_the_loader_skipped_leave_the_metrics() -> None:
+    """Perfect detections on every image but one that was never seen (unreadable, skipped): that image's
+    objects must not count as misses, and the ground truth passed in stays untouched."""
+    gt = make_gt()
+    accumulator = DetectionAccumulator()
+    skipped = gt["images"][-1]["id"]
+    for image in gt["images"][:-1]:
+        anns = [a for a in gt["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]]
+        xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float64).reshape(-1, 4)
+        xyxy = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1).float()
+        accumulator.add(torch.tensor([image["id"]]), [xyxy], [torch.full((len(anns),), 0.8)], [torch.tensor([a["category_id"] for a in anns])])
+    assert any(a["image_id"] == skipped and not a["iscrowd"] for a in gt["annotations"])
+    assert coco_evaluate(gt, accumulator.results())["mar_100"] < 1.0  # counted as misses
+    evaluated = accumulator.evaluated_ground_truth(gt)
+    assert [im["id"] for im in evaluated["images"]] == [im["id"] for im in gt["images"][:-1]]
+    assert coco_evaluate(evaluated, accumulator.results())["mar_100"] == pytest.approx(1.0)
+    assert len(gt["images"]) == len(evaluated["images"]) + 1
+    assert accumulator.evaluated_ground_truth(evaluated) is evaluated  # all seen: unchanged
+
+
 def test_accumulator_keeps_first_copy_of_repeated_image() -> None:
     accumulator = DetectionAccumulator()
     box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
@@ -250,7 +270,6 @@ def _gather_worker(rank: int, world_size: int, init_file: str, out: Any) -> None
     torch.distributed.destroy_process_group()
 
 
-@pytest.mark.slow
 def test_gather_across_two_processes(tmp_path: Path) -> None:
     # fork: the workers need this test module, which spawned interpreters could not import.
     queue = torch.multiprocessing.get_context("fork").SimpleQueue()

@@ -175,7 +175,6 @@ def test_figures(tmp_path: Path) -> None:
         plot_confusion_matrix(matrix, ["a", "b"], tmp_path / "cm.png" / "x.png", 0.3)
 
 
-@pytest.mark.slow
 def test_confusion_matrix_of_many_classes(tmp_path: Path) -> None:
     """Beyond 25 classes the cells carry no numbers and the figure stops growing (80 COCO classes)."""
     matrix = np.random.default_rng(0).integers(0, 9, (81, 81))

@@ -174,7 +174,6 @@ def test_default_and_explicit_report_dirs(tmp_path: Path) -> None:
         check_report_dir(tmp_path / "model.ckpt")
 
 
-@pytest.mark.slow
 def test_training_writes_the_report(val_set: DetectionSet, tmp_path: Path, one_thread: None) -> None:
     from multibox.engine.train import train
 

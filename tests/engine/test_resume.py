@@ -55,7 +55,7 @@ def final_state(out: Path) -> dict:
 
 
 # With workers: ~20 s idle, ~40 s on the loaded 2-core machine; `pytest -m slow` runs it.
-@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("workers", [0, 2])
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(data_root, tmp_path, monkeypatch, one_thread, workers):
     # The reports drawn after training play no part in resuming: leave them out to save time.
     monkeypatch.setattr(train_module, "write_evaluation_report", lambda *args, **kwargs: None)

@@ -381,10 +381,12 @@ def write_fragment(fit: AnchorFit, path: Path, source: str) -> Path:
     return path
 
 
-def auto_fit_anchors(config: Config, dataset: DetectionSet, console: Any = None) -> Config:
-    """``anchors.auto``: fit to the training set, show and log the coverage, return the config to train with."""
+def auto_fit_anchors(config: Config, dataset: DetectionSet, console: Any = None, show: bool = True) -> Config:
+    """``anchors.auto``: fit to the training set, show (`show`: DDP rank 0 only) and log the coverage,
+    return the config to train with. Every rank fits, with the same seed, so all train the same boxes."""
     fit = fit_anchors(config, dataset, seed=config.train.seed)
-    print_fit(fit, console)
+    if show:
+        print_fit(fit, console)
     overall = fit.buckets["all"]
     log.info("anchors.auto: coverage %.4f -> %.4f, default boxes %d -> %d, box_sizes %s, aspect_ratios %s",
              overall["before"], overall["after"], fit.boxes_before, fit.boxes_after, fit.box_sizes, fit.aspect_ratios)

@@ -165,7 +165,7 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
     data = DetectionDataModule(config)
     config = resolve_class_weights(config, data.train_set)  # loss.class_weights: auto -> numbers, saved as such
     if config.anchors.auto:  # scale-aware boxes fitted to the training set (`multibox anchors fit`), saved as such
-        config = auto_fit_anchors(config, data.train_set)
+        config = auto_fit_anchors(config, data.train_set, show=rank_zero_only.rank == 0)
     module = DetectionModule(config.to_dict(), data.class_names, data.category_ids)
     has_val = data.val_set is not None
     if has_val:

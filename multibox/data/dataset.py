@@ -159,7 +159,16 @@ class DetectionDataset(Dataset):
         # does not have). The data module sets it in the parent before its workers start instead.
         reseed = getattr(self.transform, "reseed", None)
         if callable(reseed):
-            reseed(torch.initial_seed() % 2**63)
+            seed = torch.initial_seed()
+            if get_worker_info() is None:  # the main process (num_workers=0): same seed on every DDP rank
+                seed += 1_000_003 * _distributed_rank()  # workers get rank-aware seeds from Lightning
+            reseed(seed % 2**63)
+
+
+def _distributed_rank() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return int(os.environ.get("RANK", 0))
 
 
 def collate_detections(

@@ -69,6 +69,20 @@ def test_workers_augment_differently(tmp_path: Path, synth_dir: Path) -> None:
     assert len({image.numpy().tobytes() for image in images}) == 4
 
 
+def test_ddp_ranks_without_workers_augment_differently(synth_dir: Path, monkeypatch) -> None:
+    # num_workers=0 under DDP: every rank's main process starts from the same torch seed; the rank must
+    # enter the augmentation seed, or all ranks would augment their (different) images with one stream.
+    def first_images(rank: int) -> bytes:
+        monkeypatch.setenv("RANK", str(rank))
+        torch.manual_seed(0)
+        module = DetectionDataModule(_config(synth_dir, batch_size=1))
+        module.train_set = module.train_set.subset([0, 0])
+        return b"".join(batch["images"].numpy().tobytes() for batch in module.train_dataloader())
+
+    assert first_images(0) == first_images(0)  # repeatable per rank
+    assert first_images(0) != first_images(1)
+
+
 def test_config_errors(tmp_path: Path, synth_dir: Path) -> None:
     with pytest.raises(MultiboxError, match="data.train is required"):
         DetectionDataModule(parse_config({}))

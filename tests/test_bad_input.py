@@ -150,7 +150,7 @@ def test_zero_size_and_out_of_bounds_boxes_are_dropped_or_clipped(tmp_path, data
 def _mess_up_images(folder: Path) -> dict[str, Path]:
     """Damage a copy of the dataset: truncated, empty, garbage and missing files; odd but valid formats."""
     files = sorted((folder / "images").iterdir())
-    files[0].write_bytes(files[0].read_bytes()[:300])  # truncated JPEG: OpenCV would decode half of it
+    files[0].write_bytes(files[0].read_bytes()[:300])  # truncated JPEG: OpenCV alone would decode it, grey below the cut
     files[1].write_bytes(b"")
     files[2].write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     files[3].unlink()
@@ -163,13 +163,13 @@ def test_training_and_eval_skip_unreadable_images_with_a_warning(tmp_path, datas
     data = tmp_path / "data"
     shutil.copytree(dataset, data)
     bad = _mess_up_images(data)
-    # the truncated JPEG decodes (grey bottom) in OpenCV: `data validate` is what catches it
     assert main(["data", "validate", "--images", str(data / "images"), "--annotations", str(data / "annotations.json")]) == 1
     config = write_config(tmp_path, data, data={"val_split": 0.5})
     assert main(["train", "-c", str(config)]) == 0
     warned = " ".join(str(w.message) for w in recwarn)
-    for name in ("empty", "garbage", "missing"):
+    for name in ("truncated", "empty", "garbage", "missing"):
         assert f"{bad[name]}: skipped" in warned, name
+    assert "truncated JPEG" in warned
     assert f"{bad['gray']}: skipped" not in warned
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "run" / "report.md").is_file()
     # evaluating over the damaged images leaves the unreadable ones out instead of crashing

@@ -77,17 +77,38 @@ def read_image(path: Path, expected_size: tuple[int, int] | None = None) -> np.n
 
     Annotations made on the stored pixels (older COCO-style tools) are honoured where the size
     tells: when only the stored, unrotated size matches `expected_size` (H, W), those pixels are used.
+    A truncated JPEG or PNG is refused: OpenCV would decode it with the missing part grey and only a
+    warning on stderr, and training would learn boxes on pixels that are not there.
     """
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError:  # missing, a folder, no permission
+        data = np.zeros(0, np.uint8)
+    cut = truncation(data) if data.size else None
+    if cut:
+        raise MultiboxError(f"{path}: cannot read image ({cut})")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise MultiboxError(f"{path}: cannot read image (missing, unreadable or not an image)")
     if expected_size is not None and image.shape[:2] != tuple(expected_size):
-        stored = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        stored = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         if stored is None or stored.shape[:2] != tuple(expected_size):
             (h, w), (eh, ew) = image.shape[:2], expected_size
             raise MultiboxError(f"{path}: image is {w}x{h} but its annotations say {ew}x{eh}")
         image = stored
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def truncation(data: bytes | np.ndarray) -> str | None:
+    """Why an encoded JPEG/PNG is cut short, or None: its end marker is missing from the last bytes."""
+    head, tail = bytes(data[:8]), bytes(data[-1024:])
+    if head[:3] == b"\xff\xd8\xff":
+        if b"\xff\xd9" not in tail.rstrip(b"\x00\r\n \t"):
+            return "truncated JPEG (no end-of-image marker)"
+    elif head == b"\x89PNG\r\n\x1a\n":
+        if b"IEND" not in tail[-32:]:
+            return "truncated PNG (no IEND chunk)"
+    return None
 
 
 class DetectionDataset(Dataset):

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from multibox.data.coco import read_coco_json
+from multibox.data.dataset import truncation
 from multibox.errors import MultiboxError
 
 BOUNDS_TOLERANCE = 0.01  # pixels a box may stick out of its image before it is "outside" (float rounding)
@@ -108,17 +109,6 @@ def _inside(images_root: Path, file_name: str) -> Path | None:
     return path
 
 
-def _truncation(data: bytes) -> str | None:
-    """Why an encoded JPEG/PNG is cut short (OpenCV decodes truncated JPEGs with only a warning)."""
-    if data[:3] == b"\xff\xd8\xff":
-        if b"\xff\xd9" not in data[-1024:].rstrip(b"\x00\r\n \t"):
-            return "truncated JPEG (no end-of-image marker)"
-    elif data[:8] == b"\x89PNG\r\n\x1a\n":
-        if b"IEND" not in data[-32:]:
-            return "truncated PNG (no IEND chunk)"
-    return None
-
-
 def check_image_file(path: Path, width: int | None = None, height: int | None = None) -> tuple[str, str] | None:
     """(kind, detail) of what is wrong with an image file, or None when it decodes fully at the given size."""
     try:
@@ -129,7 +119,7 @@ def check_image_file(path: Path, width: int | None = None, height: int | None = 
         return CORRUPT_IMAGE, f"cannot read: {error.strerror or error}"
     if not data:
         return CORRUPT_IMAGE, "empty file"
-    truncated = _truncation(data)
+    truncated = truncation(data)
     if truncated:
         return CORRUPT_IMAGE, truncated
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # EXIF orientation applied, as training reads it

@@ -101,8 +101,9 @@ class DetectionModule(L.LightningModule):
         if not finite:
             return None  # Lightning skips backward and the update
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=size)
-        self.log_dict({"train/loss_bbox": losses["loss_bbox"], "train/loss_cls": losses["loss_cls"],
-                       "train/num_positives": losses["num_positives"].float()}, batch_size=size)
+        self.log_dict({"train/loss_bbox": losses["loss_bbox"], "train/loss_cls": losses["loss_cls"]}, prog_bar=True,
+                      batch_size=size)
+        self.log("train/num_positives", losses["num_positives"].float(), batch_size=size)
         self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=size)
         return losses["loss"]
 

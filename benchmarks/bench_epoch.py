@@ -14,6 +14,11 @@ utilisation = compute / epoch time, so the input pipeline's stalls show as the r
 
     python benchmarks/bench_epoch.py                       # 320 images 320x240, workers = cores - 1
     python benchmarks/bench_epoch.py --images 640 --workers 3 --augment none
+    python benchmarks/bench_epoch.py --device cuda --decode gpu   # data.decode=gpu: nvJPEG + transforms.v2 on the GPU
+
+With ``--decode gpu`` the loader yields encoded files and the loader mode decodes and augments each batch
+on ``--device`` (``DetectionDataModule.prepare_batch``) inside the epoch, outside "compute"; the pre-loaded
+mode replays batches already decoded there.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from memory import reset_peak_rss, status_mb
@@ -45,20 +50,29 @@ def make_data(num_images: int, size: tuple[int, int]) -> Path:
     return folder
 
 
-def run_epoch(module: DetectionModule, optimizer: torch.optim.Optimizer, batches: Iterable[dict]) -> tuple[float, float, int]:
+def run_epoch(module: DetectionModule, optimizer: torch.optim.Optimizer, batches: Iterable[dict],
+              prepare: Callable[[dict], dict] = lambda batch: batch) -> tuple[float, float, int]:
     """(epoch seconds, seconds inside training steps, images) for one pass over `batches`."""
     compute, images = 0.0, 0
     start = time.perf_counter()
     for batch in batches:
+        batch = prepare(batch)
+        synchronise(batch["images"].device)
         step_start = time.perf_counter()
         out = module.criterion(*module.detector(images_to_float(batch["images"])), module.detector.default_boxes,
                                batch["boxes"], batch["labels"])
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
+        synchronise(batch["images"].device)
         compute += time.perf_counter() - step_start
         images += batch["images"].shape[0]
     return time.perf_counter() - start, compute, images
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -69,6 +83,8 @@ def main() -> None:
     parser.add_argument("--augment", default="ssd")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per mode, after one warm-up epoch")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--decode", choices=["cpu", "gpu"], default="cpu", help="data.decode (gpu: on --device)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -76,21 +92,23 @@ def main() -> None:
     data = make_data(args.images, (height, width))
     config = load_config(CONFIG, [
         f"data.train.images={data / 'images'}", f"data.train.annotations={data / 'annotations.json'}",
-        f"data.num_workers={args.workers}", f"data.augment={args.augment}",
+        f"data.num_workers={args.workers}", f"data.augment={args.augment}", f"data.decode={args.decode}",
     ])
+    device = torch.device(args.device)
     datamodule = DetectionDataModule(config)
-    module = DetectionModule(config.to_dict(), datamodule.class_names, datamodule.category_ids).train()
+    module = DetectionModule(config.to_dict(), datamodule.class_names, datamodule.category_ids).to(device).train()
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay)
     loader = datamodule.train_dataloader()
-    preloaded = list(loader)  # also the warm-up epoch of the workers (persistent between epochs)
+    prepare = lambda batch: datamodule.prepare_batch(batch, device)  # noqa: E731  (decode=gpu: decode + augment)
+    preloaded = [prepare(batch) for batch in loader]  # also a warm-up epoch of the loader
     run_epoch(module, optimizer, preloaded[:2])  # warm-up of the step itself
 
     results: dict[str, list[tuple[float, float, int]]] = {"loader": [], "pre-loaded": []}
     memory = {"loader": 0.0, "pre-loaded": 0.0}
     for _ in range(args.epochs):
-        for mode, batches in (("loader", loader), ("pre-loaded", preloaded)):
+        for mode, batches, ready in (("loader", loader, prepare), ("pre-loaded", preloaded, lambda b: b)):
             base = reset_peak_rss()
-            results[mode].append(run_epoch(module, optimizer, batches))
+            results[mode].append(run_epoch(module, optimizer, batches, ready))
             memory[mode] = max(memory[mode], status_mb("VmHWM") - base)
 
     epoch = {k: statistics.median(r[0] for r in v) for k, v in results.items()}
@@ -98,7 +116,7 @@ def main() -> None:
     images = results["loader"][0][2]
     print(f"\n{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
           f"{args.workers} loader workers, {images} images per epoch ({height}x{width} JPEG -> 128x128, augment "
-          f"{args.augment}, batch {config.data.batch_size}), median of {args.epochs} epochs per mode, "
+          f"{args.augment}, decode {args.decode}, batch {config.data.batch_size}, {device}), median of {args.epochs} epochs per mode, "
           f"load {os.getloadavg()[0]:.2f}\n")
     print("| case | real loader | pre-loaded tensors | ratio |\n|---|---|---|---|")
     print(f"| epoch (s) | {epoch['loader']:.2f} | {epoch['pre-loaded']:.2f} | {epoch['loader'] / epoch['pre-loaded']:.2f}× |")

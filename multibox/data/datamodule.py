@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from multibox.config import Config, DataConfig, SplitPaths
 from multibox.data.coco import load_coco
 from multibox.data.dataset import DetectionDataset, collate_detections
+from multibox.data.gpu_decode import EncodedDetectionDataset, build_gpu_transform, collate_encoded, decode_batch
 from multibox.data.records import DetectionSet
 from multibox.data.transforms import build_eval_transform, build_train_transform
 from multibox.errors import MultiboxError
@@ -66,9 +67,13 @@ class DetectionDataModule(L.LightningDataModule):
         self.num_classes = self.train_set.num_classes
         self._train_dataset: DetectionDataset | None = None
         self._augment_state: dict[str, Any] | None = None  # from a checkpoint, applied when the loader is built
+        self._gpu_transforms: dict[bool, Any] = {}  # data.decode=gpu: torchvision v2 transforms, by train/eval
 
     def train_dataloader(self) -> DataLoader:
         data = self.config.data
+        if data.decode == "gpu":  # decoded and augmented after transfer (on_after_batch_transfer)
+            encoded = EncodedDetectionDataset(self.train_set)
+            return self._loader(encoded, shuffle=True, drop_last=len(encoded) > data.batch_size, persistent=False, train=True)
         transform = build_train_transform(data.augment, data.input_size)
         dataset = DetectionDataset(self.train_set, transform, data.input_size, skip_bad=True)
         if self._augment_state is not None:
@@ -83,8 +88,8 @@ class DetectionDataModule(L.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """The main process's augmentation stream (it augments when data.num_workers is 0), for exact resume."""
-        if self._train_dataset is None or self.config.data.num_workers > 0:
-            return {}
+        if self._train_dataset is None or self.config.data.num_workers > 0 or self.config.data.decode == "gpu":
+            return {}  # data.decode=gpu augments from torch's global generator
         compose = self._train_dataset.transform.compose
         return {"augment_numpy": compose.random_generator.bit_generator.state, "augment_python": compose.py_random.getstate()}
 
@@ -97,10 +102,35 @@ class DetectionDataModule(L.LightningDataModule):
         if self.val_set is None or not len(self.val_set):
             return []
         data = self.config.data
+        if data.decode == "gpu":
+            return self._loader(EncodedDetectionDataset(self.val_set), shuffle=False, drop_last=False, train=False)
         dataset = DetectionDataset(self.val_set, build_eval_transform(data.input_size), data.input_size, skip_bad=True)
         return self._loader(dataset, shuffle=False, drop_last=False)
 
-    def _loader(self, dataset: DetectionDataset, shuffle: bool, drop_last: bool, persistent: bool = True) -> DataLoader:
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """data.decode=gpu: the encoded bytes stay on the CPU (decode_jpeg reads its input there, whatever the device)."""
+        if isinstance(batch, dict) and "encoded" in batch:
+            rest = {key: value for key, value in batch.items() if key != "encoded"}
+            return {**super().transfer_batch_to_device(rest, device, dataloader_idx), "encoded": batch["encoded"]}
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """data.decode=gpu: decode and augment the transferred batch on its device (see multibox.data.gpu_decode)."""
+        if not (isinstance(batch, dict) and "encoded" in batch):
+            return batch
+        train, data = bool(batch["train"]), self.config.data
+        if train not in self._gpu_transforms:
+            self._gpu_transforms[train] = build_gpu_transform(data.augment if train else "none", data.input_size, train)
+        return decode_batch(batch, self._gpu_transforms[train], tuple(data.input_size), batch["image_ids"].device)
+
+    def prepare_batch(self, batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+        """A loader batch moved to `device` and made ready for the model, for loops outside the Trainer
+        (with data.decode=gpu the loaders' batches are still encoded)."""
+        device = torch.device(device)
+        return self.on_after_batch_transfer(self.transfer_batch_to_device(batch, device, 0), 0)
+
+    def _loader(self, dataset: DetectionDataset | EncodedDetectionDataset, shuffle: bool, drop_last: bool,
+                persistent: bool = True, train: bool = False) -> DataLoader:
         workers = self.config.data.num_workers
         if workers > 0:
             import cv2
@@ -112,7 +142,8 @@ class DetectionDataModule(L.LightningDataModule):
             shuffle=shuffle,
             num_workers=workers,
             # Bad samples (unreadable image, invalid boxes) are skipped and counted, not fatal.
-            collate_fn=partial(collate_detections, input_size=tuple(self.config.data.input_size)),
+            collate_fn=partial(collate_encoded, train=train) if isinstance(dataset, EncodedDetectionDataset)
+            else partial(collate_detections, input_size=tuple(self.config.data.input_size)),
             persistent_workers=persistent and workers > 0,
             pin_memory=torch.cuda.is_available(),
             drop_last=drop_last,

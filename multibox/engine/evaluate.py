@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from rich.progress import track
@@ -34,9 +34,13 @@ def detect_and_evaluate(
     class_names: list[str],
     device: torch.device | None = None,
     progress: bool = True,
+    prepare_batch: Callable[[dict[str, Any], torch.device], dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the detector over every batch; returns COCO metrics against `ground_truth` and the
-    detections themselves (COCO results, dataset category ids), which the report's pictures need."""
+    detections themselves (COCO results, dataset category ids), which the report's pictures need.
+
+    `prepare_batch` readies a loader batch on the device (`DetectionDataModule.prepare_batch`: with
+    data.decode=gpu the loader's batches are still encoded files)."""
     device = device or pick_device()
     detector = detector.to(device).eval()
     lookup = torch.tensor([0, *category_ids], dtype=torch.long, device=device)
@@ -44,6 +48,7 @@ def detect_and_evaluate(
     batches = track(loader, description="evaluating", transient=True) if progress else loader
     skipped = 0
     for batch in batches:
+        batch = prepare_batch(batch, device) if prepare_batch is not None else batch
         for message in batch.get("skipped_files", []) or []:
             warn_skipped(message)
         skipped += int(batch.get("skipped", 0))
@@ -117,7 +122,7 @@ def evaluate_checkpoint(
         raise MultiboxError(f"{weights}: trained on categories {loaded.category_ids}, but the val set has {list(data.category_ids)}")
     metrics, detections = detect_and_evaluate(
         loaded.detector, data.val_dataloader(), data.val_set.to_coco_gt(), loaded.category_ids, loaded.class_names,
-        pick_device(config.train.accelerator), progress=config.train.progress,
+        pick_device(config.train.accelerator), progress=config.train.progress, prepare_batch=data.prepare_batch,
     )
     if report_dir is not None:
         from multibox.engine.report import save_metrics_json, write_evaluation_report

@@ -6,8 +6,10 @@ not after hours of training with an OSError traceback.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from multibox.errors import MultiboxError
 
@@ -29,3 +31,33 @@ def writable_dir(folder: Path | str, what: str = "outputs") -> Path:
 def os_reason(error: OSError) -> str:
     """'permission denied', 'not a directory', ...: the OS's words without errno or path."""
     return (error.strerror or type(error).__name__).lower()
+
+
+def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
+    """Write `path` all or nothing: `write` fills a same-folder temporary file, which is fsynced and
+    renamed over `path` (os.replace), and the folder is synced so the rename survives a power cut.
+    A kill at any moment leaves either the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename durable: the folder entry is only on disk once the folder is synced (POSIX)."""
+    if os.name != "posix":
+        return
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)

@@ -13,9 +13,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,34 +23,12 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from multibox.errors import MultiboxError
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename durable: the folder entry is only on disk once the folder is synced (POSIX)."""
-    if os.name != "posix":
-        return
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
+from multibox.outputs import atomic_write
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """torch.save to `path` via a same-folder temporary file, fsync and os.replace (all or nothing)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
+    atomic_write(path, lambda file: torch.save(obj, file))
 
 
 def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:

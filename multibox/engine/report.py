@@ -12,8 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ from multibox.engine.plots import (
 )
 from multibox.engine.report_page import evaluation_blocks, write_report_page
 from multibox.errors import MultiboxError
+from multibox.outputs import atomic_write
 
 
 def _jsonable(value: Any) -> Any:
@@ -66,17 +65,7 @@ def save_json(data: Any, path: Path, what: str = "data") -> None:
     path = Path(path)
     text = json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda file: file.write(text.encode("utf-8")))
     except OSError as error:
         raise MultiboxError(f"{path}: cannot write {what}: {error.strerror or error}") from None
 

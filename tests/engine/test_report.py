@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def test_save_metrics_json_replaces_atomically(tmp_path: Path, monkeypatch: pyte
     def fail(*_args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(report.os, "replace", fail)
+    monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(MultiboxError, match="metrics.json: cannot write metrics: No space left on device"):
         save_metrics_json({"map": 0.2}, target)
     assert json.loads(target.read_text()) == {"map": 0.1}  # old file intact

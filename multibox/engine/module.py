@@ -90,22 +90,31 @@ class DetectionModule(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         self._count_skipped(batch, "train")
         kept = batch["images"].shape[0]
-        if kept == 0 or (kept == 1 and int(batch.get("skipped", 0)) > 0):
-            # Every sample skipped, or one left (BatchNorm cannot train on a single image's 1x1
-            # maps, which is why the loader drops a last batch of one): Lightning skips the step.
-            return None
-        losses, _, _ = self._losses(batch)
-        size = batch["images"].shape[0]
+        # Every sample skipped, or one left (BatchNorm cannot train on a single image's 1x1 maps,
+        # which is why the loader drops a last batch of one): nothing to learn from on this rank.
+        usable = not (kept == 0 or (kept == 1 and int(batch.get("skipped", 0)) > 0))
+        if not usable and self.trainer.world_size == 1:
+            return None  # Lightning skips the step
+        # Under DDP the other ranks still all-reduce their gradients (and agree on finiteness below):
+        # returning None here alone would leave them waiting forever. Take part with zero gradients.
+        losses = self._losses(batch)[0] if usable else self._zero_losses()
         finite = self._check_finite(losses)
         self.log("train/skipped_nonfinite", float(not finite), reduce_fx="sum", on_step=False, on_epoch=True, batch_size=1)
         if not finite:
-            return None  # Lightning skips backward and the update
-        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=size)
-        self.log_dict({"train/loss_bbox": losses["loss_bbox"], "train/loss_cls": losses["loss_cls"]}, prog_bar=True,
-                      batch_size=size)
-        self.log("train/num_positives", losses["num_positives"].float(), batch_size=size)
-        self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=size)
+            return None  # every rank skips backward and the update together
+        if usable:
+            self.log("train/loss", losses["loss"], prog_bar=True, batch_size=kept)
+            self.log_dict({"train/loss_bbox": losses["loss_bbox"], "train/loss_cls": losses["loss_cls"]}, prog_bar=True,
+                          batch_size=kept)
+            self.log("train/num_positives", losses["num_positives"].float(), batch_size=kept)
+            self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=kept)
         return losses["loss"]
+
+    def _zero_losses(self) -> dict[str, Tensor]:
+        """A loss of exactly 0 that reaches every trainable parameter, so DDP's gradient all-reduce runs."""
+        zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+        return {"loss": zero, "loss_bbox": zero.detach(), "loss_cls": zero.detach(),
+                "num_positives": torch.zeros((), dtype=torch.long, device=zero.device)}
 
     def _check_finite(self, losses: dict[str, Tensor]) -> bool:
         """False when the loss is NaN or infinite and train.on_nan is skip (warned, counted); raises when it is stop.

@@ -42,10 +42,11 @@ DetectionAccumulator.results = recording_results
 
 class Recorder(L.Callback):
     def __init__(self):
-        self.train_ids, self.val_ids = {}, {}
+        self.train_ids, self.val_ids, self.step_sizes = {}, {}, []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.train_ids.setdefault(trainer.current_epoch, []).extend(batch["image_ids"].tolist())
+        self.step_sizes.append(len(batch["image_ids"]))
 
     def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
         self.val_ids.setdefault(trainer.current_epoch, []).extend(batch["image_ids"].tolist())
@@ -53,6 +54,7 @@ class Recorder(L.Callback):
     def on_fit_end(self, trainer, module):
         record = {"world_size": trainer.world_size, "strategy": type(trainer.strategy).__name__,
                   "train_ids": self.train_ids, "val_ids": self.val_ids, "metrics": module.last_metrics,
+                  "step_sizes": self.step_sizes,
                   "results": merged["results"]}
         Path(OUT, f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
@@ -63,10 +65,12 @@ sys.exit(main(sys.argv[1:]))
 '''
 
 
-@pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ddp")
+def run_ddp_job(tmp_path_factory, name: str, unreadable: int = 0) -> Path:
+    """`multibox train` with devices=2 on 8 train / 5 val synthetic images; the first `unreadable` train images emptied."""
+    root = tmp_path_factory.mktemp(name)
     make_synthetic_dataset(root / "train", 8, (64, 64), seed=0)
+    for image in sorted((root / "train" / "images").iterdir())[:unreadable]:
+        image.write_bytes(b"")
     make_synthetic_dataset(root / "val", 5, (64, 64), seed=1)  # odd: the sampler pads rank 1 with a repeat
     (root / "job.py").write_text(f"OUT = {str(root)!r}\n" + JOB)
     (root / "config.yaml").write_text(
@@ -83,6 +87,11 @@ def ddp_run(tmp_path_factory) -> Path:
                           capture_output=True, text=True, env=env, timeout=300, cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
     return root
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> Path:
+    return run_ddp_job(tmp_path_factory, "ddp")
 
 
 def rank_records(root: Path) -> list[dict]:
@@ -125,3 +134,13 @@ def test_validation_merges_each_image_once_and_matches_a_single_process_evaluati
     for key in METRIC_KEYS:
         assert records[0]["metrics"][key] == pytest.approx(metrics[key], abs=1e-6), key
     assert json.loads((ddp_run / "run/metrics.json").read_text())["map"] >= 0  # rank 0 wrote the final report
+
+
+def test_a_rank_left_without_a_usable_batch_does_not_hang_the_other(tmp_path_factory):
+    """Half the train images unreadable: in some step one rank keeps 2 images and trains while the other keeps
+    fewer than 2 (nothing to learn from). Returning None there would leave the training rank waiting in the
+    gradient all-reduce until the timeout; the idle rank takes part with zero gradients instead."""
+    root = run_ddp_job(tmp_path_factory, "ddp_unreadable", unreadable=4)
+    first, second = (record["step_sizes"] for record in rank_records(root))
+    assert len(first) == len(second) == 4  # 2 epochs x 2 steps on both ranks: nobody dropped out
+    assert any((a >= 2) != (b >= 2) for a, b in zip(first, second)), (first, second)  # the case happened

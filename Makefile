@@ -1,9 +1,14 @@
 # Quick start: `make demo` trains and evaluates a small SSD on synthetic data; `make test` runs the tests.
 # Both create .venv on first use and install multibox into it (plain pip: it uses the local torch wheels).
 PYTHON ?= python3
-VENV := .venv
+# The one install path: `make install` here, and the same target in docker/Dockerfile with VENV=/opt/venv,
+# EDITABLE= (a regular install; the image holds no source tree) and EXTRAS= (no test tools in the image).
+VENV ?= .venv
+EXTRAS ?= test
+EDITABLE ?= -e
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.multibox-installed
+SPEC := .$(if $(EXTRAS),[$(EXTRAS)])
 DEMO_OUT ?= demo_out
 
 .PHONY: install demo test test-all clean
@@ -13,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet $(EDITABLE) '$(SPEC)'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,6 +29,7 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''
+	bash docker/check_install.sh
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

@@ -29,8 +29,8 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 from memory import reset_peak_rss, status_mb

@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Callable
 
 import torch
 from memory import reset_peak_rss, status_mb

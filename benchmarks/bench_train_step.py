@@ -159,7 +159,7 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved(sides: dict[str, "Side | LossOnly"], warmup: int, steps: int) -> dict[str, list[float]]:
+def interleaved(sides: dict[str, Side | LossOnly], warmup: int, steps: int) -> dict[str, list[float]]:
     """Seconds per step for each side, alternating sides so load changes hit both alike."""
     times: dict[str, list[float]] = {k: [] for k in sides}
     for i in range(warmup + steps):

@@ -86,7 +86,8 @@ class DataConfig(_Section):
             message = f"expected ssd, ssdlite, none or a list of {{name: Transform, ...}}, got {value!r}"
             raise PydanticCustomError("augment", "{message}", {"message": message})
         if isinstance(value, (list, tuple)):
-            from multibox.data.transforms import build_augment_steps  # albumentations is only imported when a list is given
+            # albumentations is only imported when a list is given
+            from multibox.data.transforms import build_augment_steps
 
             try:
                 build_augment_steps(value)
@@ -248,13 +249,13 @@ class Config(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
-    def _one_scale_form(self) -> "Config":
+    def _one_scale_form(self) -> Config:
         if self.anchors.sizes is not None and self.anchors.scales is not None:
             raise ValueError("anchors: give either scales (fractions) or sizes (pixels), not both")
         return self
 
     @model_validator(mode="after")
-    def _class_weights_match(self) -> "Config":
+    def _class_weights_match(self) -> Config:
         weights, n = self.loss.class_weights, self.model.num_classes
         if isinstance(weights, list) and n is not None and len(weights) != n:
             raise ValueError(f"loss.class_weights has {len(weights)} values but model.num_classes is {n}")

@@ -15,7 +15,8 @@ counts (:func:`class_weights_from_counts`).
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch

@@ -11,7 +11,8 @@ from __future__ import annotations
 import inspect
 import random
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import albumentations as A
 import cv2

@@ -17,10 +17,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from multibox.boxes.anchor_fit import auto_fit_anchors
 from multibox.config import Config, save_config
 from multibox.data.datamodule import DetectionDataModule
+from multibox.engine.callbacks import training_callbacks
 from multibox.engine.checkpoint import load_checkpoint
 from multibox.engine.checkpoint_io import AtomicCheckpointIO, RandomStateCallback
 from multibox.engine.evaluate import detect_and_evaluate, pick_device
-from multibox.engine.callbacks import training_callbacks
 from multibox.engine.module import DetectionModule, resolve_class_weights
 from multibox.engine.report import plot_training_curves, save_metrics_json, write_evaluation_report
 from multibox.errors import MultiboxError

@@ -177,7 +177,7 @@ class Detector:
         return replace(settings, score_threshold=pre_nms, nms_threshold=iou, max_detections=cap)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", **options: Any) -> "Detector":
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", **options: Any) -> Detector:
         """Rebuild a training checkpoint's detector; `options` as in the class docstring."""
         loaded = load_checkpoint(path)
         return cls(loaded.detector, tuple(loaded.config.data.input_size), loaded.class_names, loaded.category_ids,

@@ -89,7 +89,7 @@ def draw_detections(
     return canvas
 
 
-def annotate(image: np.ndarray, detections: "Detections") -> np.ndarray:
+def annotate(image: np.ndarray, detections: Detections) -> np.ndarray:
     """A copy of `image` (RGB) with one image's `Detections` drawn, coloured by class index."""
     return draw_detections(image, detections.boxes, detections.names, detections.scores, color_key=detections.labels)
 

@@ -30,8 +30,8 @@ from torchvision.ops import batched_nms
 
 from multibox.boxes.coding import BoxCoder
 from multibox.errors import MultiboxError
-from multibox.outputs import writable_dir
 from multibox.models.detector import SSDDetector
+from multibox.outputs import writable_dir
 
 if TYPE_CHECKING:
     from multibox.engine.checkpoint import LoadedCheckpoint

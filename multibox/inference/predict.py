@@ -21,10 +21,10 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from multibox.errors import MultiboxError
-from multibox.outputs import writable_dir
 from multibox.inference.detector import Detections, Detector, read_rgb
 from multibox.inference.draw import annotate, save_image
 from multibox.inference.video import VIDEO_FOURCC, VideoReader, VideoWriter, is_video
+from multibox.outputs import writable_dir
 
 __all__ = ["IMAGE_SUFFIXES", "list_images", "predict", "predict_images", "predict_video", "read_rgb"]
 

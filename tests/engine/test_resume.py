@@ -10,8 +10,8 @@ import torch
 
 import multibox.engine.train as train_module
 from multibox.config import load_config
-from multibox.data.synth import make_synthetic_dataset
 from multibox.data.datamodule import DetectionDataModule
+from multibox.data.synth import make_synthetic_dataset
 from multibox.engine.checkpoint_io import RandomStateCallback, safe_torch_load
 from multibox.engine.train import read_metrics_csv, train
 

@@ -55,8 +55,8 @@ def test_pixel_sizes_and_fraction_scales_give_identical_boxes():
     common = ["model.name=ssd300_vgg16", "data.input_size=[300,300]", "anchors.steps=[8,16,32,64,100,300]"]
     by_pixels = load_config(None, common + [f"anchors.sizes={sizes}"])
     by_fractions = load_config(None, common + [f"anchors.scales={[s / 300 for s in sizes]}"])
-    from multibox.models.detector import resolve_layout
     from multibox.boxes.anchors import default_boxes
+    from multibox.models.detector import resolve_layout
 
     features = [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)]
     torch.testing.assert_close(

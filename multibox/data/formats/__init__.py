@@ -15,12 +15,13 @@ only; the others number images 1..N in reading order.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from multibox.data.coco import load_coco
-from multibox.data.formats.cognata import load_cognata
 from multibox.data.formats.coco import write_coco
+from multibox.data.formats.cognata import load_cognata
 from multibox.data.formats.openimages import load_openimages, write_openimages
 from multibox.data.formats.txt import load_txt, write_txt
 from multibox.data.formats.voc import load_voc, write_voc

@@ -14,8 +14,8 @@ descriptions file. Category ids become 1..K (the writer invents LabelNames `/mul
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -11,13 +11,20 @@ must not contain spaces.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from multibox.data.formats.common import (
-    drop_crowd_warning, image_size, inside_root, output_names, place_image, prepare_output, read_class_names, with_ids,
+    drop_crowd_warning,
+    image_size,
+    inside_root,
+    output_names,
+    place_image,
+    prepare_output,
+    read_class_names,
+    with_ids,
 )
 from multibox.data.records import DetectionSet, ImageRecord
 from multibox.errors import MultiboxError

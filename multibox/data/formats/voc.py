@@ -18,13 +18,21 @@ the writer emits), else the sorted names found in the XMLs.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 from xml.sax.saxutils import escape
 
 import numpy as np
 
-from multibox.data.formats.common import image_size, inside_root, output_names, place_image, prepare_output, read_class_names, with_ids
+from multibox.data.formats.common import (
+    image_size,
+    inside_root,
+    output_names,
+    place_image,
+    prepare_output,
+    read_class_names,
+    with_ids,
+)
 from multibox.data.records import DetectionSet, ImageRecord
 from multibox.errors import MultiboxError
 

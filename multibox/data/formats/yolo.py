@@ -12,13 +12,20 @@ significant digits, so boxes come back within float32 rounding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from multibox.data.formats.common import (
-    IMAGE_EXTENSIONS, drop_crowd_warning, image_size, output_names, place_image, prepare_output, read_class_names, with_ids,
+    IMAGE_EXTENSIONS,
+    drop_crowd_warning,
+    image_size,
+    output_names,
+    place_image,
+    prepare_output,
+    read_class_names,
+    with_ids,
 )
 from multibox.data.records import DetectionSet, ImageRecord
 from multibox.errors import MultiboxError

@@ -15,7 +15,16 @@ from multibox.config import parse_config
 from multibox.data.coco import load_coco
 from multibox.data.datamodule import DetectionDataModule
 from multibox.data.formats import (
-    WRITERS, convert, load_cognata, load_dataset, load_openimages, load_txt, load_voc, load_yolo, write_coco, write_voc,
+    WRITERS,
+    convert,
+    load_cognata,
+    load_dataset,
+    load_openimages,
+    load_txt,
+    load_voc,
+    load_yolo,
+    write_coco,
+    write_voc,
 )
 from multibox.data.records import DetectionSet, ImageRecord
 from multibox.data.synth import SHAPES, make_synthetic_dataset

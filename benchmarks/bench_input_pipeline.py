@@ -171,8 +171,10 @@ def main() -> None:
         os.sched_setaffinity(0, set(affinity))
         print(f"\nDataLoader, {args.workers} workers, {len(affinity)} cores allowed, batch {args.batch_size}, shuffled:\n")
         print("| pipeline | images/s |\n|---|---|")
-        print(f"| (a) multibox `ssd` | {spread(measure_loader(ssd, collate_detections, args.batch_size, args.workers, args.repeats))} |")
-        print(f"| (b) torchvision v2 `ssd` | {spread(measure_loader(tv, stack_collate, args.batch_size, args.workers, args.repeats))} |")
+        ours = measure_loader(ssd, collate_detections, args.batch_size, args.workers, args.repeats)
+        print(f"| (a) multibox `ssd` | {spread(ours)} |")
+        theirs = measure_loader(tv, stack_collate, args.batch_size, args.workers, args.repeats)
+        print(f"| (b) torchvision v2 `ssd` | {spread(theirs)} |")
 
 
 if __name__ == "__main__":

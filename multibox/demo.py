@@ -59,8 +59,10 @@ def run_demo(out: Path, overrides: list[str] | None = None) -> dict:
     print_metrics(metrics, console)
     elapsed = time.perf_counter() - started
     console.print(
-        f"[bold]demo done in {elapsed / 60:.1f} min: mAP@[.5:.95] = {metrics['map']:.3f}, mAP@.5 = {metrics['map_50']:.3f}[/bold]\n"
-        f"checkpoints, metrics.json, results.png and TensorBoard logs: {run_dir}\nannotated predictions: {prediction_dir}\n"
+        f"[bold]demo done in {elapsed / 60:.1f} min: "
+        f"mAP@[.5:.95] = {metrics['map']:.3f}, mAP@.5 = {metrics['map_50']:.3f}[/bold]\n"
+        f"checkpoints, metrics.json, results.png and TensorBoard logs: {run_dir}\n"
+        f"annotated predictions: {prediction_dir}\n"
         f"report (PR curves, confusion matrix, worst images): {run_dir / 'report.md'}"
     )
     return metrics

@@ -71,7 +71,7 @@ def level_grids(layout: AnchorLayout, feature_sizes: list[tuple[int, int]], imag
 
 
 def iou_at_offset(gt_wh: Tensor, offsets: Tensor, shapes_wh: Tensor) -> Tensor:
-    """(G, S) IoU of gt boxes (G, 2 w, h) with default boxes of shapes (S, 2) whose centres are `offsets` (G, 2) away."""
+    """(G, S) IoU of gt boxes (G, 2: w, h) and default boxes of shapes (S, 2) centred `offsets` (G, 2) away."""
     gw, gh = gt_wh[:, 0:1], gt_wh[:, 1:2]
     dx, dy = offsets[:, 0:1], offsets[:, 1:2]
     aw, ah = shapes_wh[None, :, 0], shapes_wh[None, :, 1]
@@ -160,7 +160,7 @@ def _swap_pass(problem: _Problem, table: Tensor, chosen: list[list[int]]) -> lis
 
 
 def _greedy(problem: _Problem, ratio_index: list[int], budget: int) -> tuple[list[list[int]], float] | None:
-    """Sizes per level for fixed ratio sets: one per level to start, then the best gain per box while the budget lasts."""
+    """Sizes per level for fixed ratio sets: one per level first, then the best gain per box while the budget lasts."""
     table = problem.ious[torch.arange(len(ratio_index)), torch.tensor(ratio_index)]  # (L, S, G)
     cost = problem.cost(ratio_index)
     if sum(cost) > budget:
@@ -367,7 +367,8 @@ def write_fragment(fit: AnchorFit, path: Path, source: str) -> Path:
         raise MultiboxError(f"{path}: not written, the current anchors already cover the most boxes")
     overall = fit.buckets["all"]
     text = (
-        f"# multibox anchors fit -c {source}: input {fit.input_size[0]}x{fit.input_size[1]}, {overall['boxes']} training boxes\n"
+        f"# multibox anchors fit -c {source}: input {fit.input_size[0]}x{fit.input_size[1]}, "
+        f"{overall['boxes']} training boxes\n"
         f"# coverage (best IoU >= {fit.iou_threshold:g}): {overall['before']:.1%} -> {overall['after']:.1%}; "
         f"default boxes {fit.boxes_before} -> {fit.boxes_after}\n"
         "# Use: copy the anchors keys into the config (they replace scales/sizes), or pass them as overrides:\n"

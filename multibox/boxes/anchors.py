@@ -112,7 +112,8 @@ def default_boxes(
     """
     if len(feature_sizes) != layout.num_levels:
         raise MultiboxError(
-            f"anchors: the model has {len(feature_sizes)} feature levels but anchors.aspect_ratios has {layout.num_levels}"
+            f"anchors: the model has {len(feature_sizes)} feature levels "
+            f"but anchors.aspect_ratios has {layout.num_levels}"
         )
     height, width = image_size
     per_level = []

@@ -42,7 +42,7 @@ def load_split(split: SplitPaths, name: str, data_format: str = "coco", data: Da
 
 
 class DetectionDataModule(L.LightningDataModule):
-    """Train/val loaders of a config; `class_names`, `category_ids`, `num_classes`, `val_set` are set on construction."""
+    """Train/val loaders of a config; `class_names`, `category_ids`, `num_classes`, `val_set` are set in __init__."""
 
     def __init__(self, config: Config):
         super().__init__()
@@ -108,7 +108,7 @@ class DetectionDataModule(L.LightningDataModule):
         return self._loader(dataset, shuffle=False, drop_last=False)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """data.decode=gpu: the encoded bytes stay on the CPU (decode_jpeg reads its input there, whatever the device)."""
+        """data.decode=gpu: the encoded bytes stay on the CPU (decode_jpeg reads its input there, any device)."""
         if isinstance(batch, dict) and "encoded" in batch:
             rest = {key: value for key, value in batch.items() if key != "encoded"}
             return {**super().transfer_batch_to_device(rest, device, dataloader_idx), "encoded": batch["encoded"]}

@@ -203,7 +203,7 @@ def decode_batch(raw: dict[str, Any], transform: v2.Compose, input_size: tuple[i
 
 def transform_sample(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
                      transform: v2.Compose) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(image uint8 (3, H, W), boxes float32 (G, 4) xyxy pixels, labels (G,)) after `transform`, on the image's device."""
+    """(image uint8 (3, H, W), boxes float32 (G, 4) xyxy pixels, labels (G,)) after `transform`, on image's device."""
     height, width = image.shape[-2:]
     sample = {
         "image": tv_tensors.Image(image),

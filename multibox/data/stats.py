@@ -326,7 +326,7 @@ def print_stats(stats: dict[str, Any], console: Any = None) -> None:
 
 
 def stats_command(config_path: Path, overrides: list[str], split: str = "train", out: Path | None = None) -> dict[str, Any]:
-    """`multibox data stats`: print the tables, write stats.png and stats.json (never overwriting); returns the stats."""
+    """`multibox data stats`: print the tables, write stats.png and stats.json (never overwriting); return the stats."""
     from rich.console import Console
 
     from multibox.config import load_config

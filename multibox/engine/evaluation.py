@@ -168,7 +168,10 @@ class DetectionAccumulator:
         """Add one batch: per image, xyxy boxes in original pixels, scores and dataset category ids."""
         ids = torch.as_tensor(image_ids).reshape(-1).tolist()
         if not len(ids) == len(boxes) == len(scores) == len(category_ids):
-            raise ValueError(f"add(): {len(ids)} image ids but {len(boxes)} boxes, {len(scores)} scores, {len(category_ids)} category ids")
+            raise ValueError(
+                f"add(): {len(ids)} image ids but {len(boxes)} boxes, {len(scores)} scores, "
+                f"{len(category_ids)} category ids"
+            )
         fresh = [i for i, image_id in enumerate(ids) if image_id not in self._seen]
         self._seen.update(ids)
         if not fresh:

@@ -192,7 +192,8 @@ def build_criterion(config: Config, num_classes: int) -> nn.Module:
     loss = config.loss
     if loss.class_weights == "auto":
         raise MultiboxError(
-            "loss.class_weights: auto must be resolved from the training set first (resolve_class_weights; `multibox train` does it)"
+            "loss.class_weights: auto must be resolved from the training set first "
+            "(resolve_class_weights; `multibox train` does it)"
         )
     if loss.name == "focal":  # the detector's postprocess then scores with sigmoids (build_detector)
         return FocalLoss(

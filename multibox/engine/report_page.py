@@ -75,7 +75,8 @@ def render_markdown(title: str, blocks: Sequence[Block]) -> str:
 
 def render_html(title: str, blocks: Sequence[Block]) -> str:
     e = html.escape
-    parts = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{e(title)}</title><style>{_STYLE}</style></head><body>",
+    parts = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{e(title)}</title>"
+             f"<style>{_STYLE}</style></head><body>",
              f"<h1>{e(title)}</h1>"]
     for block in blocks:
         if isinstance(block, Heading):

@@ -46,7 +46,8 @@ def find_resume_checkpoint(config: Config, resume: str | bool | None) -> str | N
     if resume in (None, False):
         if existing:
             raise MultiboxError(
-                f"{folder} already holds checkpoints: pass --resume to continue that run, or set another train.output_dir"
+                f"{folder} already holds checkpoints: pass --resume to continue that run, "
+                "or set another train.output_dir"
             )
         return None
     if resume is True:

@@ -192,7 +192,10 @@ class Detector:
             elif str(item).strip().isdigit() and int(item) < len(self.class_names):
                 indices.append(int(item))
             else:
-                raise MultiboxError(f"classes: unknown class {item!r} (names: {', '.join(self.class_names)}; or 0..{len(self.class_names) - 1})")
+                raise MultiboxError(
+                    f"classes: unknown class {item!r} "
+                    f"(names: {', '.join(self.class_names)}; or 0..{len(self.class_names) - 1})"
+                )
         return np.array(sorted(set(indices)), dtype=np.int64)
 
     def __call__(self, images: ImageInput | Sequence[ImageInput], batch_size: int | None = None) -> list[Detections]:

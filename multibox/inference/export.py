@@ -176,7 +176,8 @@ class Parity:
 
     def describe(self) -> str:
         extra = f", {self.mismatched} unmatched" if self.mismatched else ""
-        return f"max |Δbox| {self.box_diff:.2e}, max |Δscore| {self.score_diff:.2e} over {self.detections} detections{extra}"
+        diffs = f"max |Δbox| {self.box_diff:.2e}, max |Δscore| {self.score_diff:.2e}"
+        return f"{diffs} over {self.detections} detections{extra}"
 
 
 def _set_distance(ours: tuple[np.ndarray, ...], theirs: tuple[np.ndarray, ...]) -> tuple[float, float, int]:

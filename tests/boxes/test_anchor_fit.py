@@ -1,4 +1,4 @@
-"""`multibox anchors fit` / anchors.auto: exact coverage, a real gain on small objects, budget, fragment, CLI, train hook."""
+"""`multibox anchors fit` / anchors.auto: exact coverage, a gain on small objects, budget, fragment, CLI, train hook."""
 
 from __future__ import annotations
 

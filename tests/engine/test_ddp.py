@@ -66,7 +66,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def run_ddp_job(tmp_path_factory, name: str, unreadable: int = 0) -> Path:
-    """`multibox train` with devices=2 on 8 train / 5 val synthetic images; the first `unreadable` train images emptied."""
+    """`multibox train` with devices=2 on 8 train / 5 val synthetic images; the first `unreadable` ones emptied."""
     root = tmp_path_factory.mktemp(name)
     make_synthetic_dataset(root / "train", 8, (64, 64), seed=0)
     for image in sorted((root / "train" / "images").iterdir())[:unreadable]:

@@ -125,7 +125,10 @@ def _rows(path: Path, descriptions: dict[str, str]) -> list[tuple[str, str, list
 
 
 def write_openimages(dataset: DetectionSet, out_dir: Path, split: str = "train") -> None:
-    """Write `sub-<split>-annotations-bbox.csv`, `class-descriptions-bbox.csv` and `<split>/<image>` (images without boxes are lost)."""
+    """Write `sub-<split>-annotations-bbox.csv`, `class-descriptions-bbox.csv` and `<split>/<image>`.
+
+    Images without boxes are lost: the format lists images only through their boxes.
+    """
     out_dir = prepare_output(out_dir)
     labels = [f"/multibox/{c}" for c in dataset.category_ids]
     with (out_dir / DESCRIPTIONS).open("w", newline="", encoding="utf-8") as handle:

@@ -268,8 +268,8 @@ def bucket_coverage(areas: np.ndarray, before: Tensor, after: Tensor, threshold:
     for name, mask in masks.items():
         m = torch.from_numpy(mask)
         count = int(mask.sum())
-        share = lambda best: float((best[m] >= threshold).double().mean()) if count else float("nan")  # noqa: E731
-        table[name] = {"boxes": count, "before": share(before), "after": share(after)}
+        share = [float((best[m] >= threshold).double().mean()) if count else float("nan") for best in (before, after)]
+        table[name] = {"boxes": count, "before": share[0], "after": share[1]}
     return table
 
 

@@ -12,7 +12,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class Picture:
     caption: str
 
 
-Block = Union[str, Heading, Table, Picture]  # a str is a paragraph
+Block = str | Heading | Table | Picture  # a str is a paragraph
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import cv2
 import numpy as np
@@ -22,7 +22,7 @@ from multibox.engine.checkpoint import load_checkpoint
 from multibox.errors import MultiboxError
 from multibox.models.detector import SSDDetector
 
-ImageInput = Union[str, Path, np.ndarray, Image.Image, torch.Tensor]
+ImageInput = str | Path | np.ndarray | Image.Image | torch.Tensor
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,9 @@ class _OnnxNonMaxSuppression(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, boxes, scores, max_per_class: int, iou_threshold: float, score_threshold: float):
-        constant = lambda value, dtype: g.op("Constant", value_t=torch.tensor([value], dtype=dtype))
+        def constant(value: float, dtype: torch.dtype):
+            return g.op("Constant", value_t=torch.tensor([value], dtype=dtype))
+
         return g.op("NonMaxSuppression", boxes, scores, constant(max_per_class, torch.int64),
                     constant(iou_threshold, torch.float32), constant(score_threshold, torch.float32))
 
@@ -295,10 +297,14 @@ def export_checkpoint(
 
         export_onnx(wrapper, (samples[:batch_size],), path, ["images"], output_names(nms), dynamic_batch, _metadata(loaded, nms))
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        run = lambda batch: session.run(None, {"images": batch})
+
+        def run(batch: np.ndarray) -> list[np.ndarray]:
+            return session.run(None, {"images": batch})
     else:
         traced = export_torchscript(wrapper, samples[:batch_size], path)
-        run = lambda batch: [t.numpy() for t in traced(torch.from_numpy(batch))]
+
+        def run(batch: np.ndarray) -> list[np.ndarray]:
+            return [t.numpy() for t in traced(torch.from_numpy(batch))]
     checks = {n: check_parity(run, detector, samples[:n], nms, atol) for n in sizes}
     for n, parity in checks.items():
         if max(parity.box_diff, parity.score_diff) > atol or parity.mismatched:

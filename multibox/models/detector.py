@@ -88,13 +88,13 @@ def resolve_layout(config: Config) -> AnchorLayout:
     steps = anchors.steps if anchors.steps is not None else _default_steps(defaults.steps, config.data.input_size)
     to_fractions = lambda values: [v / short for v in values]  # noqa: E731
     if anchors.box_sizes is not None:
-        return make_layout(ratios, steps=steps, clip=anchors.clip, box_sizes=[to_fractions(l) for l in anchors.box_sizes])
+        return make_layout(ratios, steps=steps, clip=anchors.clip, box_sizes=[to_fractions(s) for s in anchors.box_sizes])
     if anchors.sizes is not None:
         return make_layout(ratios, to_fractions(anchors.sizes), steps=steps, clip=anchors.clip)
     if anchors.scales is not None or (anchors.min_scale is not None and anchors.max_scale is not None):
         return make_layout(ratios, anchors.scales, anchors.min_scale, anchors.max_scale, steps, anchors.clip)
     if defaults.box_sizes is not None:
-        return make_layout(ratios, steps=steps, clip=anchors.clip, box_sizes=[to_fractions(l) for l in defaults.box_sizes])
+        return make_layout(ratios, steps=steps, clip=anchors.clip, box_sizes=[to_fractions(s) for s in defaults.box_sizes])
     return make_layout(ratios, defaults.scales, defaults.min_scale, defaults.max_scale, steps, anchors.clip)
 
 

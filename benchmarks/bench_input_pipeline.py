@@ -86,7 +86,7 @@ class TorchvisionDataset(torch.utils.data.Dataset):
 
 
 def stack_collate(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-    images, targets = zip(*batch)
+    images, targets = zip(*batch, strict=True)
     return torch.stack([torch.as_tensor(image) for image in images]), list(targets)
 
 

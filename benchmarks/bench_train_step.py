@@ -147,7 +147,7 @@ class LossOnly:
             loss = model.criterion(regression, logits, model.detector.default_boxes, self.side.boxes, self.side.labels)["loss"]
         else:  # torchvision's SSD.forward from the anchors on
             anchors = model.anchor_generator(self.image_batch, self.features)
-            matched = [model.proposal_matcher(box_iou(t["boxes"], a)) for a, t in zip(anchors, self.targets)]
+            matched = [model.proposal_matcher(box_iou(t["boxes"], a)) for a, t in zip(anchors, self.targets, strict=True)]
             out = model.compute_loss(self.targets, {"bbox_regression": regression, "cls_logits": logits}, anchors, matched)
             loss = out["bbox_regression"] + out["classification"]
         loss.backward()

@@ -92,7 +92,7 @@ def best_ious(gt_xyxy: Tensor, layout: AnchorLayout, feature_sizes: list[tuple[i
     gt = gt_xyxy.double()
     centres, wh = (gt[:, :2] + gt[:, 2:]) / 2, gt[:, 2:] - gt[:, :2]
     best = torch.zeros(len(gt), dtype=torch.float64)
-    for grid, shapes in zip(level_grids(layout, feature_sizes, image_size), level_shapes(layout, image_size)):
+    for grid, shapes in zip(level_grids(layout, feature_sizes, image_size), level_shapes(layout, image_size), strict=True):
         if len(gt):
             best = torch.maximum(best, iou_at_offset(wh, grid.offsets(centres), shapes).max(dim=1).values)
     return best
@@ -124,7 +124,7 @@ class _Problem:
 
     def cost(self, ratio_index: list[int]) -> list[int]:
         """Default boxes one size costs on each level, given each level's ratio set."""
-        return [n * (1 + 2 * len(self.ratio_sets[r])) for n, r in zip(self.locations, ratio_index)]
+        return [n * (1 + 2 * len(self.ratio_sets[r])) for n, r in zip(self.locations, ratio_index, strict=True)]
 
 
 def _build_problem(gt: Tensor, grids: list[Grid], image_size: tuple[int, int], sizes: Tensor,

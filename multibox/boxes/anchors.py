@@ -40,7 +40,7 @@ class AnchorLayout:
         """Paper form: 2 squares (s_k and sqrt(s_k s_k+1)) plus 2 per aspect ratio, per level.
         Explicit form: each listed size's square plus 2 per aspect ratio."""
         if self.box_sizes is not None:
-            return [len(sizes) * (1 + 2 * len(ratios)) for sizes, ratios in zip(self.box_sizes, self.aspect_ratios)]
+            return [len(sizes) * (1 + 2 * len(ratios)) for sizes, ratios in zip(self.box_sizes, self.aspect_ratios, strict=True)]
         return [2 + 2 * len(ratios) for ratios in self.aspect_ratios]
 
 
@@ -136,4 +136,4 @@ def default_boxes(
 
 def count_boxes(layout: AnchorLayout, feature_sizes: list[tuple[int, int]]) -> list[int]:
     """Default boxes per level (H * W * boxes per location)."""
-    return [h * w * b for (h, w), b in zip(feature_sizes, layout.boxes_per_location())]
+    return [h * w * b for (h, w), b in zip(feature_sizes, layout.boxes_per_location(), strict=True)]

@@ -148,5 +148,5 @@ def postprocess(
     fields = (boxes_m[keep], scores_m[keep], labels_m[keep])
     return [
         {"boxes": b, "scores": s, "labels": c}
-        for b, s, c in zip(*(torch.split(field, per_image) for field in fields))
+        for b, s, c in zip(*(torch.split(field, per_image) for field in fields), strict=True)
     ]

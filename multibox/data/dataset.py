@@ -213,7 +213,7 @@ def collate_detections(
             "image_ids": torch.zeros(0, dtype=torch.int64), "orig_sizes": torch.zeros((0, 2), dtype=torch.int64),
             "skipped": torch.tensor(len(skipped), dtype=torch.int64), "skipped_files": skipped,
         }
-    images, targets = zip(*kept)
+    images, targets = zip(*kept, strict=True)
     boxes = pad_sequence([t["boxes"].reshape(-1, 4) for t in targets], batch_first=True)
     labels = pad_sequence([t["labels"].reshape(-1) for t in targets], batch_first=True)
     if boxes.shape[1] == 0:

@@ -125,7 +125,7 @@ def decode_images(encoded: list[torch.Tensor], device: torch.device | str) -> li
         try:
             decoded = decode_jpeg([encoded[i].cpu() for i in jpegs], mode=ImageReadMode.RGB,
                                   apply_exif_orientation=True, device=device)
-            for i, image in zip(jpegs, decoded):
+            for i, image in zip(jpegs, decoded, strict=True):
                 images[i] = image
         except RuntimeError:
             for i in jpegs:

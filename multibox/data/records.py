@@ -122,7 +122,7 @@ class DetectionSet:
         annotations: list[dict[str, Any]] = []
         for record in self.records:
             annotations.extend(self._coco_annotations(record, first_id=len(annotations) + 1))
-        categories = [{"id": int(c), "name": n} for c, n in zip(self.category_ids, self.class_names)]
+        categories = [{"id": int(c), "name": n} for c, n in zip(self.category_ids, self.class_names, strict=True)]
         return {"info": {}, "licenses": [], "images": images, "annotations": annotations, "categories": categories}
 
     def _coco_annotations(self, record: ImageRecord, first_id: int) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ def describe(values: np.ndarray) -> dict[str, float | int]:
     values = np.asarray(values, np.float64).reshape(-1)
     out: dict[str, float | int] = {"count": int(values.size), "mean": float(values.mean()) if values.size else float("nan")}
     qs = np.percentile(values, PERCENTILES) if values.size else [float("nan")] * len(PERCENTILES)
-    out.update({f"p{p}": float(q) for p, q in zip(PERCENTILES, qs)})
+    out.update({f"p{p}": float(q) for p, q in zip(PERCENTILES, qs, strict=True)})
     return out
 
 
@@ -37,8 +37,8 @@ def _box_columns(dataset: DetectionSet) -> dict[str, np.ndarray]:
     records = dataset.records
     counts = np.array([int((~r.iscrowd).sum()) for r in records], np.int64)
     keep = [~r.iscrowd for r in records]
-    boxes = np.concatenate([r.boxes[k] for r, k in zip(records, keep)] or [np.zeros((0, 4), np.float32)]).reshape(-1, 4)
-    labels = np.concatenate([r.labels[k] for r, k in zip(records, keep)] or [np.zeros(0, np.int64)]).astype(np.int64)
+    boxes = np.concatenate([r.boxes[k] for r, k in zip(records, keep, strict=True)] or [np.zeros((0, 4), np.float32)]).reshape(-1, 4)
+    labels = np.concatenate([r.labels[k] for r, k in zip(records, keep, strict=True)] or [np.zeros(0, np.int64)]).astype(np.int64)
     image_index = np.repeat(np.arange(len(records)), counts)
     widths = np.array([r.width for r in records], np.float64)[image_index]
     heights = np.array([r.height for r in records], np.float64)[image_index]

@@ -67,7 +67,7 @@ def _annotations(boxes: np.ndarray, labels: np.ndarray, image_id: int, first_id:
     return [
         {"id": first_id + i, "image_id": image_id, "category_id": int(label), "bbox": box,
          "area": float(box[2] * box[3]), "iscrowd": 0}
-        for i, (box, label) in enumerate(zip(xywh.tolist(), labels.tolist()))
+        for i, (box, label) in enumerate(zip(xywh.tolist(), labels.tolist(), strict=True))
     ]
 
 
@@ -174,7 +174,7 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
         coarse = rng.uniform(0, 1, size=(4, 4)).astype(np.float32)
         t = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
     noise = rng.random((height, width), dtype=np.float32) * 20 - 10  # grey grain, std ~6
-    channels = [(b + (o - b) * t + noise).clip(0, 255).astype(np.uint8) for b, o in zip(base, other)]
+    channels = [(b + (o - b) * t + noise).clip(0, 255).astype(np.uint8) for b, o in zip(base, other, strict=True)]
     return cv2.merge(channels)  # per-channel 2-D maths: much faster than broadcasting over (H, W, 3)
 
 

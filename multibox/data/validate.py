@@ -275,7 +275,7 @@ def _decode_all(images: list[_Image], report: ValidationReport, workers: int, pr
             bar.start()
     try:
         with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
-            for done, (image, result) in enumerate(zip(todo, pool.map(check, todo)), start=1):
+            for done, (image, result) in enumerate(zip(todo, pool.map(check, todo), strict=True), start=1):
                 report.images_decoded += 1
                 if result is not None:
                     kind, detail = result
@@ -409,7 +409,7 @@ def _as_coco(data: Any, split: Any, name: str, scratch: Path) -> tuple[Path, Pat
     files = [record.file for record in dataset.records]
     root = Path(os.path.commonpath([str(f.parent) for f in files])) if files else Path(split.images)
     coco = dataset.to_coco_gt()
-    for image, record in zip(coco["images"], dataset.records):
+    for image, record in zip(coco["images"], dataset.records, strict=True):
         image["file_name"] = record.file.relative_to(root).as_posix()
     path = scratch / f"{name}.json"
     path.write_text(json.dumps(coco), encoding="utf-8")

@@ -218,7 +218,7 @@ def resolve_class_weights(config: Config, train_set: DetectionSet) -> Config:
 
 @rank_zero_only
 def _print_class_weights(class_names: list[str], weights: list[float]) -> None:
-    print("loss.class_weights (auto, from label counts): " + ", ".join(f"{n} {w:.3g}" for n, w in zip(class_names, weights)))
+    print("loss.class_weights (auto, from label counts): " + ", ".join(f"{n} {w:.3g}" for n, w in zip(class_names, weights, strict=True)))
 
 
 def lr_multiplier(config: Config, total_steps: int) -> Callable[[int], float]:

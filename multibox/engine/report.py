@@ -93,7 +93,7 @@ def _read_columns(metrics_csv: Path) -> dict[str, list[float]]:
 def _series(columns: dict[str, list[float]], x_name: str, y_name: str) -> tuple[list[float], list[float]]:
     """The (x, y) points where both cells are filled."""
     xs = columns.get(x_name) or list(map(float, range(len(columns[y_name]))))
-    pairs = [(x, y) for x, y in zip(xs, columns[y_name]) if not (math.isnan(x) or math.isnan(y))]
+    pairs = [(x, y) for x, y in zip(xs, columns[y_name], strict=True) if not (math.isnan(x) or math.isnan(y))]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 

@@ -50,7 +50,7 @@ class Detections:
         named = {} if file_name is None else {"file_name": file_name}
         return [
             {"image_id": int(image_id), **named, "category_id": int(c), "bbox": [float(v) for v in b], "score": round(float(s), 4)}
-            for b, c, s in zip(xywh, self.category_ids, self.scores)
+            for b, c, s in zip(xywh, self.category_ids, self.scores, strict=True)
         ]
 
     def to_yolo(self) -> str:
@@ -61,7 +61,7 @@ class Detections:
         size = ((b[:, 2] - b[:, 0]) / width, (b[:, 3] - b[:, 1]) / height)
         return "".join(
             f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f} {float(s):.4f}\n"
-            for c, x, y, w, h, s in zip(self.labels, *centre, *size, self.scores)
+            for c, x, y, w, h, s in zip(self.labels, *centre, *size, self.scores, strict=True)
         )
 
 
@@ -225,7 +225,7 @@ class Detector:
         sizes = torch.tensor([image.shape[:2] for image in images], device=self.device)
         box_regression, cls_logits = self.network(batch)
         found = self.network.postprocess(box_regression.float(), cls_logits.float(), sizes)
-        return [self._detections(d, image.shape[:2]) for d, image in zip(found, images)]
+        return [self._detections(d, image.shape[:2]) for d, image in zip(found, images, strict=True)]
 
     def _detections(self, found: dict[str, torch.Tensor], image_size: tuple[int, int]) -> Detections:
         boxes, scores = found["boxes"].cpu().numpy(), found["scores"].cpu().numpy()

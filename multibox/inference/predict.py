@@ -140,7 +140,7 @@ def predict_images(
         for index in range(len(batches)):
             images = upcoming.result()
             upcoming = reader.submit(_read_batch, batches[index + 1]) if index + 1 < len(batches) else None
-            for (path, image), found in zip(images, detector.detect_rgb([image for _, image in images])):
+            for (path, image), found in zip(images, detector.detect_rgb([image for _, image in images]), strict=True):
                 name = path.relative_to(root).as_posix()
                 results += found.to_coco(image_ids[path], name)
                 (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +164,7 @@ def predict_video(detector: Detector, source: Path, out_dir: Path, progress: boo
         with _progress(progress) as bar:
             task = bar.add_task(f"predicting {source.name}", total=reader.frame_count)
             for frames in reader.batches(detector.batch_size):
-                for image, found in zip(frames, detector.detect_rgb(frames)):
+                for image, found in zip(frames, detector.detect_rgb(frames), strict=True):
                     results += found.to_coco(frame + 1, f"{source.name}#{frame:06d}")
                     writer.write(annotate(image, found))
                     if save_txt:

@@ -92,13 +92,13 @@ class ResNetFPNFeatureExtractor(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         """``(N, 3, H, W)`` normalised images -> ``[P3, P4, P5, P6, P7]``, finest first."""
         c = list(self.body(x).values())
-        laterals = [conv(feature) for conv, feature in zip(self.lateral, c)]
+        laterals = [conv(feature) for conv, feature in zip(self.lateral, c, strict=True)]
         merged = [laterals[-1]]
         for lateral in reversed(laterals[:-1]):
             # Resize to the finer map's exact size (not x2): odd sizes on any input stay aligned.
             top_down = F.interpolate(merged[0], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
             merged.insert(0, lateral + top_down)
-        outputs = [conv(m) for conv, m in zip(self.output, merged)]
+        outputs = [conv(m) for conv, m in zip(self.output, merged, strict=True)]
         for block in self.extra:
             outputs.append(block(outputs[-1]))
         return outputs
@@ -127,7 +127,7 @@ class _SharedTower(nn.Module):
             nn.init.constant_(conv.bias, 0.0)
 
     def forward(self, x: Tensor, level: int) -> Tensor:
-        for conv, norm in zip(self.convs, self.norms[level]):
+        for conv, norm in zip(self.convs, self.norms[level], strict=True):
             x = F.relu6(norm(conv(x)))
         return self.predictor(x)
 

@@ -114,7 +114,7 @@ class MobileNetV2SSDLiteHead(_PairHead):
             raise ValueError(f"{len(in_channels)} feature levels but {len(num_anchors)} anchor counts")
 
         def predictors(columns: int) -> nn.ModuleList:
-            levels = list(zip(in_channels, num_anchors))
+            levels = list(zip(in_channels, num_anchors, strict=True))
             modules: list[nn.Module] = [_prediction_block(c, columns * a, norm_layer) for c, a in levels[:-1]]
             last_channels, last_anchors = levels[-1]
             modules.append(nn.Conv2d(last_channels, columns * last_anchors, kernel_size=1))

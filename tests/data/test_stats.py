@@ -24,7 +24,7 @@ def _set(boxes_per_image: list[list[list[float]]], labels: list[list[int]], size
     h, w = size
     records = [ImageRecord(i + 1, Path(f"/nowhere/{i}.jpg"), w, h, np.array(b, np.float32).reshape(-1, 4), np.array(c),
                            np.zeros(len(c), bool))
-               for i, (b, c) in enumerate(zip(boxes_per_image, labels))]
+               for i, (b, c) in enumerate(zip(boxes_per_image, labels, strict=True))]
     return DetectionSet(records, ["a", "b"], [1, 2])
 
 

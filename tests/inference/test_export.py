@@ -119,7 +119,7 @@ def test_onnx_nms_outputs_are_fixed_size_and_best_first(lite_checkpoint, one_thr
     boxes, scores, labels, counts = session.run(None, {"images": sample_images((128, 128), 3).numpy()})
     max_det = load_checkpoint(lite_checkpoint).detector.settings.max_detections
     assert boxes.shape == (3, max_det, 4) and scores.shape == labels.shape == (3, max_det) and counts.shape == (3,)
-    for image_scores, image_labels, n in zip(scores, labels, counts):
+    for image_scores, image_labels, n in zip(scores, labels, counts, strict=True):
         assert 0 < n <= max_det
         assert np.all(np.diff(image_scores[:n]) <= 0) and set(image_labels[:n]) <= {1, 2, 3}
         assert np.all(image_scores[n:] == 0) and np.all(image_labels[n:] == 0)

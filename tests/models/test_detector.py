@@ -27,7 +27,7 @@ def test_ssd300_vgg16_detections_equal_torchvision():
         resized = torch.cat([F.interpolate(im[None], size=(300, 300), mode="bilinear", align_corners=False) for im in images])
         ours = detector.detect(resized, torch.tensor([im.shape[-2:] for im in images]))
 
-    for mine, theirs in zip(ours, expected):
+    for mine, theirs in zip(ours, expected, strict=True):
         assert len(theirs["scores"]) > 20
         assert len(mine["scores"]) == len(theirs["scores"])
         _assert_same_detections(mine, theirs)
@@ -103,7 +103,7 @@ def test_ssdlite320_mobilenet_v3_large_detections_equal_torchvision(one_thread):
         expected = reference(images)
         resized = torch.cat([F.interpolate(im[None], size=(320, 320), mode="bilinear", align_corners=False) for im in images])
         ours = detector.detect(resized, torch.tensor([im.shape[-2:] for im in images]))
-    for mine, theirs in zip(ours, expected):
+    for mine, theirs in zip(ours, expected, strict=True):
         assert len(torch.unique(theirs["scores"])) == len(theirs["scores"])  # no ties: the comparison is exact
         assert len(theirs["scores"]) > 20 and len(mine["scores"]) == len(theirs["scores"])
         _assert_same_detections(mine, theirs)

@@ -65,7 +65,7 @@ def load_cognata(
                     f"{ann_dir}: {len(tables)} CSV files for {len(images)} images in {png_dir.name} "
                     "(paired by sorted order)"
                 )
-            for image, table in zip(images, tables):
+            for image, table in zip(images, tables, strict=True):
                 file = inside_root(root, image.relative_to(root), png_dir)
                 boxes, raw = _read_csv(table, min_area, min_side, max_distance, ignored)
                 known = np.array([c in label_of for c in raw.tolist()], bool)

@@ -132,13 +132,13 @@ def write_openimages(dataset: DetectionSet, out_dir: Path, split: str = "train")
     out_dir = prepare_output(out_dir)
     labels = [f"/multibox/{c}" for c in dataset.category_ids]
     with (out_dir / DESCRIPTIONS).open("w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows([("LabelName", "DisplayName"), *zip(labels, dataset.class_names)])
+        csv.writer(handle).writerows([("LabelName", "DisplayName"), *zip(labels, dataset.class_names, strict=True)])
     with (out_dir / f"sub-{split}-annotations-bbox.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["ImageID", "Source", "LabelName", "Confidence", "XMin", "XMax", "YMin", "YMax", "IsGroupOf"])
-        for record, name in zip(dataset.records, output_names(dataset)):
+        for record, name in zip(dataset.records, output_names(dataset), strict=True):
             place_image(record.file, out_dir / split / name)
             scale = np.array([record.width, record.height, record.width, record.height], np.float64)
-            for box, label, crowd in zip((record.boxes / scale).tolist(), record.labels.tolist(), record.iscrowd.tolist()):
+            for box, label, crowd in zip((record.boxes / scale).tolist(), record.labels.tolist(), record.iscrowd.tolist(), strict=True):
                 writer.writerow([Path(name).stem, "multibox", labels[label - 1], 1,
                                  *(f"{v:.10g}" for v in (box[0], box[2], box[1], box[3])), int(crowd)])

@@ -74,13 +74,13 @@ def write_txt(dataset: DetectionSet, out_dir: Path) -> None:
     out_dir = prepare_output(out_dir)
     drop_crowd_warning(dataset, "TXT", out_dir)
     lines = []
-    for record, name in zip(dataset.records, output_names(dataset)):
+    for record, name in zip(dataset.records, output_names(dataset), strict=True):
         if any(c.isspace() for c in name):
             raise MultiboxError(f"{record.file}: TXT paths cannot hold spaces")
         place_image(record.file, out_dir / "images" / name)
         keep = ~record.iscrowd
         boxes = np.rint(record.boxes[keep]).astype(np.int64)
-        items = [f"{x1},{y1},{x2},{y2},{int(c) - 1}" for (x1, y1, x2, y2), c in zip(boxes.tolist(), record.labels[keep].tolist())]
+        items = [f"{x1},{y1},{x2},{y2},{int(c) - 1}" for (x1, y1, x2, y2), c in zip(boxes.tolist(), record.labels[keep].tolist(), strict=True)]
         lines.append(" ".join([name, *items]) + "\n")
     (out_dir / "annotations.txt").write_text("".join(lines), encoding="utf-8")
     (out_dir / "classes.txt").write_text("".join(f"{n}\n" for n in dataset.class_names), encoding="utf-8")

@@ -137,7 +137,7 @@ def write_voc(dataset: DetectionSet, out_dir: Path, split: str = "trainval") -> 
     (out_dir / "Annotations").mkdir()
     (out_dir / "ImageSets" / "Main").mkdir(parents=True)
     names = output_names(dataset)
-    for record, name in zip(dataset.records, names):
+    for record, name in zip(dataset.records, names, strict=True):
         place_image(record.file, out_dir / "JPEGImages" / name)
         (out_dir / "Annotations" / f"{Path(name).stem}.xml").write_text(_xml(record, name, dataset.class_names), encoding="utf-8")
     (out_dir / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{Path(n).stem}\n" for n in names), encoding="utf-8")
@@ -147,7 +147,7 @@ def write_voc(dataset: DetectionSet, out_dir: Path, split: str = "trainval") -> 
 def _xml(record: ImageRecord, file_name: str, class_names: list[str]) -> str:
     lines = ["<annotation>", "  <folder>JPEGImages</folder>", f"  <filename>{escape(file_name)}</filename>",
              f"  <size><width>{record.width}</width><height>{record.height}</height><depth>3</depth></size>"]
-    for box, label, crowd in zip(record.boxes.tolist(), record.labels.tolist(), record.iscrowd.tolist()):
+    for box, label, crowd in zip(record.boxes.tolist(), record.labels.tolist(), record.iscrowd.tolist(), strict=True):
         x1, y1 = int(round(box[0])) + 1, int(round(box[1])) + 1
         x2, y2 = max(int(round(box[2])), x1), max(int(round(box[3])), y1)
         lines += ["  <object>", f"    <name>{escape(class_names[label - 1])}</name>", "    <truncated>0</truncated>",

@@ -59,7 +59,7 @@ def written(source, tmp_path_factory) -> dict[str, Path]:
 
 def assert_same(a: DetectionSet, b: DetectionSet, atol: float = 0.0, rtol: float = 0.0) -> None:
     assert a.class_names == b.class_names and len(a) == len(b)
-    for ra, rb in zip(a.records, b.records):
+    for ra, rb in zip(a.records, b.records, strict=True):
         assert ra.file.name == rb.file.name and (ra.width, ra.height) == (rb.width, rb.height)
         np.testing.assert_allclose(ra.boxes, rb.boxes, atol=atol + 1e-4, rtol=rtol)
         np.testing.assert_array_equal(ra.labels, rb.labels)

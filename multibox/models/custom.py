@@ -159,6 +159,7 @@ def custom_ssd(num_classes: int, num_anchors: list[int], backbone: str = "mobile
         raise MultiboxError(
             f"anchors: model.strides has {len(strides)} levels but the anchors give {len(num_anchors)}"
         )
+    predictor: nn.Module
     if head == "ssd":
         predictor = SSDHead(extractor.out_channels, list(num_anchors), num_classes)
     else:

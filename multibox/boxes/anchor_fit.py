@@ -174,8 +174,8 @@ def _greedy(problem: _Problem, ratio_index: list[int], budget: int) -> tuple[lis
         for k, sizes in enumerate(chosen):
             gains[k, sizes] = -1.0
         if problem.shared_head:  # one more size on every level at once
-            picks = [int(gains[k].argmax()) for k in range(len(cost))]
-            step_cost, gain = sum(cost), float(sum(gains[k, s] for k, s in enumerate(picks)))
+            picks = {k: int(gains[k].argmax()) for k in range(len(cost))}
+            step_cost, gain = sum(cost), float(sum(gains[k, s] for k, s in picks.items()))
         else:
             per_box = gains / torch.tensor(cost, dtype=gains.dtype)[:, None]
             per_box[torch.tensor(cost) > budget - spent] = -1.0
@@ -183,7 +183,7 @@ def _greedy(problem: _Problem, ratio_index: list[int], budget: int) -> tuple[lis
             picks, step_cost, gain = {k: s}, cost[k], float(gains[k, s])
         if gain < min_gain or spent + step_cost > budget:
             break
-        for k, s in (enumerate(picks) if problem.shared_head else picks.items()):
+        for k, s in picks.items():
             chosen[k].append(s)
             best = torch.maximum(best, table[k, s])
         spent += step_cost
@@ -237,7 +237,7 @@ def model_geometry(config: Config) -> tuple[AnchorLayout, list[tuple[int, int]]]
     with torch.device("meta"):
         model = build_model(m.name, 2, [list(r) for r in layout.aspect_ratios], m.width_mult, num_anchors=layout.boxes_per_location(),
                             backbone=m.backbone, strides=list(m.strides), head=m.head)
-    return layout, feature_map_sizes(model, tuple(config.data.input_size))
+    return layout, feature_map_sizes(model, config.data.input_size)
 
 
 def _candidate_sizes(gt: Tensor, layout: AnchorLayout, image_size: tuple[int, int], count: int = 24) -> Tensor:
@@ -325,7 +325,7 @@ def fitted_config(config: Config, fit: AnchorFit) -> Config:
     """A copy of `config` with the fitted anchors (and anchors.auto off: the boxes are now explicit)."""
     out = config.model_copy(deep=True)
     out.anchors.auto = False
-    if fit.changed:
+    if fit.box_sizes is not None and fit.aspect_ratios is not None:  # fit.changed
         out.anchors.box_sizes = [list(level) for level in fit.box_sizes]
         out.anchors.aspect_ratios = [list(level) for level in fit.aspect_ratios]
         out.anchors.scales = out.anchors.sizes = out.anchors.min_scale = out.anchors.max_scale = None
@@ -347,7 +347,7 @@ def print_fit(fit: AnchorFit, console: Any = None) -> None:
         table.add_row(name, str(row["boxes"]), pct(row["before"]), pct(row["after"]))
     table.add_row("default boxes", "", f"{fit.boxes_before:,}", f"{fit.boxes_after:,}")
     console.print(table)
-    if fit.changed:
+    if fit.box_sizes is not None and fit.aspect_ratios is not None:  # fit.changed
         console.print(f"anchors.box_sizes={_flow(fit.box_sizes)} anchors.aspect_ratios={_flow(fit.aspect_ratios)}")
     else:
         console.print("no layout within the box budget covered more boxes than the current one: anchors kept as they are")
@@ -365,6 +365,7 @@ def write_fragment(fit: AnchorFit, path: Path, source: str) -> Path:
         raise MultiboxError(f"{path}: already exists; pass another --out (nothing is overwritten)")
     if not fit.changed:
         raise MultiboxError(f"{path}: not written, the current anchors already cover the most boxes")
+    assert fit.box_sizes is not None and fit.aspect_ratios is not None  # fit.changed
     overall = fit.buckets["all"]
     text = (
         f"# multibox anchors fit -c {source}: input {fit.input_size[0]}x{fit.input_size[1]}, "

@@ -91,6 +91,7 @@ def _level_wh(layout: AnchorLayout, level: int, image_size: tuple[int, int]) -> 
         for s in layout.box_sizes[level]:
             sizes += [(s, s)] + [pair for r in ratios for pair in ((s * math.sqrt(r), s / math.sqrt(r)), (s / math.sqrt(r), s * math.sqrt(r)))]
     else:
+        assert layout.scales is not None  # a layout has either box_sizes or scales
         s_k, s_next = layout.scales[level], layout.scales[level + 1]
         s_prime = math.sqrt(s_k * s_next)
         sizes = [(s_k, s_k), (s_prime, s_prime)]

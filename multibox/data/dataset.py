@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,7 +194,7 @@ def _distributed_rank() -> int:
 
 
 def collate_detections(
-    batch: list[tuple[torch.Tensor, dict[str, Any]] | SkippedSample | None], input_size: tuple[int, int] | None = None
+    batch: Sequence[tuple[torch.Tensor, dict[str, Any]] | SkippedSample | None], input_size: tuple[int, int] | None = None
 ) -> dict[str, Any]:
     """Stack images and zero-pad boxes/labels to the batch's most boxes (at least 1; label 0 = padding).
 

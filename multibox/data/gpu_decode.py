@@ -183,7 +183,8 @@ def decode_batch(raw: dict[str, Any], transform: v2.Compose, input_size: tuple[i
     target_boxes, target_labels = torch.split(raw["target_boxes"], counts), torch.split(raw["target_labels"], counts)
     images = decode_images(encoded, device)
     for index, image in enumerate(images):
-        file, orig_size = raw["files"][index], tuple(int(v) for v in raw["orig_sizes"][index].tolist())
+        height, width = (int(v) for v in raw["orig_sizes"][index].tolist())
+        file, orig_size = raw["files"][index], (height, width)
         checked = check_size(image, encoded[index], orig_size, device) if image is not None else UNREADABLE
         if isinstance(checked, str):
             skipped = SkippedSample(file, checked)

@@ -131,6 +131,7 @@ class DetectionSet:
         xywh = record.boxes.astype(np.float64)
         xywh[:, 2:] -= xywh[:, :2]
         category = self.category_id_of(record.labels).tolist()
+        assert record.areas is not None  # ImageRecord.__post_init__ fills it
         areas, crowd = record.areas.astype(np.float64).tolist(), record.iscrowd.astype(int).tolist()
         return [
             {

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torchvision.ops import box_convert, box_iou
 
 from multibox.data.records import DetectionSet
@@ -23,7 +24,7 @@ SMALL, LARGE = 32**2, 96**2  # COCO size buckets, box area in original pixels
 IOU_CHUNK = 2048  # ground-truth boxes per box_iou call (chunk x defaults floats)
 
 
-def describe(values: np.ndarray) -> dict[str, float | int]:
+def describe(values: ArrayLike) -> dict[str, float | int]:
     """count, mean and the PERCENTILES (p0 = min, p100 = max) of `values`; NaN when empty."""
     values = np.asarray(values, np.float64).reshape(-1)
     out: dict[str, float | int] = {"count": int(values.size), "mean": float(values.mean()) if values.size else float("nan")}

@@ -47,7 +47,8 @@ def make_synthetic_dataset(
     image_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     height, width = size
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for index in range(num_images):
         image, boxes, labels = render_image(rng, (height, width), max_objects, object_sizes)
         file_name = f"{index:06d}{image_ext}"
@@ -80,7 +81,8 @@ def render_image(
     height, width = size
     image = _background(rng, height, width)
     occupied = np.zeros((height, width), bool)
-    boxes, labels = [], []
+    boxes: list[tuple[int, ...]] = []
+    labels: list[int] = []
     wanted = int(rng.integers(1, max_objects + 1))
     for _ in range(wanted * 4):  # a few placement tries per object
         if len(boxes) == wanted:

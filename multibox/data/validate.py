@@ -228,11 +228,12 @@ def _validate(
             add(DUPLICATE_ANNOTATION_ID, where, f"annotation id {ann['id']} appears more than once")
         else:
             annotation_ids.add(ann["id"])
-        image = by_id.get(ann["image_id"])
-        if image is None:
+        found = by_id.get(ann["image_id"])
+        if found is None:
             add(UNKNOWN_IMAGE_ID, where, f"refers to image id {ann['image_id']}, which is not in 'images'")
             actions[i] = ("drop", None)
             continue
+        image = found
         if ann["category_id"] not in categories:
             add(UNKNOWN_CATEGORY, where, f"category id {ann['category_id']} is not in 'categories' (image {image.file_name})")
             actions[i] = ("drop", None)
@@ -322,6 +323,7 @@ def fix_coco(
     for image in kept_images:
         target = out_images / image.file_name
         target.parent.mkdir(parents=True, exist_ok=True)
+        assert image.path is not None  # an image without a safe path is not usable
         try:
             if not link:
                 raise OSError
@@ -448,9 +450,11 @@ def _validate_command(
     elif data_format != "coco":
         from multibox.config import DataConfig, SplitPaths
 
-        data = DataConfig(format=data_format)
+        assert images is not None  # no config, so --images was given (checked above)
+        data = DataConfig.model_validate({"format": data_format})
         splits.append(("dataset", *_as_coco(data, SplitPaths(images=images, annotations=annotations), "train", scratch)))
     else:
+        assert images is not None and annotations is not None  # a COCO dataset needs both (checked above)
         splits.append(("dataset", Path(images), Path(annotations)))
 
     console = Console()

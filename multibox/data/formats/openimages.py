@@ -66,13 +66,14 @@ def load_openimages(root: Path, split: str | Path = "train", classes: Sequence[s
     for image_id, label, box, group in rows:
         if label in label_of:
             per_image.setdefault(image_id, []).append((label_of[label], box, group))
-    records = []
+    records: list[ImageRecord] = []
     for image_id, objects in per_image.items():
         file = _image_file(image_dir, image_id, csv_path)
         width, height = image_size(file, csv_path)
         boxes = np.array([box for _, box, _ in objects], np.float32) * np.array([width, height, width, height], np.float32)
         records.append(ImageRecord(len(records) + 1, file, width, height, boxes,
-                                   [lab for lab, _, _ in objects], [g for _, _, g in objects]))
+                                   np.array([lab for lab, _, _ in objects], np.int64),
+                                   np.array([g for _, _, g in objects], bool)))
     return with_ids(records, names)
 
 

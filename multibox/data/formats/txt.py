@@ -41,7 +41,7 @@ def load_txt(images: Path, annotation_file: Path, class_names: Sequence[str] | P
         names = read_class_names(annotation_file.parent / "classes.txt")
     if names is None:
         raise MultiboxError(f"{annotation_file}: TXT needs class names: set data.class_names (list or names file)")
-    records = []
+    records: list[ImageRecord] = []
     for number, line in enumerate(annotation_file.read_text(encoding="utf-8").splitlines(), start=1):
         fields = line.split()
         if not fields:
@@ -65,7 +65,8 @@ def load_txt(images: Path, annotation_file: Path, class_names: Sequence[str] | P
             boxes.append(values[:4])
             labels.append(cls + 1)
         width, height = image_size(file, where)
-        records.append(ImageRecord(len(records) + 1, file, width, height, boxes, labels, np.zeros(len(labels), bool)))
+        records.append(ImageRecord(len(records) + 1, file, width, height, np.array(boxes, np.float32),
+                                   np.array(labels, np.int64), np.zeros(len(labels), bool)))
     return with_ids(records, names)
 
 

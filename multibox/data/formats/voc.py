@@ -62,7 +62,7 @@ def load_voc(root: Path, split: str | Path | None = None, class_names: Sequence[
         boxes[:, :2] -= 1.0
         records.append(ImageRecord(
             index + 1, file, width, height, boxes,
-            [label_of[obj[0]] for obj in objects], [obj[2] for obj in objects],
+            np.array([label_of[obj[0]] for obj in objects], np.int64), np.array([obj[2] for obj in objects], bool),
         ))
     return with_ids(records, names)
 

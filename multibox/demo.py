@@ -54,6 +54,7 @@ def run_demo(out: Path, overrides: list[str] | None = None) -> dict:
     config = load_config(DEMO_CONFIG, paths + list(overrides or []))
     console.print(f"training {config.model.name} for {config.train.epochs} epochs on the CPU; outputs in {run_dir}")
     metrics = train(config)
+    assert metrics is not None  # the demo has a val set and trains in this one process
     prediction_dir = run_dir / "predictions"
     predict(run_dir / "checkpoints" / "best.ckpt", data_dir / "val" / "images", prediction_dir, conf=0.5)
     print_metrics(metrics, console)

@@ -87,6 +87,8 @@ BoxLoss = Literal["smooth_l1", "giou"]
 class _MatchedLoss(nn.Module):
     """What both losses share: matching, the box term on positives, the weights."""
 
+    class_weights: Tensor | None  # a buffer (None: unweighted), so it follows the module's device
+
     def __init__(
         self,
         num_classes: int,

@@ -180,7 +180,7 @@ class Detector:
     def from_checkpoint(cls, path: str | Path, device: str = "auto", **options: Any) -> Detector:
         """Rebuild a training checkpoint's detector; `options` as in the class docstring."""
         loaded = load_checkpoint(path)
-        return cls(loaded.detector, tuple(loaded.config.data.input_size), loaded.class_names, loaded.category_ids,
+        return cls(loaded.detector, loaded.config.data.input_size, loaded.class_names, loaded.category_ids,
                    device=device, **options)
 
     def _class_indices(self, classes: Iterable[str | int]) -> np.ndarray:
@@ -206,8 +206,11 @@ class Detector:
         RGB) or a (3, H, W) tensor, uint8 or float in [0, 1]; (N, H, W, 3) arrays and (N, 3, H, W)
         tensors are batches.
         """
-        single = isinstance(images, (str, Path, Image.Image)) or (isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 3)
-        items = [images] if single else list(images)
+        items: list[ImageInput]
+        if isinstance(images, (str, Path, Image.Image)) or (isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 3):
+            items = [images]
+        else:
+            items = list(images)
         size = batch_size or self.batch_size
         results: list[Detections] = []
         for start in range(0, len(items), size):
@@ -233,7 +236,7 @@ class Detector:
         keep = scores >= self.conf
         if self.class_filter is not None:
             keep &= np.isin(labels, self.class_filter)
-        keep = np.flatnonzero(keep)[: self.max_det]  # best first already
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        kept = np.flatnonzero(keep)[: self.max_det]  # best first already
+        boxes, scores, labels = boxes[kept], scores[kept], labels[kept]
         return Detections(boxes, scores, labels, [self.class_names[i] for i in labels], self.category_ids[labels],
                           (int(image_size[0]), int(image_size[1])))

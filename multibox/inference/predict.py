@@ -107,6 +107,7 @@ def predict(
     if video:
         results = predict_video(detector, source, out_dir, progress, save_txt)
     else:
+        assert files is not None  # listed above for a source that is not a video
         results = predict_images(detector, files, root, out_dir, progress, save_txt)
     (out_dir / "predictions.json").write_text(json.dumps(results), encoding="utf-8")
     return results
@@ -138,6 +139,7 @@ def predict_images(
         task = bar.add_task("predicting", total=len(files))
         upcoming = reader.submit(_read_batch, batches[0]) if batches else None
         for index in range(len(batches)):
+            assert upcoming is not None  # submitted for every batch up to the last
             images = upcoming.result()
             upcoming = reader.submit(_read_batch, batches[index + 1]) if index + 1 < len(batches) else None
             for (path, image), found in zip(images, detector.detect_rgb([image for _, image in images]), strict=True):

@@ -1,4 +1,5 @@
-# Quick start: `make demo` trains and evaluates a small SSD on synthetic data; `make test` runs the tests.
+# Quick start: `make demo` trains and evaluates a small SSD on synthetic data; `make test` runs the lint, format and
+# type checks (`make lint`), then the tests.
 # Both create .venv on first use and install multibox into it (plain pip: it uses the local torch wheels).
 PYTHON ?= python3
 # The one install path: `make install` here, and the same target in docker/Dockerfile with VENV=/opt/venv,
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.multibox-installed
 SPEC := .$(if $(EXTRAS),[$(EXTRAS)])
 DEMO_OUT ?= demo_out
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo lint test test-all clean
 
 install: $(STAMP)
 
@@ -24,7 +25,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/multibox demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy multibox
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP)
@@ -32,4 +38,4 @@ test-all: $(STAMP)
 	bash docker/check_install.sh
 
 clean:
-	rm -rf $(DEMO_OUT) .pytest_cache
+	rm -rf $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -29,8 +29,8 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 from memory import reset_peak_rss, status_mb
@@ -116,10 +116,12 @@ def main() -> None:
     images = results["loader"][0][2]
     print(f"\n{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
           f"{args.workers} loader workers, {images} images per epoch ({height}x{width} JPEG -> 128x128, augment "
-          f"{args.augment}, decode {args.decode}, batch {config.data.batch_size}, {device}), median of {args.epochs} epochs per mode, "
+          f"{args.augment}, decode {args.decode}, batch {config.data.batch_size}, {device}), "
+          f"median of {args.epochs} epochs per mode, "
           f"load {os.getloadavg()[0]:.2f}\n")
     print("| case | real loader | pre-loaded tensors | ratio |\n|---|---|---|---|")
-    print(f"| epoch (s) | {epoch['loader']:.2f} | {epoch['pre-loaded']:.2f} | {epoch['loader'] / epoch['pre-loaded']:.2f}× |")
+    print(f"| epoch (s) | {epoch['loader']:.2f} | {epoch['pre-loaded']:.2f} "
+          f"| {epoch['loader'] / epoch['pre-loaded']:.2f}× |")
     print(f"| images/s | {images / epoch['loader']:.1f} | {images / epoch['pre-loaded']:.1f} | |")
     print(f"| utilisation (step time / epoch time) | {util['loader']:.0%} | {util['pre-loaded']:.0%} | |")
     print(f"| peak memory of the training process (MiB, growth over the epoch) | {memory['loader']:.0f} "

@@ -25,8 +25,9 @@ import pstats
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import cv2
 import torch
@@ -85,7 +86,7 @@ class TorchvisionDataset(torch.utils.data.Dataset):
 
 
 def stack_collate(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-    images, targets = zip(*batch)
+    images, targets = zip(*batch, strict=True)
     return torch.stack([torch.as_tensor(image) for image in images]), list(targets)
 
 
@@ -170,8 +171,10 @@ def main() -> None:
         os.sched_setaffinity(0, set(affinity))
         print(f"\nDataLoader, {args.workers} workers, {len(affinity)} cores allowed, batch {args.batch_size}, shuffled:\n")
         print("| pipeline | images/s |\n|---|---|")
-        print(f"| (a) multibox `ssd` | {spread(measure_loader(ssd, collate_detections, args.batch_size, args.workers, args.repeats))} |")
-        print(f"| (b) torchvision v2 `ssd` | {spread(measure_loader(tv, stack_collate, args.batch_size, args.workers, args.repeats))} |")
+        ours = measure_loader(ssd, collate_detections, args.batch_size, args.workers, args.repeats)
+        print(f"| (a) multibox `ssd` | {spread(ours)} |")
+        theirs = measure_loader(tv, stack_collate, args.batch_size, args.workers, args.repeats)
+        print(f"| (b) torchvision v2 `ssd` | {spread(theirs)} |")
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Callable
 
 import torch
 from memory import reset_peak_rss, status_mb
@@ -80,7 +80,7 @@ def _canonical(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def check_same(ours: list[dict], theirs: list[dict]) -> None:
-    for i, (a, b) in enumerate(zip(map(_canonical, ours), map(_canonical, theirs))):
+    for i, (a, b) in enumerate(zip(map(_canonical, ours), map(_canonical, theirs), strict=True)):
         if len(a["scores"]) != len(b["scores"]) or not torch.equal(a["labels"], b["labels"]) or not torch.allclose(
             a["boxes"], b["boxes"], atol=1e-3
         ) or not torch.allclose(a["scores"], b["scores"]):

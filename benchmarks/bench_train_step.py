@@ -147,7 +147,7 @@ class LossOnly:
             loss = model.criterion(regression, logits, model.detector.default_boxes, self.side.boxes, self.side.labels)["loss"]
         else:  # torchvision's SSD.forward from the anchors on
             anchors = model.anchor_generator(self.image_batch, self.features)
-            matched = [model.proposal_matcher(box_iou(t["boxes"], a)) for a, t in zip(anchors, self.targets)]
+            matched = [model.proposal_matcher(box_iou(t["boxes"], a)) for a, t in zip(anchors, self.targets, strict=True)]
             out = model.compute_loss(self.targets, {"bbox_regression": regression, "cls_logits": logits}, anchors, matched)
             loss = out["bbox_regression"] + out["classification"]
         loss.backward()
@@ -159,7 +159,7 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved(sides: dict[str, "Side | LossOnly"], warmup: int, steps: int) -> dict[str, list[float]]:
+def interleaved(sides: dict[str, Side | LossOnly], warmup: int, steps: int) -> dict[str, list[float]]:
     """Seconds per step for each side, alternating sides so load changes hit both alike."""
     times: dict[str, list[float]] = {k: [] for k in sides}
     for i in range(warmup + steps):
@@ -230,12 +230,15 @@ def run_model(name: str, args: argparse.Namespace) -> list[str]:
     memory = {k: peak_memory_mb(name, k, args) for k in sides} if not args.no_memory else {k: float("nan") for k in sides}
     ips = {k: args.batch / med[k] for k in sides}
     return [
-        f"| {name} step (s), batch {args.batch} | {med['multibox']:.3f} ({min(times['multibox']):.3f}–{max(times['multibox']):.3f}) "
+        f"| {name} step (s), batch {args.batch} "
+        f"| {med['multibox']:.3f} ({min(times['multibox']):.3f}–{max(times['multibox']):.3f}) "
         f"| {med['torchvision']:.3f} ({min(times['torchvision']):.3f}–{max(times['torchvision']):.3f}) "
         f"| {med['torchvision'] / med['multibox']:.2f}× |",
-        f"| {name} target assignment + loss, fwd + bwd (ms) | {loss_med['multibox']:.1f} | {loss_med['torchvision']:.1f} "
+        f"| {name} target assignment + loss, fwd + bwd (ms) "
+        f"| {loss_med['multibox']:.1f} | {loss_med['torchvision']:.1f} "
         f"| {loss_med['torchvision'] / loss_med['multibox']:.2f}× |",
-        f"| {name} images/s | {ips['multibox']:.2f} | {ips['torchvision']:.2f} | {ips['multibox'] / ips['torchvision']:.2f}× |",
+        f"| {name} images/s | {ips['multibox']:.2f} | {ips['torchvision']:.2f} "
+        f"| {ips['multibox'] / ips['torchvision']:.2f}× |",
         f"| {name} peak memory (MiB) | {memory['multibox']:.0f} | {memory['torchvision']:.0f} "
         f"| {memory['multibox'] / memory['torchvision']:.2f} (multibox / torchvision) |",
     ]

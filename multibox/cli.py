@@ -186,7 +186,8 @@ def _run(args: argparse.Namespace) -> int:
         classes = [n.strip() for n in args.classes.split(",") if n.strip()] if args.classes else None
         dataset = convert(args.source_format, args.target_format, args.src, args.dst,
                           annotations=args.annotations, class_names=names, classes=classes)
-        print(f"wrote {len(dataset)} images, {dataset.num_boxes} boxes, {dataset.num_classes} classes as {args.target_format} to {args.dst}")
+        print(f"wrote {len(dataset)} images, {dataset.num_boxes} boxes, {dataset.num_classes} classes "
+              f"as {args.target_format} to {args.dst}")
     elif args.command == "demo":
         from multibox.demo import run_demo
 

@@ -28,7 +28,8 @@ class SplitPaths(_Section):
     annotations: Path | None = Field(
         None,
         description="The split's annotations: coco: instances JSON; voc: split name or split file (none: every XML); "
-        "yolo: labels folder (none: labels/ beside images/); txt: the list file; openimages: split name or bbox CSV; cognata: unused.",
+        "yolo: labels folder (none: labels/ beside images/); txt: the list file; openimages: split name or bbox CSV; "
+        "cognata: unused.",
     )
 
 
@@ -49,7 +50,8 @@ class DataConfig(_Section):
         "coco", description="Annotation format of train/val (see multibox.data.formats)."
     )
     class_names: list[str] | Path | None = Field(
-        None, description="voc/yolo/txt: class names in label order, a list or a names file (one a line, or a YOLO data .yaml with names:)."
+        None, description="voc/yolo/txt: class names in label order, a list or a names file "
+        "(one a line, or a YOLO data .yaml with names:)."
     )
     classes: list[str] | None = Field(None, description="openimages: display names of the classes kept, in label order (all when not set).")
     cognata: CognataConfig = Field(default_factory=CognataConfig, description="Cognata reader filters.")
@@ -63,12 +65,14 @@ class DataConfig(_Section):
     augment: Literal["ssd", "ssdlite", "none"] | list[dict[str, Any]] = Field(
         "ssd",
         description="Training augmentation preset, or a list of albumentations transforms with arguments "
-        "([{name: HorizontalFlip, p: 0.5}, ...]; also ZoomOut, IoUCrop, PhotometricDistort); the resize to input_size is added.",
+        "([{name: HorizontalFlip, p: 0.5}, ...]; also ZoomOut, IoUCrop, PhotometricDistort); "
+        "the resize to input_size is added.",
     )
     decode: Literal["cpu", "gpu"] = Field(
         "cpu",
         description="Where images are decoded and augmented: cpu (loader workers: OpenCV + albumentations) or gpu "
-        "(workers only read the files; batched torchvision decode_jpeg and transforms.v2 presets on the training device).",
+        "(workers only read the files; batched torchvision decode_jpeg and transforms.v2 presets "
+        "on the training device).",
     )
 
     @field_validator("decode")
@@ -86,7 +90,8 @@ class DataConfig(_Section):
             message = f"expected ssd, ssdlite, none or a list of {{name: Transform, ...}}, got {value!r}"
             raise PydanticCustomError("augment", "{message}", {"message": message})
         if isinstance(value, (list, tuple)):
-            from multibox.data.transforms import build_augment_steps  # albumentations is only imported when a list is given
+            # albumentations is only imported when a list is given
+            from multibox.data.transforms import build_augment_steps
 
             try:
                 build_augment_steps(value)
@@ -111,8 +116,8 @@ class ModelConfig(_Section):
     width_mult: float = Field(1.0, gt=0.0, description="Channel multiplier of MobileNet backbones (torchvision's; the SSDLite extras keep their width).")
     backbone_weights: str | None = Field(
         None,
-        description="Backbone start: 'imagenet' (torchvision's file, from the local torch hub cache only; never downloaded), "
-        "a classification state-dict file, or none for random init.",
+        description="Backbone start: 'imagenet' (torchvision's file, from the local torch hub cache only; "
+        "never downloaded), a classification state-dict file, or none for random init.",
     )
     weights: str | None = Field(
         None,
@@ -124,7 +129,8 @@ class ModelConfig(_Section):
     )
     strides: list[int] = Field(
         default_factory=lambda: [8, 16, 32, 64],
-        description="model.name=custom only: prediction strides, powers of two from 8 (backbone taps 8/16/32, extra blocks beyond).",
+        description="model.name=custom only: prediction strides, powers of two from 8 "
+        "(backbone taps 8/16/32, extra blocks beyond).",
     )
     head: Literal["ssd", "ssdlite"] = Field("ssdlite", description="model.name=custom only: 3x3-conv SSD head or depthwise SSDLite head.")
 
@@ -134,7 +140,8 @@ class AnchorConfig(_Section):
     scales: list[float] | None = Field(None, description="Box scale per level plus one more, as fractions of the input's shorter side.")
     sizes: list[float] | None = Field(None, description="Box sizes in input pixels, per level plus one (MLCommons style); instead of scales.")
     box_sizes: list[list[float]] | None = Field(
-        None, description="Per level, explicit square box sizes in input pixels (each with its aspect-ratio pairs); replaces scales/sizes."
+        None, description="Per level, explicit square box sizes in input pixels (each with its aspect-ratio pairs); "
+        "replaces scales/sizes."
     )
     min_scale: float | None = Field(None, gt=0.0, description="Smallest scale when scales is not given (linear spacing to max_scale).")
     max_scale: float | None = Field(None, gt=0.0, description="Largest scale when scales is not given.")
@@ -142,7 +149,8 @@ class AnchorConfig(_Section):
     clip: bool = Field(True, description="Clip default boxes' width and height to the image, as torchvision does.")
     auto: bool = Field(
         False,
-        description="Fit box_sizes and aspect_ratios to the training set's boxes before training (as `multibox anchors fit`) and log the coverage.",
+        description="Fit box_sizes and aspect_ratios to the training set's boxes before training "
+        "(as `multibox anchors fit`) and log the coverage.",
     )
 
     @field_validator("aspect_ratios")
@@ -157,8 +165,10 @@ class LossConfig(_Section):
     neg_pos_ratio: float = Field(3.0, gt=0.0, description="Hard negatives kept per positive default box (loss.negatives=hard).")
     negatives: Literal["hard", "dns"] = Field(
         "hard",
-        description="Negative sampling of the multibox loss: hard = the neg_pos_ratio x positives highest-loss negatives; "
-        "dns = every negative the model currently misclassifies (all negatives when none is), seed 000's dynamic sampling.",
+        description="Negative sampling of the multibox loss: "
+        "hard = the neg_pos_ratio x positives highest-loss negatives; "
+        "dns = every negative the model currently misclassifies (all negatives when none is), "
+        "seed 000's dynamic sampling.",
     )
     minibatch_size: int | None = Field(
         None, ge=1, description="Cap on the default boxes (positives + negatives) that enter the classification loss per image."
@@ -169,13 +179,14 @@ class LossConfig(_Section):
     iou_threshold: float = Field(0.5, gt=0.0, le=1.0, description="IoU at which a default box matches a ground-truth box.")
     class_weights: list[float] | Literal["auto"] | None = Field(
         None,
-        description="Cross-entropy weight per foreground class (background is 1), or auto: from the training set's label "
-        "frequencies (inverse frequency, normalised to mean 1).",
+        description="Cross-entropy weight per foreground class (background is 1), "
+        "or auto: from the training set's label frequencies (inverse frequency, normalised to mean 1).",
     )
     bbox_weight: float = Field(1.0, ge=0.0, description="Weight of the localisation term.")
     cls_weight: float = Field(1.0, ge=0.0, description="Weight of the classification (cross-entropy) term.")
     name: Literal["multibox", "focal"] = Field(
-        "multibox", description="multibox: softmax cross-entropy with hard negatives; focal: sigmoid focal loss on all boxes (scores become sigmoids)."
+        "multibox", description="multibox: softmax cross-entropy with hard negatives; "
+        "focal: sigmoid focal loss on all boxes (scores become sigmoids)."
     )
     focal_alpha: float = Field(0.25, ge=0.0, le=1.0, description="Focal loss: weight of the positive targets (negatives get 1 - alpha).")
     focal_gamma: float = Field(2.0, ge=0.0, description="Focal loss: focusing exponent on (1 - p_t).")
@@ -192,7 +203,8 @@ class OptimizerConfig(_Section):
 class SchedulerConfig(_Section):
     name: Literal["multistep", "cosine", "onecycle", "constant"] = Field(
         "multistep",
-        description="Learning-rate schedule after warmup. onecycle: linear rise from warmup_factor over pct_start of the run, "
+        description="Learning-rate schedule after warmup. "
+        "onecycle: linear rise from warmup_factor over pct_start of the run, "
         "then cosine down to min_lr_ratio (warmup_steps is ignored).",
     )
     milestones: list[int] = Field(default_factory=list, description="Epochs at which multistep multiplies the rate by gamma.")
@@ -213,7 +225,9 @@ class TrainConfig(_Section):
     strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"] = Field(
         "auto", description="Distribution strategy; auto is ddp when more than one device or node is used."
     )
-    channels_last: bool = Field(False, description="Run the model in channels_last memory format: pays on GPUs with tensor cores and, on the CPU, for depthwise models (SSDLite step 1.3x faster), not for VGG16 (0.8x); see benchmarks/RESULTS.md.")
+    channels_last: bool = Field(False, description="Run the model in channels_last memory format: pays on GPUs "
+                                "with tensor cores and, on the CPU, for depthwise models (SSDLite step 1.3x faster), "
+                                "not for VGG16 (0.8x); see benchmarks/RESULTS.md.")
     compile: bool = Field(False, description="torch.compile the network (slower start, faster steps on GPUs).")
     checkpoint_every_n_steps: int | None = Field(
         None, ge=1, description="Also write last.ckpt every n optimizer steps (besides every epoch)."
@@ -248,13 +262,13 @@ class Config(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
-    def _one_scale_form(self) -> "Config":
+    def _one_scale_form(self) -> Config:
         if self.anchors.sizes is not None and self.anchors.scales is not None:
             raise ValueError("anchors: give either scales (fractions) or sizes (pixels), not both")
         return self
 
     @model_validator(mode="after")
-    def _class_weights_match(self) -> "Config":
+    def _class_weights_match(self) -> Config:
         weights, n = self.loss.class_weights, self.model.num_classes
         if isinstance(weights, list) and n is not None and len(weights) != n:
             raise ValueError(f"loss.class_weights has {len(weights)} values but model.num_classes is {n}")
@@ -334,7 +348,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def resolve_paths(config: Config) -> Config:
-    """Make data and weight paths absolute (relative to the working directory), so a checkpoint's config works anywhere."""
+    """Make data and weight paths absolute (relative to the working directory): a checkpoint's config works anywhere."""
     for key in ("weights", "backbone_weights"):
         value = getattr(config.model, key)
         if value is not None and value.lower() not in ("imagenet", "none", "null"):

@@ -54,13 +54,16 @@ def run_demo(out: Path, overrides: list[str] | None = None) -> dict:
     config = load_config(DEMO_CONFIG, paths + list(overrides or []))
     console.print(f"training {config.model.name} for {config.train.epochs} epochs on the CPU; outputs in {run_dir}")
     metrics = train(config)
+    assert metrics is not None  # the demo has a val set and trains in this one process
     prediction_dir = run_dir / "predictions"
     predict(run_dir / "checkpoints" / "best.ckpt", data_dir / "val" / "images", prediction_dir, conf=0.5)
     print_metrics(metrics, console)
     elapsed = time.perf_counter() - started
     console.print(
-        f"[bold]demo done in {elapsed / 60:.1f} min: mAP@[.5:.95] = {metrics['map']:.3f}, mAP@.5 = {metrics['map_50']:.3f}[/bold]\n"
-        f"checkpoints, metrics.json, results.png and TensorBoard logs: {run_dir}\nannotated predictions: {prediction_dir}\n"
+        f"[bold]demo done in {elapsed / 60:.1f} min: "
+        f"mAP@[.5:.95] = {metrics['map']:.3f}, mAP@.5 = {metrics['map_50']:.3f}[/bold]\n"
+        f"checkpoints, metrics.json, results.png and TensorBoard logs: {run_dir}\n"
+        f"annotated predictions: {prediction_dir}\n"
         f"report (PR curves, confusion matrix, worst images): {run_dir / 'report.md'}"
     )
     return metrics

@@ -15,7 +15,8 @@ counts (:func:`class_weights_from_counts`).
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -85,6 +86,8 @@ BoxLoss = Literal["smooth_l1", "giou"]
 
 class _MatchedLoss(nn.Module):
     """What both losses share: matching, the box term on positives, the weights."""
+
+    class_weights: Tensor | None  # a buffer (None: unweighted), so it follows the module's device
 
     def __init__(
         self,

@@ -117,7 +117,7 @@ def test_fpn_training_step_with_focal_loss():
 
     detections = module.detector.postprocess(regression.detach(), logits.detach(), torch.tensor([[128, 128], [48, 64]]))
     scores = torch.sigmoid(logits.detach()[..., 1:])
-    for det, size, image_scores in zip(detections, [(128, 128), (48, 64)], scores):
+    for det, size, image_scores in zip(detections, [(128, 128), (48, 64)], scores, strict=True):
         assert 0 < len(det["scores"]) <= 50
         assert det["scores"][0] == pytest.approx(image_scores.max().item())  # best box first, sigmoid score
         assert torch.all(det["scores"][:-1] >= det["scores"][1:])
@@ -147,6 +147,6 @@ def test_focal_training_finds_the_objects():
     module.eval()
     with torch.no_grad():
         detections = module.detector.detect(batch["images"].float() / 255, torch.tensor([[64, 64], [64, 64]]))
-    for det, box, label in zip(detections, batch["boxes"], batch["labels"]):
+    for det, box, label in zip(detections, batch["boxes"], batch["labels"], strict=True):
         assert det["labels"][0] == label[0]
         assert box_iou(det["boxes"][:1], box * 64).item() > 0.5

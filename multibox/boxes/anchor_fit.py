@@ -71,7 +71,7 @@ def level_grids(layout: AnchorLayout, feature_sizes: list[tuple[int, int]], imag
 
 
 def iou_at_offset(gt_wh: Tensor, offsets: Tensor, shapes_wh: Tensor) -> Tensor:
-    """(G, S) IoU of gt boxes (G, 2 w, h) with default boxes of shapes (S, 2) whose centres are `offsets` (G, 2) away."""
+    """(G, S) IoU of gt boxes (G, 2: w, h) and default boxes of shapes (S, 2) centred `offsets` (G, 2) away."""
     gw, gh = gt_wh[:, 0:1], gt_wh[:, 1:2]
     dx, dy = offsets[:, 0:1], offsets[:, 1:2]
     aw, ah = shapes_wh[None, :, 0], shapes_wh[None, :, 1]
@@ -92,7 +92,7 @@ def best_ious(gt_xyxy: Tensor, layout: AnchorLayout, feature_sizes: list[tuple[i
     gt = gt_xyxy.double()
     centres, wh = (gt[:, :2] + gt[:, 2:]) / 2, gt[:, 2:] - gt[:, :2]
     best = torch.zeros(len(gt), dtype=torch.float64)
-    for grid, shapes in zip(level_grids(layout, feature_sizes, image_size), level_shapes(layout, image_size)):
+    for grid, shapes in zip(level_grids(layout, feature_sizes, image_size), level_shapes(layout, image_size), strict=True):
         if len(gt):
             best = torch.maximum(best, iou_at_offset(wh, grid.offsets(centres), shapes).max(dim=1).values)
     return best
@@ -124,7 +124,7 @@ class _Problem:
 
     def cost(self, ratio_index: list[int]) -> list[int]:
         """Default boxes one size costs on each level, given each level's ratio set."""
-        return [n * (1 + 2 * len(self.ratio_sets[r])) for n, r in zip(self.locations, ratio_index)]
+        return [n * (1 + 2 * len(self.ratio_sets[r])) for n, r in zip(self.locations, ratio_index, strict=True)]
 
 
 def _build_problem(gt: Tensor, grids: list[Grid], image_size: tuple[int, int], sizes: Tensor,
@@ -160,7 +160,7 @@ def _swap_pass(problem: _Problem, table: Tensor, chosen: list[list[int]]) -> lis
 
 
 def _greedy(problem: _Problem, ratio_index: list[int], budget: int) -> tuple[list[list[int]], float] | None:
-    """Sizes per level for fixed ratio sets: one per level to start, then the best gain per box while the budget lasts."""
+    """Sizes per level for fixed ratio sets: one per level first, then the best gain per box while the budget lasts."""
     table = problem.ious[torch.arange(len(ratio_index)), torch.tensor(ratio_index)]  # (L, S, G)
     cost = problem.cost(ratio_index)
     if sum(cost) > budget:
@@ -174,8 +174,8 @@ def _greedy(problem: _Problem, ratio_index: list[int], budget: int) -> tuple[lis
         for k, sizes in enumerate(chosen):
             gains[k, sizes] = -1.0
         if problem.shared_head:  # one more size on every level at once
-            picks = [int(gains[k].argmax()) for k in range(len(cost))]
-            step_cost, gain = sum(cost), float(sum(gains[k, s] for k, s in enumerate(picks)))
+            picks = {k: int(gains[k].argmax()) for k in range(len(cost))}
+            step_cost, gain = sum(cost), float(sum(gains[k, s] for k, s in picks.items()))
         else:
             per_box = gains / torch.tensor(cost, dtype=gains.dtype)[:, None]
             per_box[torch.tensor(cost) > budget - spent] = -1.0
@@ -183,7 +183,7 @@ def _greedy(problem: _Problem, ratio_index: list[int], budget: int) -> tuple[lis
             picks, step_cost, gain = {k: s}, cost[k], float(gains[k, s])
         if gain < min_gain or spent + step_cost > budget:
             break
-        for k, s in (enumerate(picks) if problem.shared_head else picks.items()):
+        for k, s in picks.items():
             chosen[k].append(s)
             best = torch.maximum(best, table[k, s])
         spent += step_cost
@@ -237,7 +237,7 @@ def model_geometry(config: Config) -> tuple[AnchorLayout, list[tuple[int, int]]]
     with torch.device("meta"):
         model = build_model(m.name, 2, [list(r) for r in layout.aspect_ratios], m.width_mult, num_anchors=layout.boxes_per_location(),
                             backbone=m.backbone, strides=list(m.strides), head=m.head)
-    return layout, feature_map_sizes(model, tuple(config.data.input_size))
+    return layout, feature_map_sizes(model, config.data.input_size)
 
 
 def _candidate_sizes(gt: Tensor, layout: AnchorLayout, image_size: tuple[int, int], count: int = 24) -> Tensor:
@@ -268,8 +268,8 @@ def bucket_coverage(areas: np.ndarray, before: Tensor, after: Tensor, threshold:
     for name, mask in masks.items():
         m = torch.from_numpy(mask)
         count = int(mask.sum())
-        share = lambda best: float((best[m] >= threshold).double().mean()) if count else float("nan")  # noqa: E731
-        table[name] = {"boxes": count, "before": share(before), "after": share(after)}
+        share = [float((best[m] >= threshold).double().mean()) if count else float("nan") for best in (before, after)]
+        table[name] = {"boxes": count, "before": share[0], "after": share[1]}
     return table
 
 
@@ -325,7 +325,7 @@ def fitted_config(config: Config, fit: AnchorFit) -> Config:
     """A copy of `config` with the fitted anchors (and anchors.auto off: the boxes are now explicit)."""
     out = config.model_copy(deep=True)
     out.anchors.auto = False
-    if fit.changed:
+    if fit.box_sizes is not None and fit.aspect_ratios is not None:  # fit.changed
         out.anchors.box_sizes = [list(level) for level in fit.box_sizes]
         out.anchors.aspect_ratios = [list(level) for level in fit.aspect_ratios]
         out.anchors.scales = out.anchors.sizes = out.anchors.min_scale = out.anchors.max_scale = None
@@ -347,7 +347,7 @@ def print_fit(fit: AnchorFit, console: Any = None) -> None:
         table.add_row(name, str(row["boxes"]), pct(row["before"]), pct(row["after"]))
     table.add_row("default boxes", "", f"{fit.boxes_before:,}", f"{fit.boxes_after:,}")
     console.print(table)
-    if fit.changed:
+    if fit.box_sizes is not None and fit.aspect_ratios is not None:  # fit.changed
         console.print(f"anchors.box_sizes={_flow(fit.box_sizes)} anchors.aspect_ratios={_flow(fit.aspect_ratios)}")
     else:
         console.print("no layout within the box budget covered more boxes than the current one: anchors kept as they are")
@@ -365,9 +365,11 @@ def write_fragment(fit: AnchorFit, path: Path, source: str) -> Path:
         raise MultiboxError(f"{path}: already exists; pass another --out (nothing is overwritten)")
     if not fit.changed:
         raise MultiboxError(f"{path}: not written, the current anchors already cover the most boxes")
+    assert fit.box_sizes is not None and fit.aspect_ratios is not None  # fit.changed
     overall = fit.buckets["all"]
     text = (
-        f"# multibox anchors fit -c {source}: input {fit.input_size[0]}x{fit.input_size[1]}, {overall['boxes']} training boxes\n"
+        f"# multibox anchors fit -c {source}: input {fit.input_size[0]}x{fit.input_size[1]}, "
+        f"{overall['boxes']} training boxes\n"
         f"# coverage (best IoU >= {fit.iou_threshold:g}): {overall['before']:.1%} -> {overall['after']:.1%}; "
         f"default boxes {fit.boxes_before} -> {fit.boxes_after}\n"
         "# Use: copy the anchors keys into the config (they replace scales/sizes), or pass them as overrides:\n"

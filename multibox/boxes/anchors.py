@@ -40,7 +40,7 @@ class AnchorLayout:
         """Paper form: 2 squares (s_k and sqrt(s_k s_k+1)) plus 2 per aspect ratio, per level.
         Explicit form: each listed size's square plus 2 per aspect ratio."""
         if self.box_sizes is not None:
-            return [len(sizes) * (1 + 2 * len(ratios)) for sizes, ratios in zip(self.box_sizes, self.aspect_ratios)]
+            return [len(sizes) * (1 + 2 * len(ratios)) for sizes, ratios in zip(self.box_sizes, self.aspect_ratios, strict=True)]
         return [2 + 2 * len(ratios) for ratios in self.aspect_ratios]
 
 
@@ -91,6 +91,7 @@ def _level_wh(layout: AnchorLayout, level: int, image_size: tuple[int, int]) -> 
         for s in layout.box_sizes[level]:
             sizes += [(s, s)] + [pair for r in ratios for pair in ((s * math.sqrt(r), s / math.sqrt(r)), (s / math.sqrt(r), s * math.sqrt(r)))]
     else:
+        assert layout.scales is not None  # a layout has either box_sizes or scales
         s_k, s_next = layout.scales[level], layout.scales[level + 1]
         s_prime = math.sqrt(s_k * s_next)
         sizes = [(s_k, s_k), (s_prime, s_prime)]
@@ -112,7 +113,8 @@ def default_boxes(
     """
     if len(feature_sizes) != layout.num_levels:
         raise MultiboxError(
-            f"anchors: the model has {len(feature_sizes)} feature levels but anchors.aspect_ratios has {layout.num_levels}"
+            f"anchors: the model has {len(feature_sizes)} feature levels "
+            f"but anchors.aspect_ratios has {layout.num_levels}"
         )
     height, width = image_size
     per_level = []
@@ -135,4 +137,4 @@ def default_boxes(
 
 def count_boxes(layout: AnchorLayout, feature_sizes: list[tuple[int, int]]) -> list[int]:
     """Default boxes per level (H * W * boxes per location)."""
-    return [h * w * b for (h, w), b in zip(feature_sizes, layout.boxes_per_location())]
+    return [h * w * b for (h, w), b in zip(feature_sizes, layout.boxes_per_location(), strict=True)]

@@ -123,7 +123,7 @@ def postprocess(
     default_cxcywh: Tensor,
     image_sizes: Tensor,
     settings: PostprocessSettings = PostprocessSettings(),
-    coder: BoxCoder = BoxCoder(),
+    coder: BoxCoder | None = None,
 ) -> list[dict[str, Tensor]]:
     """Detections per image.
 
@@ -133,6 +133,7 @@ def postprocess(
     images — boxes come back as xyxy in those pixels.
     Returns N dicts with ``boxes`` (D, 4), ``scores`` (D,), ``labels`` (D,) (1..C-1), best first.
     """
+    coder = coder if coder is not None else BoxCoder()
     scale = image_sizes.flip(-1).repeat(1, 2).to(box_regression.dtype)[:, None, :]  # (N, 1, 4) w h w h
     boxes = (coder.decode(box_regression, default_cxcywh).clamp(0.0, 1.0) * scale).float()  # (N, A, 4)
     if settings.score_activation == "sigmoid":  # column 0 (background) is dropped by _candidate_scores
@@ -146,6 +147,6 @@ def postprocess(
     per_image = keep.sum(dim=1).tolist()
     fields = (boxes_m[keep], scores_m[keep], labels_m[keep])
     return [
-        {"boxes": b, "scores": s, "labels": l}
-        for b, s, l in zip(*(torch.split(field, per_image) for field in fields))
+        {"boxes": b, "scores": s, "labels": c}
+        for b, s, c in zip(*(torch.split(field, per_image) for field in fields), strict=True)
     ]

@@ -46,7 +46,8 @@ def load_coco(images_dir: Path, annotation_file: Path) -> DetectionSet:
     records = [
         ImageRecord(image["id"], _image_path(root, image["file_name"], annotation_file), image["width"], image["height"],
                     b, lab, c, ar)
-        for image, b, lab, c, ar in zip(images, *groups)
+        # strict=False: with no images np.split still returns one (empty) part per array.
+        for image, b, lab, c, ar in zip(images, *groups, strict=False)
     ]
     return DetectionSet(records=records, class_names=class_names, category_ids=category_ids)
 

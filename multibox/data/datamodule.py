@@ -22,7 +22,7 @@ from multibox.data.coco import load_coco
 from multibox.data.dataset import DetectionDataset, collate_detections
 from multibox.data.gpu_decode import EncodedDetectionDataset, build_gpu_transform, collate_encoded, decode_batch
 from multibox.data.records import DetectionSet
-from multibox.data.transforms import build_eval_transform, build_train_transform
+from multibox.data.transforms import DetectionTransform, build_eval_transform, build_train_transform
 from multibox.errors import MultiboxError
 
 
@@ -42,7 +42,7 @@ def load_split(split: SplitPaths, name: str, data_format: str = "coco", data: Da
 
 
 class DetectionDataModule(L.LightningDataModule):
-    """Train/val loaders of a config; `class_names`, `category_ids`, `num_classes`, `val_set` are set on construction."""
+    """Train/val loaders of a config; `class_names`, `category_ids`, `num_classes`, `val_set` are set in __init__."""
 
     def __init__(self, config: Config):
         super().__init__()
@@ -90,7 +90,9 @@ class DetectionDataModule(L.LightningDataModule):
         """The main process's augmentation stream (it augments when data.num_workers is 0), for exact resume."""
         if self._train_dataset is None or self.config.data.num_workers > 0 or self.config.data.decode == "gpu":
             return {}  # data.decode=gpu augments from torch's global generator
-        compose = self._train_dataset.transform.compose
+        transform = self._train_dataset.transform
+        assert isinstance(transform, DetectionTransform)  # built by build_train_transform
+        compose = transform.compose
         return {"augment_numpy": compose.random_generator.bit_generator.state, "augment_python": compose.py_random.getstate()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -108,7 +110,7 @@ class DetectionDataModule(L.LightningDataModule):
         return self._loader(dataset, shuffle=False, drop_last=False)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """data.decode=gpu: the encoded bytes stay on the CPU (decode_jpeg reads its input there, whatever the device)."""
+        """data.decode=gpu: the encoded bytes stay on the CPU (decode_jpeg reads its input there, any device)."""
         if isinstance(batch, dict) and "encoded" in batch:
             rest = {key: value for key, value in batch.items() if key != "encoded"}
             return {**super().transfer_batch_to_device(rest, device, dataloader_idx), "encoded": batch["encoded"]}
@@ -120,8 +122,10 @@ class DetectionDataModule(L.LightningDataModule):
             return batch
         train, data = bool(batch["train"]), self.config.data
         if train not in self._gpu_transforms:
-            self._gpu_transforms[train] = build_gpu_transform(data.augment if train else "none", data.input_size, train)
-        return decode_batch(batch, self._gpu_transforms[train], tuple(data.input_size), batch["image_ids"].device)
+            preset = data.augment if train else "none"
+            assert isinstance(preset, str)  # data.decode=gpu takes only presets (DataConfig._decode_preset)
+            self._gpu_transforms[train] = build_gpu_transform(preset, data.input_size, train)
+        return decode_batch(batch, self._gpu_transforms[train], data.input_size, batch["image_ids"].device)
 
     def prepare_batch(self, batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
         """A loader batch moved to `device` and made ready for the model, for loops outside the Trainer
@@ -143,7 +147,7 @@ class DetectionDataModule(L.LightningDataModule):
             num_workers=workers,
             # Bad samples (unreadable image, invalid boxes) are skipped and counted, not fatal.
             collate_fn=partial(collate_encoded, train=train) if isinstance(dataset, EncodedDetectionDataset)
-            else partial(collate_detections, input_size=tuple(self.config.data.input_size)),
+            else partial(collate_detections, input_size=self.config.data.input_size),
             persistent_workers=persistent and workers > 0,
             pin_memory=torch.cuda.is_available(),
             drop_last=drop_last,
@@ -157,5 +161,6 @@ def _restore_augment_state(dataset: DetectionDataset, state: dict[str, Any]) -> 
     py_random = random.Random()
     version, internal, gauss = state["augment_python"]
     py_random.setstate((version, tuple(internal), gauss))
+    assert isinstance(dataset.transform, DetectionTransform)  # built by build_train_transform
     dataset.transform.compose.set_random_state(generator, py_random)
     dataset._seeded_pid = os.getpid()  # this process's stream is set: DetectionDataset must not reseed it

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -193,7 +194,7 @@ def _distributed_rank() -> int:
 
 
 def collate_detections(
-    batch: list[tuple[torch.Tensor, dict[str, Any]] | SkippedSample | None], input_size: tuple[int, int] | None = None
+    batch: Sequence[tuple[torch.Tensor, dict[str, Any]] | SkippedSample | None], input_size: tuple[int, int] | None = None
 ) -> dict[str, Any]:
     """Stack images and zero-pad boxes/labels to the batch's most boxes (at least 1; label 0 = padding).
 
@@ -212,7 +213,7 @@ def collate_detections(
             "image_ids": torch.zeros(0, dtype=torch.int64), "orig_sizes": torch.zeros((0, 2), dtype=torch.int64),
             "skipped": torch.tensor(len(skipped), dtype=torch.int64), "skipped_files": skipped,
         }
-    images, targets = zip(*kept)
+    images, targets = zip(*kept, strict=True)
     boxes = pad_sequence([t["boxes"].reshape(-1, 4) for t in targets], batch_first=True)
     labels = pad_sequence([t["labels"].reshape(-1) for t in targets], batch_first=True)
     if boxes.shape[1] == 0:

@@ -125,7 +125,7 @@ def decode_images(encoded: list[torch.Tensor], device: torch.device | str) -> li
         try:
             decoded = decode_jpeg([encoded[i].cpu() for i in jpegs], mode=ImageReadMode.RGB,
                                   apply_exif_orientation=True, device=device)
-            for i, image in zip(jpegs, decoded):
+            for i, image in zip(jpegs, decoded, strict=True):
                 images[i] = image
         except RuntimeError:
             for i in jpegs:
@@ -183,7 +183,8 @@ def decode_batch(raw: dict[str, Any], transform: v2.Compose, input_size: tuple[i
     target_boxes, target_labels = torch.split(raw["target_boxes"], counts), torch.split(raw["target_labels"], counts)
     images = decode_images(encoded, device)
     for index, image in enumerate(images):
-        file, orig_size = raw["files"][index], tuple(int(v) for v in raw["orig_sizes"][index].tolist())
+        height, width = (int(v) for v in raw["orig_sizes"][index].tolist())
+        file, orig_size = raw["files"][index], (height, width)
         checked = check_size(image, encoded[index], orig_size, device) if image is not None else UNREADABLE
         if isinstance(checked, str):
             skipped = SkippedSample(file, checked)
@@ -203,7 +204,7 @@ def decode_batch(raw: dict[str, Any], transform: v2.Compose, input_size: tuple[i
 
 def transform_sample(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
                      transform: v2.Compose) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(image uint8 (3, H, W), boxes float32 (G, 4) xyxy pixels, labels (G,)) after `transform`, on the image's device."""
+    """(image uint8 (3, H, W), boxes float32 (G, 4) xyxy pixels, labels (G,)) after `transform`, on image's device."""
     height, width = image.shape[-2:]
     sample = {
         "image": tv_tensors.Image(image),

@@ -8,9 +8,10 @@ original category ids are kept to report results in the dataset's own ids.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,7 +122,7 @@ class DetectionSet:
         annotations: list[dict[str, Any]] = []
         for record in self.records:
             annotations.extend(self._coco_annotations(record, first_id=len(annotations) + 1))
-        categories = [{"id": int(c), "name": n} for c, n in zip(self.category_ids, self.class_names)]
+        categories = [{"id": int(c), "name": n} for c, n in zip(self.category_ids, self.class_names, strict=True)]
         return {"info": {}, "licenses": [], "images": images, "annotations": annotations, "categories": categories}
 
     def _coco_annotations(self, record: ImageRecord, first_id: int) -> list[dict[str, Any]]:
@@ -130,6 +131,7 @@ class DetectionSet:
         xywh = record.boxes.astype(np.float64)
         xywh[:, 2:] -= xywh[:, :2]
         category = self.category_id_of(record.labels).tolist()
+        assert record.areas is not None  # ImageRecord.__post_init__ fills it
         areas, crowd = record.areas.astype(np.float64).tolist(), record.iscrowd.astype(int).tolist()
         return [
             {

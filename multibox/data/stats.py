@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torchvision.ops import box_convert, box_iou
 
 from multibox.data.records import DetectionSet
@@ -23,12 +24,12 @@ SMALL, LARGE = 32**2, 96**2  # COCO size buckets, box area in original pixels
 IOU_CHUNK = 2048  # ground-truth boxes per box_iou call (chunk x defaults floats)
 
 
-def describe(values: np.ndarray) -> dict[str, float | int]:
+def describe(values: ArrayLike) -> dict[str, float | int]:
     """count, mean and the PERCENTILES (p0 = min, p100 = max) of `values`; NaN when empty."""
     values = np.asarray(values, np.float64).reshape(-1)
     out: dict[str, float | int] = {"count": int(values.size), "mean": float(values.mean()) if values.size else float("nan")}
     qs = np.percentile(values, PERCENTILES) if values.size else [float("nan")] * len(PERCENTILES)
-    out.update({f"p{p}": float(q) for p, q in zip(PERCENTILES, qs)})
+    out.update({f"p{p}": float(q) for p, q in zip(PERCENTILES, qs, strict=True)})
     return out
 
 
@@ -37,8 +38,8 @@ def _box_columns(dataset: DetectionSet) -> dict[str, np.ndarray]:
     records = dataset.records
     counts = np.array([int((~r.iscrowd).sum()) for r in records], np.int64)
     keep = [~r.iscrowd for r in records]
-    boxes = np.concatenate([r.boxes[k] for r, k in zip(records, keep)] or [np.zeros((0, 4), np.float32)]).reshape(-1, 4)
-    labels = np.concatenate([r.labels[k] for r, k in zip(records, keep)] or [np.zeros(0, np.int64)]).astype(np.int64)
+    boxes = np.concatenate([r.boxes[k] for r, k in zip(records, keep, strict=True)] or [np.zeros((0, 4), np.float32)]).reshape(-1, 4)
+    labels = np.concatenate([r.labels[k] for r, k in zip(records, keep, strict=True)] or [np.zeros(0, np.int64)]).astype(np.int64)
     image_index = np.repeat(np.arange(len(records)), counts)
     widths = np.array([r.width for r in records], np.float64)[image_index]
     heights = np.array([r.height for r in records], np.float64)[image_index]
@@ -326,7 +327,7 @@ def print_stats(stats: dict[str, Any], console: Any = None) -> None:
 
 
 def stats_command(config_path: Path, overrides: list[str], split: str = "train", out: Path | None = None) -> dict[str, Any]:
-    """`multibox data stats`: print the tables, write stats.png and stats.json (never overwriting); returns the stats."""
+    """`multibox data stats`: print the tables, write stats.png and stats.json (never overwriting); return the stats."""
     from rich.console import Console
 
     from multibox.config import load_config

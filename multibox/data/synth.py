@@ -47,7 +47,8 @@ def make_synthetic_dataset(
     image_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     height, width = size
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for index in range(num_images):
         image, boxes, labels = render_image(rng, (height, width), max_objects, object_sizes)
         file_name = f"{index:06d}{image_ext}"
@@ -67,7 +68,7 @@ def _annotations(boxes: np.ndarray, labels: np.ndarray, image_id: int, first_id:
     return [
         {"id": first_id + i, "image_id": image_id, "category_id": int(label), "bbox": box,
          "area": float(box[2] * box[3]), "iscrowd": 0}
-        for i, (box, label) in enumerate(zip(xywh.tolist(), labels.tolist()))
+        for i, (box, label) in enumerate(zip(xywh.tolist(), labels.tolist(), strict=True))
     ]
 
 
@@ -80,7 +81,8 @@ def render_image(
     height, width = size
     image = _background(rng, height, width)
     occupied = np.zeros((height, width), bool)
-    boxes, labels = [], []
+    boxes: list[tuple[int, ...]] = []
+    labels: list[int] = []
     wanted = int(rng.integers(1, max_objects + 1))
     for _ in range(wanted * 4):  # a few placement tries per object
         if len(boxes) == wanted:
@@ -174,7 +176,7 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
         coarse = rng.uniform(0, 1, size=(4, 4)).astype(np.float32)
         t = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
     noise = rng.random((height, width), dtype=np.float32) * 20 - 10  # grey grain, std ~6
-    channels = [(b + (o - b) * t + noise).clip(0, 255).astype(np.uint8) for b, o in zip(base, other)]
+    channels = [(b + (o - b) * t + noise).clip(0, 255).astype(np.uint8) for b, o in zip(base, other, strict=True)]
     return cv2.merge(channels)  # per-channel 2-D maths: much faster than broadcasting over (H, W, 3)
 
 

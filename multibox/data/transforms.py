@@ -11,7 +11,8 @@ from __future__ import annotations
 import inspect
 import random
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import albumentations as A
 import cv2
@@ -165,7 +166,10 @@ class DetectionTransform:
 
 
 def build_train_transform(preset: str | Sequence[dict[str, Any]], input_size: tuple[int, int], seed: int | None = None) -> DetectionTransform:
-    """Training augmentation `preset` ("ssd", "ssdlite" or "none", or a list of {name: Transform, **args}) ending in a resize to input_size (H, W)."""
+    """Training augmentation `preset` ending in a resize to input_size (H, W).
+
+    `preset` is "ssd", "ssdlite" or "none", or a list of {name: Transform, **args}.
+    """
     if not isinstance(preset, str):
         # Arbitrary steps (a crop, then a shift) need boxes clipped to the image after each step.
         return DetectionTransform([*build_augment_steps(preset), _resize(input_size)], seed=seed, check_each_transform=True)
@@ -196,7 +200,7 @@ _NEEDS_EXTRA_DATA = ("Mosaic", "OverlayElements", "FDA", "HistogramMatching", "P
 
 
 def build_augment_steps(spec: Sequence[Any], key: str = "data.augment") -> list[Any]:
-    """Albumentations steps of a list-form augment spec, checked; problems are one-line MultiboxErrors naming `key[i]`."""
+    """Albumentations steps of a list-form augment spec, checked; problems are one-line MultiboxErrors at `key[i]`."""
     from multibox.errors import MultiboxError
 
     if not isinstance(spec, (list, tuple)):
@@ -215,7 +219,10 @@ def _build_step(item: Any, where: str, error: type[Exception]) -> Any:
     else:
         factory = getattr(A, name, None)
         if not (isinstance(factory, type) and issubclass(factory, (A.DualTransform, A.ImageOnlyTransform))):
-            raise error(f"{where}: unknown transform {name!r} (expected an albumentations image or dual transform, or one of {', '.join(SSD_STEPS)})")
+            raise error(
+                f"{where}: unknown transform {name!r} "
+                f"(expected an albumentations image or dual transform, or one of {', '.join(SSD_STEPS)})"
+            )
         targets = {getattr(t, "value", t) for t in getattr(factory, "_targets", ())}
         if name in _NEEDS_EXTRA_DATA or (issubclass(factory, A.DualTransform) and "BBoxes" not in targets):
             raise error(f"{where}: {name} is not allowed here (it does not support bounding boxes or needs extra inputs)")

@@ -13,10 +13,11 @@ import math
 import os
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -227,11 +228,12 @@ def _validate(
             add(DUPLICATE_ANNOTATION_ID, where, f"annotation id {ann['id']} appears more than once")
         else:
             annotation_ids.add(ann["id"])
-        image = by_id.get(ann["image_id"])
-        if image is None:
+        found = by_id.get(ann["image_id"])
+        if found is None:
             add(UNKNOWN_IMAGE_ID, where, f"refers to image id {ann['image_id']}, which is not in 'images'")
             actions[i] = ("drop", None)
             continue
+        image = found
         if ann["category_id"] not in categories:
             add(UNKNOWN_CATEGORY, where, f"category id {ann['category_id']} is not in 'categories' (image {image.file_name})")
             actions[i] = ("drop", None)
@@ -274,7 +276,7 @@ def _decode_all(images: list[_Image], report: ValidationReport, workers: int, pr
             bar.start()
     try:
         with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
-            for done, (image, result) in enumerate(zip(todo, pool.map(check, todo)), start=1):
+            for done, (image, result) in enumerate(zip(todo, pool.map(check, todo), strict=True), start=1):
                 report.images_decoded += 1
                 if result is not None:
                     kind, detail = result
@@ -321,6 +323,7 @@ def fix_coco(
     for image in kept_images:
         target = out_images / image.file_name
         target.parent.mkdir(parents=True, exist_ok=True)
+        assert image.path is not None  # an image without a safe path is not usable
         try:
             if not link:
                 raise OSError
@@ -408,7 +411,7 @@ def _as_coco(data: Any, split: Any, name: str, scratch: Path) -> tuple[Path, Pat
     files = [record.file for record in dataset.records]
     root = Path(os.path.commonpath([str(f.parent) for f in files])) if files else Path(split.images)
     coco = dataset.to_coco_gt()
-    for image, record in zip(coco["images"], dataset.records):
+    for image, record in zip(coco["images"], dataset.records, strict=True):
         image["file_name"] = record.file.relative_to(root).as_posix()
     path = scratch / f"{name}.json"
     path.write_text(json.dumps(coco), encoding="utf-8")
@@ -447,9 +450,11 @@ def _validate_command(
     elif data_format != "coco":
         from multibox.config import DataConfig, SplitPaths
 
-        data = DataConfig(format=data_format)
+        assert images is not None  # no config, so --images was given (checked above)
+        data = DataConfig.model_validate({"format": data_format})
         splits.append(("dataset", *_as_coco(data, SplitPaths(images=images, annotations=annotations), "train", scratch)))
     else:
+        assert images is not None and annotations is not None  # a COCO dataset needs both (checked above)
         splits.append(("dataset", Path(images), Path(annotations)))
 
     console = Console()

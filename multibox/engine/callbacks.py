@@ -38,7 +38,8 @@ class ThroughputLogger(L.Callback):
         self._epoch_images += images
         self._window_images += images
         self._last_batch_end = now = time.perf_counter()
-        if trainer.global_step % trainer.log_every_n_steps != 0:
+        # Lightning's LoggerConnector sets log_every_n_steps on the Trainer without declaring it.
+        if trainer.global_step % trainer.log_every_n_steps != 0:  # type: ignore[attr-defined]
             return
         rate = self._window_images / max(now - self._window_start, 1e-9)
         pl_module.log("train/images_per_s", rate, on_step=True, on_epoch=False, batch_size=1)

@@ -60,7 +60,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def capture_random_state() -> dict[str, Any]:
     """The torch, CUDA (when initialised), numpy and Python generators' states, as weights_only-safe values."""
-    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    legacy = np.random.get_state(legacy=True)
+    assert isinstance(legacy, tuple)  # numpy's global RandomState is MT19937, whose legacy state is a tuple
+    kind, keys, position, has_gauss, cached_gaussian = legacy
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),

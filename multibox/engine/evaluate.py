@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 from rich.progress import track
@@ -14,8 +15,8 @@ from multibox.engine.evaluation import DetectionAccumulator, coco_evaluate
 from multibox.engine.module import images_to_float
 from multibox.engine.plots import REPORT_SCORE_THRESHOLD, check_score_threshold
 from multibox.errors import MultiboxError
-from multibox.outputs import writable_dir
 from multibox.models.detector import SSDDetector
+from multibox.outputs import writable_dir
 
 
 def pick_device(name: str = "auto") -> torch.device:

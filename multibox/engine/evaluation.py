@@ -51,7 +51,7 @@ def _category_names(gt: dict, class_names: Sequence[str] | None) -> dict[int, st
         return {int(c["id"]): str(c.get("name", c["id"])) for c in categories}
     if len(class_names) != len(categories):
         raise ValueError(f"class_names has {len(class_names)} names but the ground truth has {len(categories)} categories")
-    return {int(c["id"]): str(name) for c, name in zip(categories, class_names)}
+    return {int(c["id"]): str(name) for c, name in zip(categories, class_names, strict=True)}
 
 
 def coco_evaluate(gt: dict, detections: list[dict], class_names: Sequence[str] | None = None) -> dict[str, Any]:
@@ -65,7 +65,8 @@ def coco_evaluate(gt: dict, detections: list[dict], class_names: Sequence[str] |
     """
     names = _category_names(gt, class_names)
     evaluator = _run_cocoeval(gt, detections)
-    metrics: dict[str, Any] = {key: float(value) for key, value in zip(METRIC_KEYS, evaluator.stats)}
+    # strict=False: faster-coco-eval versions differ in what they append after the 12 standard stats.
+    metrics: dict[str, Any] = {key: float(value) for key, value in zip(METRIC_KEYS, evaluator.stats, strict=False)}
     metrics["per_class"] = _per_class_ap(evaluator, names)
     return metrics
 
@@ -168,7 +169,10 @@ class DetectionAccumulator:
         """Add one batch: per image, xyxy boxes in original pixels, scores and dataset category ids."""
         ids = torch.as_tensor(image_ids).reshape(-1).tolist()
         if not len(ids) == len(boxes) == len(scores) == len(category_ids):
-            raise ValueError(f"add(): {len(ids)} image ids but {len(boxes)} boxes, {len(scores)} scores, {len(category_ids)} category ids")
+            raise ValueError(
+                f"add(): {len(ids)} image ids but {len(boxes)} boxes, {len(scores)} scores, "
+                f"{len(category_ids)} category ids"
+            )
         fresh = [i for i, image_id in enumerate(ids) if image_id not in self._seen]
         self._seen.update(ids)
         if not fresh:
@@ -234,7 +238,7 @@ class DetectionAccumulator:
         scores = np.round(rows[:, 5], 5).tolist()
         return [
             {"image_id": i, "category_id": c, "bbox": b, "score": s}
-            for i, c, b, s in zip(image_ids, category_ids, xywh.tolist(), scores)
+            for i, c, b, s in zip(image_ids, category_ids, xywh.tolist(), scores, strict=True)
         ]
 
 

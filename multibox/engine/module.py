@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
 from multibox.config import Config
@@ -31,6 +33,8 @@ def images_to_float(images: Tensor) -> Tensor:
 
 
 class DetectionModule(L.LightningModule):
+    category_lookup: Tensor  # a buffer: label index -> COCO category id, on the module's device
+
     def __init__(self, config: dict[str, Any], class_names: list[str], category_ids: list[int]) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -107,12 +111,13 @@ class DetectionModule(L.LightningModule):
             self.log_dict({"train/loss_bbox": losses["loss_bbox"], "train/loss_cls": losses["loss_cls"]}, prog_bar=True,
                           batch_size=kept)
             self.log("train/num_positives", losses["num_positives"].float(), batch_size=kept)
-            self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=kept)
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True, batch_size=kept)
         return losses["loss"]
 
     def _zero_losses(self) -> dict[str, Tensor]:
         """A loss of exactly 0 that reaches every trainable parameter, so DDP's gradient all-reduce runs."""
         zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+        assert isinstance(zero, Tensor)  # a sum of tensors: the detector has trainable parameters
         return {"loss": zero, "loss_bbox": zero.detach(), "loss_cls": zero.detach(),
                 "num_positives": torch.zeros((), dtype=torch.long, device=zero.device)}
 
@@ -165,6 +170,7 @@ class DetectionModule(L.LightningModule):
         if not self._evaluating():
             return
         self.accumulator.gather()  # all ranks' detections, each image once
+        assert self.val_ground_truth is not None  # _evaluating() says so
         ground_truth = self.accumulator.evaluated_ground_truth(self.val_ground_truth)  # unreadable images left out
         metrics = coco_evaluate(ground_truth, self.accumulator.results(), self.class_names)
         self.accumulator.reset()
@@ -172,8 +178,9 @@ class DetectionModule(L.LightningModule):
         self.log("val/map", float(metrics["map"]), prog_bar=True)
         self.log_dict({f"val/{key}": float(metrics[key]) for key in METRIC_KEYS if key != "map"})
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         opt = self.config.optimizer
+        optimizer: torch.optim.Optimizer
         if opt.name == "sgd":
             optimizer = torch.optim.SGD(
                 self.parameters(), lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov, weight_decay=opt.weight_decay
@@ -191,7 +198,8 @@ def build_criterion(config: Config, num_classes: int) -> nn.Module:
     loss = config.loss
     if loss.class_weights == "auto":
         raise MultiboxError(
-            "loss.class_weights: auto must be resolved from the training set first (resolve_class_weights; `multibox train` does it)"
+            "loss.class_weights: auto must be resolved from the training set first "
+            "(resolve_class_weights; `multibox train` does it)"
         )
     if loss.name == "focal":  # the detector's postprocess then scores with sigmoids (build_detector)
         return FocalLoss(
@@ -216,7 +224,7 @@ def resolve_class_weights(config: Config, train_set: DetectionSet) -> Config:
 
 @rank_zero_only
 def _print_class_weights(class_names: list[str], weights: list[float]) -> None:
-    print("loss.class_weights (auto, from label counts): " + ", ".join(f"{n} {w:.3g}" for n, w in zip(class_names, weights)))
+    print("loss.class_weights (auto, from label counts): " + ", ".join(f"{n} {w:.3g}" for n, w in zip(class_names, weights, strict=True)))
 
 
 def lr_multiplier(config: Config, total_steps: int) -> Callable[[int], float]:

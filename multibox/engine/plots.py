@@ -87,7 +87,7 @@ def match_image(
         ignored = (box_iou(detections, crowd).numpy() >= iou_threshold).any(axis=1)
     outcomes.extend((BACKGROUND, int(classes[d]), 0.0) for d in order if not det_taken[d] and not ignored[d])
     outcomes.extend((int(gt_classes[g]), BACKGROUND, 0.0) for g in np.flatnonzero(~gt_taken))
-    true, predicted, ious = zip(*outcomes) if outcomes else ((), (), ())
+    true, predicted, ious = zip(*outcomes, strict=True) if outcomes else ((), (), ())
     return np.array(true, np.int64), np.array(predicted, np.int64), np.array(ious, np.float64)
 
 
@@ -259,7 +259,7 @@ def gallery_image(outcome: ImageOutcome, class_names: Sequence[str], title: str,
                                  color_key=outcome.classes + 1)
     _, gt_boxes = _fit(image, record.boxes, side)
     truth = draw_detections(resized, gt_boxes, [class_names[c - 1] + (" (crowd)" if crowd else "")
-                                                for c, crowd in zip(record.labels, record.iscrowd)], color_key=record.labels)
+                                                for c, crowd in zip(record.labels, record.iscrowd, strict=True)], color_key=record.labels)
     gap = np.full((resized.shape[0], 6, 3), 255, np.uint8)
     pair = np.concatenate([prediction, gap, truth], axis=1)
     captions = np.concatenate([_caption(prediction.shape[1], "predictions"), _caption(6, ""),

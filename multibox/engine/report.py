@@ -12,12 +12,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -94,7 +93,7 @@ def _read_columns(metrics_csv: Path) -> dict[str, list[float]]:
 def _series(columns: dict[str, list[float]], x_name: str, y_name: str) -> tuple[list[float], list[float]]:
     """The (x, y) points where both cells are filled."""
     xs = columns.get(x_name) or list(map(float, range(len(columns[y_name]))))
-    pairs = [(x, y) for x, y in zip(xs, columns[y_name]) if not (math.isnan(x) or math.isnan(y))]
+    pairs = [(x, y) for x, y in zip(xs, columns[y_name], strict=True) if not (math.isnan(x) or math.isnan(y))]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -197,7 +196,7 @@ def write_evaluation_report(
     if training_log is not None and Path(training_log).is_file():
         plot_training_curves(Path(training_log), out / "results.png")
     summary = (f"{len(dataset)} validation images, {dataset.num_boxes} ground-truth boxes, {len(detections)} detections; "
-               f"written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Numbers as in metrics.json.")
+               f"written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Numbers as in metrics.json.")
     blocks = evaluation_blocks(metrics, curves, matrix, names, gallery, score_threshold,
                                "results.png" if (out / "results.png").is_file() else None, summary)
     return write_report_page(out, "multibox evaluation report", blocks)

@@ -12,7 +12,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class Picture:
     caption: str
 
 
-Block = Union[str, Heading, Table, Picture]  # a str is a paragraph
+Block = str | Heading | Table | Picture  # a str is a paragraph
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
@@ -75,7 +75,8 @@ def render_markdown(title: str, blocks: Sequence[Block]) -> str:
 
 def render_html(title: str, blocks: Sequence[Block]) -> str:
     e = html.escape
-    parts = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{e(title)}</title><style>{_STYLE}</style></head><body>",
+    parts = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{e(title)}</title>"
+             f"<style>{_STYLE}</style></head><body>",
              f"<h1>{e(title)}</h1>"]
     for block in blocks:
         if isinstance(block, Heading):

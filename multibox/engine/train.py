@@ -6,7 +6,7 @@ import csv
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -17,16 +17,18 @@ from lightning.pytorch.utilities import rank_zero_only
 from multibox.boxes.anchor_fit import auto_fit_anchors
 from multibox.config import Config, save_config
 from multibox.data.datamodule import DetectionDataModule
+from multibox.engine.callbacks import training_callbacks
 from multibox.engine.checkpoint import load_checkpoint
 from multibox.engine.checkpoint_io import AtomicCheckpointIO, RandomStateCallback
 from multibox.engine.evaluate import detect_and_evaluate, pick_device
-from multibox.engine.callbacks import training_callbacks
 from multibox.engine.module import DetectionModule, resolve_class_weights
 from multibox.engine.report import plot_training_curves, save_metrics_json, write_evaluation_report
 from multibox.errors import MultiboxError
 from multibox.outputs import writable_dir
 
-_PRECISION = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
+_PRECISION: dict[str, Literal["32-true", "bf16-mixed", "16-mixed"]] = {
+    "32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"
+}
 
 
 def checkpoint_dir(config: Config) -> Path:
@@ -43,10 +45,11 @@ def find_resume_checkpoint(config: Config, resume: str | bool | None) -> str | N
     existing = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
     if resume in (None, False) and existing and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
         resume = True
-    if resume in (None, False):
+    if resume is None or resume is False:
         if existing:
             raise MultiboxError(
-                f"{folder} already holds checkpoints: pass --resume to continue that run, or set another train.output_dir"
+                f"{folder} already holds checkpoints: pass --resume to continue that run, "
+                "or set another train.output_dir"
             )
         return None
     if resume is True:
@@ -151,6 +154,12 @@ def limit_cpu_threads(config: Config) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
+def _global_rank() -> int:
+    """This process's rank before the trainer exists (Lightning reads RANK / LOCAL_RANK / SLURM_PROCID)."""
+    # Lightning sets rank_zero_only.rank at import; its type (a function) does not declare the attribute.
+    return rank_zero_only.rank  # type: ignore[attr-defined]
+
+
 def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | None:
     """Train as configured; returns the final COCO metrics on the val set (None without one, and on DDP ranks > 0).
 
@@ -165,13 +174,13 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
     data = DetectionDataModule(config)
     config = resolve_class_weights(config, data.train_set)  # loss.class_weights: auto -> numbers, saved as such
     if config.anchors.auto:  # scale-aware boxes fitted to the training set (`multibox anchors fit`), saved as such
-        config = auto_fit_anchors(config, data.train_set, show=rank_zero_only.rank == 0)
+        config = auto_fit_anchors(config, data.train_set, show=_global_rank() == 0)
     module = DetectionModule(config.to_dict(), data.class_names, data.category_ids)
     has_val = data.val_set is not None
-    if has_val:
+    if data.val_set is not None:
         module.val_ground_truth = data.val_set.to_coco_gt()
     out = Path(config.train.output_dir)
-    if rank_zero_only.rank == 0:  # from RANK / LOCAL_RANK / SLURM_PROCID: every rank runs this function
+    if _global_rank() == 0:  # from RANK / LOCAL_RANK / SLURM_PROCID: every rank runs this function
         save_config(module.config, out / "config.yaml")
     started = time.perf_counter()
     trainer = build_trainer(config, has_val)
@@ -186,6 +195,7 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
         plot_training_curves(out / "metrics.csv", out / "results.png")
     if not has_val:
         return None
+    assert data.val_set is not None and module.val_ground_truth is not None  # has_val
     best = checkpoint_dir(config) / "best.ckpt"
     loaded = load_checkpoint(best if best.is_file() else checkpoint_dir(config) / "last.ckpt", config)
     metrics, detections = detect_and_evaluate(

@@ -128,14 +128,14 @@ def _bench_batch(detector: SSDDetector, sessions: dict[str, Any], images: Tensor
     n, input_size = len(images), list(images.shape[-2:])
     on_device = images.to(device)
     sizes = torch.tensor([input_size] * n, device=device)
-    raw = detector(on_device.float() / 255.0)
+    box_regression, cls_logits = detector(on_device.float() / 255.0)
     pytorch = {
         "model": lambda: detector(on_device.float() / 255.0),
-        "postprocess": lambda: detector.postprocess(*raw, sizes),
+        "postprocess": lambda: detector.postprocess(box_regression, cls_logits, sizes),
         "end-to-end": lambda: detector.detect(on_device.float() / 255.0, sizes),
     }
     feeds = {"model": {"images": images.numpy()}, "end-to-end": {"images": images.numpy()},
-             "postprocess": {"box_regression": raw[0].cpu().numpy(), "cls_logits": raw[1].cpu().numpy()}}
+             "postprocess": {"box_regression": box_regression.cpu().numpy(), "cls_logits": cls_logits.cpu().numpy()}}
     timings = []
     for stage in STAGES:
         timings.append(Timing(device.type, "pytorch", stage, n, median_ms(pytorch[stage], warmup, repeat, device)))
@@ -178,7 +178,7 @@ def bench_detector(detector: SSDDetector, input_size: tuple[int, int], batch_siz
         raise MultiboxError(f"--repeat/--warmup: need repeat >= 1 and warmup >= 0, got {repeat} and {warmup}")
     timings = []
     for target in bench_devices(device):
-        timings += _bench_device(detector, tuple(input_size), batch_sizes, target, warmup, repeat, onnx)
+        timings += _bench_device(detector, input_size, batch_sizes, target, warmup, repeat, onnx)
     return timings
 
 
@@ -233,7 +233,7 @@ def bench_command(weights: Path | None, config_path: Path | None, overrides: lis
         config = load_config(config_path, overrides)
         detector, _ = build_detector(config, config.model.num_classes or DEFAULT_NUM_CLASSES, load_weights=False)
         source = " ".join([str(config_path), *overrides, "(random weights)"])
-    input_size = tuple(config.data.input_size)
+    input_size = config.data.input_size
     timings = bench_detector(detector.eval(), input_size, sizes, device, warmup, repeat, onnx)
     title = f"{config.model.name} {input_size[0]}×{input_size[1]}, {torch.get_num_threads()} CPU threads — {source}"
     console = Console()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import cv2
 import numpy as np
@@ -22,7 +22,7 @@ from multibox.engine.checkpoint import load_checkpoint
 from multibox.errors import MultiboxError
 from multibox.models.detector import SSDDetector
 
-ImageInput = Union[str, Path, np.ndarray, Image.Image, torch.Tensor]
+ImageInput = str | Path | np.ndarray | Image.Image | torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Detections:
         named = {} if file_name is None else {"file_name": file_name}
         return [
             {"image_id": int(image_id), **named, "category_id": int(c), "bbox": [float(v) for v in b], "score": round(float(s), 4)}
-            for b, c, s in zip(xywh, self.category_ids, self.scores)
+            for b, c, s in zip(xywh, self.category_ids, self.scores, strict=True)
         ]
 
     def to_yolo(self) -> str:
@@ -61,7 +61,7 @@ class Detections:
         size = ((b[:, 2] - b[:, 0]) / width, (b[:, 3] - b[:, 1]) / height)
         return "".join(
             f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f} {float(s):.4f}\n"
-            for c, x, y, w, h, s in zip(self.labels, *centre, *size, self.scores)
+            for c, x, y, w, h, s in zip(self.labels, *centre, *size, self.scores, strict=True)
         )
 
 
@@ -177,10 +177,10 @@ class Detector:
         return replace(settings, score_threshold=pre_nms, nms_threshold=iou, max_detections=cap)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", **options: Any) -> "Detector":
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", **options: Any) -> Detector:
         """Rebuild a training checkpoint's detector; `options` as in the class docstring."""
         loaded = load_checkpoint(path)
-        return cls(loaded.detector, tuple(loaded.config.data.input_size), loaded.class_names, loaded.category_ids,
+        return cls(loaded.detector, loaded.config.data.input_size, loaded.class_names, loaded.category_ids,
                    device=device, **options)
 
     def _class_indices(self, classes: Iterable[str | int]) -> np.ndarray:
@@ -192,7 +192,10 @@ class Detector:
             elif str(item).strip().isdigit() and int(item) < len(self.class_names):
                 indices.append(int(item))
             else:
-                raise MultiboxError(f"classes: unknown class {item!r} (names: {', '.join(self.class_names)}; or 0..{len(self.class_names) - 1})")
+                raise MultiboxError(
+                    f"classes: unknown class {item!r} "
+                    f"(names: {', '.join(self.class_names)}; or 0..{len(self.class_names) - 1})"
+                )
         return np.array(sorted(set(indices)), dtype=np.int64)
 
     def __call__(self, images: ImageInput | Sequence[ImageInput], batch_size: int | None = None) -> list[Detections]:
@@ -203,8 +206,11 @@ class Detector:
         RGB) or a (3, H, W) tensor, uint8 or float in [0, 1]; (N, H, W, 3) arrays and (N, 3, H, W)
         tensors are batches.
         """
-        single = isinstance(images, (str, Path, Image.Image)) or (isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 3)
-        items = [images] if single else list(images)
+        items: list[ImageInput]
+        if isinstance(images, (str, Path, Image.Image)) or (isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 3):
+            items = [images]
+        else:
+            items = list(images)
         size = batch_size or self.batch_size
         results: list[Detections] = []
         for start in range(0, len(items), size):
@@ -222,7 +228,7 @@ class Detector:
         sizes = torch.tensor([image.shape[:2] for image in images], device=self.device)
         box_regression, cls_logits = self.network(batch)
         found = self.network.postprocess(box_regression.float(), cls_logits.float(), sizes)
-        return [self._detections(d, image.shape[:2]) for d, image in zip(found, images)]
+        return [self._detections(d, image.shape[:2]) for d, image in zip(found, images, strict=True)]
 
     def _detections(self, found: dict[str, torch.Tensor], image_size: tuple[int, int]) -> Detections:
         boxes, scores = found["boxes"].cpu().numpy(), found["scores"].cpu().numpy()
@@ -230,7 +236,7 @@ class Detector:
         keep = scores >= self.conf
         if self.class_filter is not None:
             keep &= np.isin(labels, self.class_filter)
-        keep = np.flatnonzero(keep)[: self.max_det]  # best first already
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        kept = np.flatnonzero(keep)[: self.max_det]  # best first already
+        boxes, scores, labels = boxes[kept], scores[kept], labels[kept]
         return Detections(boxes, scores, labels, [self.class_names[i] for i in labels], self.category_ids[labels],
                           (int(image_size[0]), int(image_size[1])))

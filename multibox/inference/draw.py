@@ -80,16 +80,16 @@ def draw_detections(
     keys = [int(k) for k in np.asarray(color_key).reshape(-1)] if color_key is not None else names
     colors = [class_color(key) for key in keys]
 
-    for (x1, y1, x2, y2), color in zip(corners.tolist(), colors):
+    for (x1, y1, x2, y2), color in zip(corners.tolist(), colors, strict=True):
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, line, cv2.LINE_8)
     # Labels after all outlines, so no outline crosses a label.
-    for i, ((x1, y1, x2, y2), color) in enumerate(zip(corners.tolist(), colors)):
+    for i, ((x1, y1, _x2, _y2), color) in enumerate(zip(corners.tolist(), colors, strict=True)):
         text = names[i] if scores is None else f"{names[i]} {float(scores[i]):.2f}"
         _draw_label(canvas, text, x1, y1, color, font_scale, font_thickness)
     return canvas
 
 
-def annotate(image: np.ndarray, detections: "Detections") -> np.ndarray:
+def annotate(image: np.ndarray, detections: Detections) -> np.ndarray:
     """A copy of `image` (RGB) with one image's `Detections` drawn, coloured by class index."""
     return draw_detections(image, detections.boxes, detections.names, detections.scores, color_key=detections.labels)
 

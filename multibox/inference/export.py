@@ -30,8 +30,8 @@ from torchvision.ops import batched_nms
 
 from multibox.boxes.coding import BoxCoder
 from multibox.errors import MultiboxError
-from multibox.outputs import writable_dir
 from multibox.models.detector import SSDDetector
+from multibox.outputs import writable_dir
 
 if TYPE_CHECKING:
     from multibox.engine.checkpoint import LoadedCheckpoint
@@ -60,13 +60,17 @@ class _OnnxNonMaxSuppression(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, boxes, scores, max_per_class: int, iou_threshold: float, score_threshold: float):
-        constant = lambda value, dtype: g.op("Constant", value_t=torch.tensor([value], dtype=dtype))
+        def constant(value: float, dtype: torch.dtype):
+            return g.op("Constant", value_t=torch.tensor([value], dtype=dtype))
+
         return g.op("NonMaxSuppression", boxes, scores, constant(max_per_class, torch.int64),
                     constant(iou_threshold, torch.float32), constant(score_threshold, torch.float32))
 
 
 class DecodeScores(nn.Module):
     """Raw head outputs → boxes (N, A, 4) xyxy in [0, 1] and foreground scores (N, A, K)."""
+
+    default_boxes: Tensor  # a buffer: follows the module's device
 
     def __init__(self, detector: SSDDetector) -> None:
         super().__init__()
@@ -87,7 +91,9 @@ class SelectDetections(nn.Module):
         super().__init__()
         self.settings = detector.settings
         # Static sizes: traced shapes of a graph input would reach the NMS symbolic as graph values.
-        self.num_boxes, self.num_classes = detector.default_boxes.shape[0], detector.model.head.num_classes - 1
+        num_classes = detector.model.head.num_classes
+        assert isinstance(num_classes, int)  # every head keeps its class count (background included) as an int
+        self.num_boxes, self.num_classes = detector.default_boxes.shape[0], num_classes - 1
         self.nms: Callable[[Tensor, Tensor, float, float], Tensor] = nms_indices
 
     def forward(self, boxes: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -176,7 +182,8 @@ class Parity:
 
     def describe(self) -> str:
         extra = f", {self.mismatched} unmatched" if self.mismatched else ""
-        return f"max |Δbox| {self.box_diff:.2e}, max |Δscore| {self.score_diff:.2e} over {self.detections} detections{extra}"
+        diffs = f"max |Δbox| {self.box_diff:.2e}, max |Δscore| {self.score_diff:.2e}"
+        return f"{diffs} over {self.detections} detections{extra}"
 
 
 def _set_distance(ours: tuple[np.ndarray, ...], theirs: tuple[np.ndarray, ...]) -> tuple[float, float, int]:
@@ -204,13 +211,13 @@ def compare_detections(outputs: list[np.ndarray], reference: list[dict[str, Tens
     worst = Parity(0.0, 0.0, 0)
     for i, ref in enumerate(reference):
         n = int(counts[i])
-        ours = (boxes[i, :n], scores[i, :n], labels[i, :n])
-        theirs = (ref["boxes"].numpy(), ref["scores"].numpy(), ref["labels"].numpy())
+        ours: tuple[np.ndarray, ...] = (boxes[i, :n], scores[i, :n], labels[i, :n])
+        theirs: tuple[np.ndarray, ...] = (ref["boxes"].numpy(), ref["scores"].numpy(), ref["labels"].numpy())
         floor = detector.settings.score_threshold
         for side in (ours, theirs):
             if len(side[1]) >= detector.settings.max_detections:
                 floor = max(floor, float(side[1].min()))
-        ours, theirs = ([a[side[1] > floor + atol] for a in side] for side in (ours, theirs))
+        ours, theirs = (tuple(a[side[1] > floor + atol] for a in side) for side in (ours, theirs))
         forward, backward = _set_distance(ours, theirs), _set_distance(theirs, ours)
         worst = Parity(max(worst.box_diff, forward[0], backward[0]), max(worst.score_diff, forward[1], backward[1]),
                        worst.detections + len(theirs[1]), worst.mismatched + max(forward[2], backward[2], abs(len(ours[1]) - len(theirs[1]))))
@@ -288,16 +295,20 @@ def export_checkpoint(
     detector = loaded.detector.cpu().eval()
     wrapper = ExportableDetector(detector, nms)
     sizes = [batch_size, batch_size + 1] if dynamic_batch else [batch_size]
-    samples = sample_images(tuple(loaded.config.data.input_size), max(sizes), images)
+    samples = sample_images(loaded.config.data.input_size, max(sizes), images)
     if fmt == "onnx":
         import onnxruntime as ort
 
         export_onnx(wrapper, (samples[:batch_size],), path, ["images"], output_names(nms), dynamic_batch, _metadata(loaded, nms))
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        run = lambda batch: session.run(None, {"images": batch})
+
+        def run(batch: np.ndarray) -> list[np.ndarray]:
+            return session.run(None, {"images": batch})
     else:
         traced = export_torchscript(wrapper, samples[:batch_size], path)
-        run = lambda batch: [t.numpy() for t in traced(torch.from_numpy(batch))]
+
+        def run(batch: np.ndarray) -> list[np.ndarray]:
+            return [t.numpy() for t in traced(torch.from_numpy(batch))]
     checks = {n: check_parity(run, detector, samples[:n], nms, atol) for n in sizes}
     for n, parity in checks.items():
         if max(parity.box_diff, parity.score_diff) > atol or parity.mismatched:

@@ -21,10 +21,10 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from multibox.errors import MultiboxError
-from multibox.outputs import writable_dir
 from multibox.inference.detector import Detections, Detector, read_rgb
 from multibox.inference.draw import annotate, save_image
 from multibox.inference.video import VIDEO_FOURCC, VideoReader, VideoWriter, is_video
+from multibox.outputs import writable_dir
 
 __all__ = ["IMAGE_SUFFIXES", "list_images", "predict", "predict_images", "predict_video", "read_rgb"]
 
@@ -107,6 +107,7 @@ def predict(
     if video:
         results = predict_video(detector, source, out_dir, progress, save_txt)
     else:
+        assert files is not None  # listed above for a source that is not a video
         results = predict_images(detector, files, root, out_dir, progress, save_txt)
     (out_dir / "predictions.json").write_text(json.dumps(results), encoding="utf-8")
     return results
@@ -138,9 +139,10 @@ def predict_images(
         task = bar.add_task("predicting", total=len(files))
         upcoming = reader.submit(_read_batch, batches[0]) if batches else None
         for index in range(len(batches)):
+            assert upcoming is not None  # submitted for every batch up to the last
             images = upcoming.result()
             upcoming = reader.submit(_read_batch, batches[index + 1]) if index + 1 < len(batches) else None
-            for (path, image), found in zip(images, detector.detect_rgb([image for _, image in images])):
+            for (path, image), found in zip(images, detector.detect_rgb([image for _, image in images]), strict=True):
                 name = path.relative_to(root).as_posix()
                 results += found.to_coco(image_ids[path], name)
                 (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +166,7 @@ def predict_video(detector: Detector, source: Path, out_dir: Path, progress: boo
         with _progress(progress) as bar:
             task = bar.add_task(f"predicting {source.name}", total=reader.frame_count)
             for frames in reader.batches(detector.batch_size):
-                for image, found in zip(frames, detector.detect_rgb(frames)):
+                for image, found in zip(frames, detector.detect_rgb(frames), strict=True):
                     results += found.to_coco(frame + 1, f"{source.name}#{frame:06d}")
                     writer.write(annotate(image, found))
                     if save_txt:

@@ -58,15 +58,16 @@ class VideoWriter:
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path, self.fps = Path(path), fps
-        self.fourcc = VIDEO_FOURCC.get(self.path.suffix.lower())
-        if self.fourcc is None:
+        fourcc = VIDEO_FOURCC.get(self.path.suffix.lower())
+        if fourcc is None:
             raise MultiboxError(f"{self.path}: cannot write video with suffix {self.path.suffix!r} (use {', '.join(VIDEO_FOURCC)})")
+        self.fourcc = fourcc
         self.writer: cv2.VideoWriter | None = None
 
     def write(self, rgb: np.ndarray) -> None:
         if self.writer is None:
             height, width = rgb.shape[:2]
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (width, height))
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*self.fourcc), self.fps, (width, height))
             if not self.writer.isOpened():
                 raise MultiboxError(f"{self.path}: OpenCV cannot write a {self.path.suffix} video with codec {self.fourcc}")
         self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))

@@ -66,7 +66,7 @@ def check_strides(backbone: str, strides: list[int]) -> None:
                 f"model.strides: {backbone} cannot give stride {s}; use powers of two from 8 "
                 f"(it is tapped at 8, 16, 32; deeper strides get extra blocks)"
             )
-    if any(b <= a for a, b in zip(strides, strides[1:])):
+    if any(b <= a for a, b in zip(strides, strides[1:], strict=False)):
         raise MultiboxError(f"model.strides: must be strictly increasing, got {list(strides)}")
 
 
@@ -110,7 +110,7 @@ class CustomFeatureExtractor(nn.Module):
         deepest = max(strides)
         self.stage_strides = [s for s in BACKBONE_STRIDES if s <= deepest]
         ends = [taps[s] for s in self.stage_strides]
-        self.stages = nn.ModuleList(nn.Sequential(*layers[start:end]) for start, end in zip([0, *ends], ends))
+        self.stages = nn.ModuleList(nn.Sequential(*layers[start:end]) for start, end in zip([0, *ends], ends, strict=False))
         channels = {s: _last_conv_channels(nn.Sequential(*layers[:taps[s]])) for s in self.stage_strides}
 
         self.extra_strides = []
@@ -130,7 +130,7 @@ class CustomFeatureExtractor(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         """``(N, 3, H, W)`` normalised images -> ``[(N, C_l, H_l, W_l)]``, one per requested stride."""
         by_stride = {}
-        for stride, block in zip(self.stage_strides + self.extra_strides, [*self.stages, *self.extra]):
+        for stride, block in zip(self.stage_strides + self.extra_strides, [*self.stages, *self.extra], strict=True):
             x = block(x)
             by_stride[stride] = x
         return [by_stride[s] for s in self.strides]
@@ -159,6 +159,7 @@ def custom_ssd(num_classes: int, num_anchors: list[int], backbone: str = "mobile
         raise MultiboxError(
             f"anchors: model.strides has {len(strides)} levels but the anchors give {len(num_anchors)}"
         )
+    predictor: nn.Module
     if head == "ssd":
         predictor = SSDHead(extractor.out_channels, list(num_anchors), num_classes)
     else:

@@ -8,6 +8,7 @@ here once per configuration and carried as a buffer that follows the model's dev
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +24,8 @@ from multibox.models.weights import apply_weights
 
 class SSDDetector(nn.Module):
     """SSD network + default boxes: ``forward`` gives raw outputs, ``detect`` gives boxes."""
+
+    default_boxes: Tensor  # a buffer: moves with the module
 
     def __init__(self, model: SSD, default_cxcywh: Tensor, settings: PostprocessSettings) -> None:
         super().__init__()
@@ -88,13 +91,13 @@ def resolve_layout(config: Config) -> AnchorLayout:
     steps = anchors.steps if anchors.steps is not None else _default_steps(defaults.steps, config.data.input_size)
     to_fractions = lambda values: [v / short for v in values]  # noqa: E731
     if anchors.box_sizes is not None:
-        return make_layout(ratios, steps=steps, clip=anchors.clip, box_sizes=[to_fractions(l) for l in anchors.box_sizes])
+        return make_layout(ratios, steps=steps, clip=anchors.clip, box_sizes=[to_fractions(s) for s in anchors.box_sizes])
     if anchors.sizes is not None:
         return make_layout(ratios, to_fractions(anchors.sizes), steps=steps, clip=anchors.clip)
     if anchors.scales is not None or (anchors.min_scale is not None and anchors.max_scale is not None):
         return make_layout(ratios, anchors.scales, anchors.min_scale, anchors.max_scale, steps, anchors.clip)
     if defaults.box_sizes is not None:
-        return make_layout(ratios, steps=steps, clip=anchors.clip, box_sizes=[to_fractions(l) for l in defaults.box_sizes])
+        return make_layout(ratios, steps=steps, clip=anchors.clip, box_sizes=[to_fractions(s) for s in defaults.box_sizes])
     return make_layout(ratios, defaults.scales, defaults.min_scale, defaults.max_scale, steps, anchors.clip)
 
 
@@ -112,12 +115,12 @@ def build_detector(config: Config, num_classes: int, load_weights: bool = True) 
     apply_weights(model, m, load=load_weights)  # before the momentum: it may swap in a backbone (see apply_weights)
     if config.model.norm_momentum is not None:
         set_norm_momentum(model, config.model.norm_momentum)
-    input_size = tuple(config.data.input_size)
+    input_size = config.data.input_size
     features = feature_map_sizes(model, input_size)
     boxes = default_boxes(layout, features, input_size)
     e = config.eval
     # A focal-trained head scores each class with its own sigmoid (the background logit is unused).
-    activation = "sigmoid" if config.loss.name == "focal" else "softmax"
+    activation: Literal["softmax", "sigmoid"] = "sigmoid" if config.loss.name == "focal" else "softmax"
     settings = PostprocessSettings(e.score_threshold, e.nms_threshold, e.topk_candidates, e.max_detections, activation)
     return SSDDetector(model, boxes, settings), DetectorSpec(layout, features, count_boxes(layout, features))
 

@@ -203,7 +203,8 @@ def build_model(
         raise MultiboxError(f"anchors: {name} needs at least 1 box per location on each of {levels} levels, got {num_anchors}")
     if name == "ssd_resnet50_fpn" and len(set(num_anchors)) != 1:
         raise MultiboxError(
-            f"anchors: ssd_resnet50_fpn's shared head needs the same number of boxes per location on every level, got {num_anchors}"
+            "anchors: ssd_resnet50_fpn's shared head needs the same number of boxes per location on every level, "
+            f"got {num_anchors}"
         )
 
     builders: dict[str, Callable[[], SSD]] = {

@@ -24,12 +24,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import resnet50
 from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.resnet import ResNet
 from torchvision.ops.misc import Conv2dNormActivation
 
 from multibox.models.heads import xavier_init
@@ -75,7 +77,7 @@ class ResNetFPNFeatureExtractor(nn.Module):
         out_channels: channels of each returned level.
     """
 
-    def __init__(self, resnet: nn.Module, out_channels: int = FPN_CHANNELS,
+    def __init__(self, resnet: ResNet, out_channels: int = FPN_CHANNELS,
                  norm_layer: Callable[..., nn.Module] | None = None) -> None:
         super().__init__()
         norm_layer = norm_layer or mindspore_norm_layer()
@@ -92,13 +94,13 @@ class ResNetFPNFeatureExtractor(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         """``(N, 3, H, W)`` normalised images -> ``[P3, P4, P5, P6, P7]``, finest first."""
         c = list(self.body(x).values())
-        laterals = [conv(feature) for conv, feature in zip(self.lateral, c)]
+        laterals = [conv(feature) for conv, feature in zip(self.lateral, c, strict=True)]
         merged = [laterals[-1]]
         for lateral in reversed(laterals[:-1]):
             # Resize to the finer map's exact size (not x2): odd sizes on any input stay aligned.
             top_down = F.interpolate(merged[0], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
             merged.insert(0, lateral + top_down)
-        outputs = [conv(m) for conv, m in zip(self.output, merged)]
+        outputs = [conv(m) for conv, m in zip(self.output, merged, strict=True)]
         for block in self.extra:
             outputs.append(block(outputs[-1]))
         return outputs
@@ -127,7 +129,7 @@ class _SharedTower(nn.Module):
             nn.init.constant_(conv.bias, 0.0)
 
     def forward(self, x: Tensor, level: int) -> Tensor:
-        for conv, norm in zip(self.convs, self.norms[level]):
+        for conv, norm in zip(self.convs, cast(nn.ModuleList, self.norms[level]), strict=True):
             x = F.relu6(norm(conv(x)))
         return self.predictor(x)
 
@@ -155,7 +157,9 @@ class WeightSharedHead(nn.Module):
         norm_layer = norm_layer or mindspore_norm_layer()
         self.classification_tower = _SharedTower(channels, num_levels, depth, num_anchors * num_classes, norm_layer)
         self.regression_tower = _SharedTower(channels, num_levels, depth, num_anchors * 4, norm_layer)
-        nn.init.constant_(self.classification_tower.predictor.bias, -math.log((1 - prior_probability) / prior_probability))
+        bias = self.classification_tower.predictor.bias
+        assert bias is not None  # nn.Conv2d's default bias=True
+        nn.init.constant_(bias, -math.log((1 - prior_probability) / prior_probability))
         # Plain attributes, as on the other heads: callers size default boxes without a dry run.
         self.num_classes = num_classes
         self.num_anchors = [num_anchors] * num_levels

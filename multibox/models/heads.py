@@ -58,7 +58,7 @@ class ScoringHead(nn.Module):
         if len(features) != len(self.module_list):
             raise ValueError(f"expected {len(self.module_list)} feature maps, got {len(features)}")
         results = []
-        for module, x in zip(self.module_list, features):
+        for module, x in zip(self.module_list, features, strict=True):
             out = module(x)
             n, _, h, w = out.shape
             # (N, B*K, H, W) -> (N, B, K, H, W) -> (N, H, W, B, K) -> (N, H*W*B, K)
@@ -98,11 +98,11 @@ class SSDHead(_PairHead):
             raise ValueError(f"{len(in_channels)} feature levels but {len(num_anchors)} anchor counts")
         # Build-then-init order matches torchvision, so the same seed gives the same weights.
         cls_convs = nn.ModuleList(
-            nn.Conv2d(c, num_classes * a, kernel_size=3, padding=1) for c, a in zip(in_channels, num_anchors)
+            nn.Conv2d(c, num_classes * a, kernel_size=3, padding=1) for c, a in zip(in_channels, num_anchors, strict=True)
         )
         xavier_init(cls_convs)
         reg_convs = nn.ModuleList(
-            nn.Conv2d(c, 4 * a, kernel_size=3, padding=1) for c, a in zip(in_channels, num_anchors)
+            nn.Conv2d(c, 4 * a, kernel_size=3, padding=1) for c, a in zip(in_channels, num_anchors, strict=True)
         )
         xavier_init(reg_convs)
         super().__init__(ScoringHead(cls_convs, num_classes), ScoringHead(reg_convs, 4), num_classes, num_anchors)
@@ -138,9 +138,9 @@ class SSDLiteHead(_PairHead):
         if len(in_channels) != len(num_anchors):
             raise ValueError(f"{len(in_channels)} feature levels but {len(num_anchors)} anchor counts")
         cls_blocks = nn.ModuleList(
-            _prediction_block(c, num_classes * a, norm_layer) for c, a in zip(in_channels, num_anchors)
+            _prediction_block(c, num_classes * a, norm_layer) for c, a in zip(in_channels, num_anchors, strict=True)
         )
         normal_init(cls_blocks)
-        reg_blocks = nn.ModuleList(_prediction_block(c, 4 * a, norm_layer) for c, a in zip(in_channels, num_anchors))
+        reg_blocks = nn.ModuleList(_prediction_block(c, 4 * a, norm_layer) for c, a in zip(in_channels, num_anchors, strict=True))
         normal_init(reg_blocks)
         super().__init__(ScoringHead(cls_blocks, num_classes), ScoringHead(reg_blocks, 4), num_classes, num_anchors)

@@ -15,9 +15,10 @@ from functools import partial
 
 from torch import Tensor, nn
 from torchvision.models import mobilenet_v3_large
+from torchvision.models.mobilenetv3 import InvertedResidual
 from torchvision.ops.misc import Conv2dNormActivation
 
-from multibox.models.heads import SSDLiteHead, normal_init
+from multibox.models.heads import SSDLiteHead, last_conv, normal_init
 from multibox.models.ssd import SSD
 
 # Scale [0, 1] inputs to [-1, 1], as torchvision's SSDLite does.
@@ -68,6 +69,7 @@ class SSDLiteFeatureExtractorMobileNet(nn.Module):
         # Downsampling blocks C1..C4; the last one is C4 (stride 16 -> 32 inside it).
         c4_pos = [i for i, block in enumerate(mobilenet_features) if getattr(block, "_is_cn", False)][-1]
         c4 = mobilenet_features[c4_pos]
+        assert isinstance(c4, InvertedResidual)  # only torchvision's InvertedResidual blocks have _is_cn
         if c4.use_res_connect:
             raise ValueError("the C4 block of the backbone must not be residual")
         self.features = nn.Sequential(
@@ -78,7 +80,7 @@ class SSDLiteFeatureExtractorMobileNet(nn.Module):
         def depth(d: int) -> int:
             return max(min_depth, int(d * extras_width_mult))
 
-        last_channels = mobilenet_features[-1].out_channels
+        last_channels = last_conv(mobilenet_features).out_channels
         self.extra = nn.ModuleList([
             _extra_block(last_channels, depth(512), norm_layer),
             _extra_block(depth(512), depth(256), norm_layer),

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 from torchvision.ops.misc import Conv2dNormActivation
 
-from multibox.models.heads import SSDHead, xavier_init
+from multibox.models.heads import SSDHead, last_conv, xavier_init
 from multibox.models.ssd import SSD, chain_outputs
 
 # pytorch-ssd feeds (x * 255 - 127) / 128; on [0, 1] inputs that is mean 127/255, std 128/255.
@@ -114,8 +114,8 @@ class SSDFeatureExtractorMobileNetV1(nn.Module):
             nn.Sequential(*mobilenet_features[:12]),  # pytorch-ssd's source layer 12
             nn.Sequential(*mobilenet_features[12:]),
         )
-        c4_channels = mobilenet_features[11][1].out_channels
-        last_channels = mobilenet_features[13][1].out_channels
+        c4_channels = last_conv(mobilenet_features[11]).out_channels  # the pointwise conv
+        last_channels = last_conv(mobilenet_features[13]).out_channels
         extra = []
         in_channels = last_channels
         for mid_channels, out_channels in EXTRA_BLOCKS:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torchvision.models import mobilenet_v2
 from torchvision.models.mobilenetv2 import InvertedResidual
 
-from multibox.models.heads import ScoringHead, _PairHead, _prediction_block, xavier_init
+from multibox.models.heads import ScoringHead, _PairHead, _prediction_block, last_conv, xavier_init
 from multibox.models.ssd import SSD, chain_outputs
 
 # pytorch-ssd feeds (x * 255 - 127) / 128; on [0, 1] inputs that is mean 127/255, std 128/255.
@@ -55,6 +55,7 @@ class SSDLiteFeatureExtractorMobileNetV2(nn.Module):
         # The last downsampling block (features[14] in torchvision's layout) goes from stride 16 to 32.
         split = [i for i, block in enumerate(mobilenet_features) if getattr(block, "stride", 1) == 2][-1]
         block = mobilenet_features[split]
+        assert isinstance(block, InvertedResidual)  # only torchvision's InvertedResidual blocks have a stride
         if block.use_res_connect:
             raise ValueError("the split block of the backbone must not be residual")
         expansion = block.conv[0]  # Conv2dNormActivation: 1x1 conv + norm + ReLU6 (pytorch-ssd's conv[:3])
@@ -62,8 +63,8 @@ class SSDLiteFeatureExtractorMobileNetV2(nn.Module):
             nn.Sequential(*mobilenet_features[:split], expansion),
             nn.Sequential(block.conv[1:], *mobilenet_features[split + 1:]),
         )
-        last_channels = mobilenet_features[-1].out_channels
-        extra = []
+        last_channels = last_conv(mobilenet_features).out_channels
+        extra: list[nn.Module] = []
         in_channels = last_channels
         for out_channels, expand_ratio in EXTRA_BLOCKS:
             extra.append(InvertedResidual(in_channels, out_channels, 2, expand_ratio, norm_layer=norm_layer))
@@ -114,7 +115,7 @@ class MobileNetV2SSDLiteHead(_PairHead):
             raise ValueError(f"{len(in_channels)} feature levels but {len(num_anchors)} anchor counts")
 
         def predictors(columns: int) -> nn.ModuleList:
-            levels = list(zip(in_channels, num_anchors))
+            levels = list(zip(in_channels, num_anchors, strict=True))
             modules: list[nn.Module] = [_prediction_block(c, columns * a, norm_layer) for c, a in levels[:-1]]
             last_channels, last_anchors = levels[-1]
             modules.append(nn.Conv2d(last_channels, columns * last_anchors, kernel_size=1))

@@ -92,7 +92,7 @@ class SSDFeatureExtractorResNet(nn.Module):
         super().__init__()
         self.features = features
         self.extra = extra_blocks
-        first_channels = features[-1][-1].conv3.out_channels  # the last bottleneck's expansion conv
+        first_channels = last_conv(features).out_channels  # the last bottleneck's expansion conv (conv3)
         self.out_channels = [first_channels] + [last_conv(block).out_channels for block in extra_blocks]
 
     def forward(self, x: Tensor) -> list[Tensor]:

@@ -192,7 +192,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     boxes = Table(title="Default boxes", title_justify="left")
     for heading in ("Level", "Feature map (H x W)", "Boxes per location", "Boxes"):
         boxes.add_column(heading, justify="right")
-    levels = zip(summary["feature_sizes"], summary["boxes_per_location"], summary["boxes_per_level"])
+    levels = zip(summary["feature_sizes"], summary["boxes_per_location"], summary["boxes_per_level"], strict=True)
     for level, ((h, w), per_location, count) in enumerate(levels):
         boxes.add_row(str(level), f"{h} x {w}", str(per_location), f"{count:,}")
     boxes.add_section()

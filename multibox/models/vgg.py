@@ -99,7 +99,9 @@ class SSDFeatureExtractorVGG(nn.Module):
             raise ValueError(f"expected VGG features with 5 max-pools, got {len(pools)}")
         _, _, pool3, pool4, _ = pools
         # ceil_mode on pool3 makes 75 -> 38 at a 300 input (the paper's 38x38 conv4_3).
-        vgg_features[pool3].ceil_mode = True
+        pool = vgg_features[pool3]
+        assert isinstance(pool, nn.MaxPool2d)  # `pools` holds only MaxPool2d positions
+        pool.ceil_mode = True
 
         self.scale_weight = nn.Parameter(torch.ones(512) * 20)
         self.features = nn.Sequential(*vgg_features[:pool4])  # up to relu4_3

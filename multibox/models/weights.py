@@ -48,12 +48,17 @@ IMAGENET = "imagenet"
 # ---------------------------------------------------------------------------------------------
 
 
+def _count_children(module: nn.Module, path: str) -> int:
+    """Length of the Sequential/ModuleList at dotted `path` in `module` (its number of children)."""
+    return len(list(module.get_submodule(path).children()))
+
+
 def _vgg16_source_key(backbone: nn.Module, key: str) -> str | None:
     """VGG16 (torchvision's ``_vgg_extractor`` split): ``features.0 ... 22`` (conv1_1 ... relu4_3)
     are ours as they are; ``features.23 ... 29`` (pool4 ... relu5_3) are ``extra.0.0 ... 6``,
     whose next module (``extra.0.7``, pool5/fc6/fc7 as convs) is not in the classifier."""
-    n = len(backbone.features)
-    stem = len(backbone.extra[0]) - 1  # pool4 ... relu5_3, then the fc6/fc7 block
+    n = _count_children(backbone, "features")
+    stem = _count_children(backbone, "extra.0") - 1  # pool4 ... relu5_3, then the fc6/fc7 block
     if re.fullmatch(r"features\.\d+\..+", key):
         return key
     if match := re.fullmatch(r"extra\.0\.(\d+)\.(.+)", key):
@@ -70,7 +75,7 @@ def _split_mobilenet_source_key(inner: str) -> Callable[[nn.Module, str], str | 
     ``features.1.j`` = block ``s + j``. ``inner`` is the block's sequence (V3: ``block``, V2: ``conv``)."""
 
     def source_key(backbone: nn.Module, key: str) -> str | None:
-        s = len(backbone.features[0]) - 1  # index of the split block in the classifier's features
+        s = _count_children(backbone, "features.0") - 1  # index of the split block in the classifier's features
         if match := re.fullmatch(r"features\.0\.(\d+)\.(.+)", key):
             i, rest = int(match[1]), match[2]
             return f"features.{i}.{rest}" if i < s else f"features.{s}.{inner}.0.{rest}"
@@ -114,7 +119,7 @@ def _custom_source_key(layer_name: Callable[[int], str]) -> Callable[[nn.Module,
     def source_key(backbone: nn.Module, key: str) -> str | None:
         if match := re.fullmatch(r"stages\.(\d+)\.(\d+)\.(.+)", key):
             k, j, rest = int(match[1]), int(match[2]), match[3]
-            return f"{layer_name(sum(len(backbone.stages[i]) for i in range(k)) + j)}.{rest}"
+            return f"{layer_name(sum(_count_children(backbone, f'stages.{i}') for i in range(k)) + j)}.{rest}"
         return None
 
     return source_key
@@ -461,7 +466,9 @@ def _use_full_tail_mobilenet_v3(model: SSD, width_mult: float) -> None:
     norm_layer = default_norm_layer()
     mobilenet = mobilenet_v3_large(weights=None, norm_layer=norm_layer, reduced_tail=False, width_mult=width_mult)
     backbone = SSDLiteFeatureExtractorMobileNet(mobilenet.features, norm_layer)
-    head = SSDLiteHead(backbone.out_channels, list(model.head.num_anchors), model.head.num_classes, norm_layer)
+    old_head = model.head
+    assert isinstance(old_head, SSDLiteHead)  # ssdlite320_mobilenet_v3_large's head
+    head = SSDLiteHead(backbone.out_channels, list(old_head.num_anchors), old_head.num_classes, norm_layer)
     model.backbone, model.head = backbone, head
 
 
@@ -481,7 +488,8 @@ def apply_weights(model: SSD, config: ModelConfig, load: bool = True) -> SSD:
     if not load:
         return model
     if with_backbone:
+        assert config.backbone_weights is not None  # with_backbone says so
         load_backbone_weights(model, config.name, config.backbone_weights, getattr(config, "backbone", None))
-    if not _is_none(config.weights):
+    if config.weights is not None and not _is_none(config.weights):
         load_detector_weights(model, config.name, config.weights)
     return model

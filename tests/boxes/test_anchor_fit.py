@@ -1,4 +1,4 @@
-"""`multibox anchors fit` / anchors.auto: exact coverage, a real gain on small objects, budget, fragment, CLI, train hook."""
+"""`multibox anchors fit` / anchors.auto: exact coverage, a gain on small objects, budget, fragment, CLI, train hook."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def test_a_shared_head_gets_the_same_boxes_on_every_level(small_objects):
     config = load_config(None, _overrides(small_objects) + ["model.name=ssd_resnet50_fpn", "data.input_size=[128,192]"])
     fit = fit_anchors(config, _dataset(small_objects))
     assert fit.changed and fit.boxes_after <= fit.boxes_before
-    per_location = {len(s) * (1 + 2 * len(r)) for s, r in zip(fit.box_sizes, fit.aspect_ratios)}
+    per_location = {len(s) * (1 + 2 * len(r)) for s, r in zip(fit.box_sizes, fit.aspect_ratios, strict=True)}
     assert len(per_location) == 1
 
 

@@ -35,7 +35,7 @@ def test_postprocess_equals_torchvision():
     size = (240, 320)
     ours = postprocess(regression, logits, defaults, torch.tensor([size] * 3), settings)
     reference = _reference(regression, logits, defaults, size, settings)
-    for mine, theirs in zip(ours, reference):
+    for mine, theirs in zip(ours, reference, strict=True):
         assert len(mine["scores"]) == len(theirs["scores"]) == 30
         torch.testing.assert_close(mine["scores"], theirs["scores"])
         torch.testing.assert_close(mine["labels"], theirs["labels"])
@@ -68,7 +68,7 @@ def _assert_same_as_torchvision(regression, logits, defaults, settings, size=(30
     n = len(regression)
     ours = postprocess(regression, logits, defaults, torch.tensor([size] * n), settings)
     reference = _reference(regression, logits, defaults, size, settings)
-    for mine, theirs in zip(map(_canonical, ours), map(_canonical, reference)):
+    for mine, theirs in zip(map(_canonical, ours), map(_canonical, reference), strict=True):
         assert len(mine["scores"]) == len(theirs["scores"])
         torch.testing.assert_close(mine["scores"], theirs["scores"])
         torch.testing.assert_close(mine["labels"], theirs["labels"])
@@ -123,6 +123,6 @@ def test_one_nms_call_for_the_batch_equals_one_per_image():
     settings = PostprocessSettings(0.02, 0.45, 100, 50)
     per_image = _nms_survivors(boxes, scores.clone(), settings, one_call=False)
     one_call = _nms_survivors(boxes, scores.clone(), settings, one_call=True)
-    for a, b in zip(per_image, one_call):
+    for a, b in zip(per_image, one_call, strict=True):
         assert torch.equal(a, b)
     assert 0 < int(per_image[3].sum()) < per_image[3].numel()

@@ -71,7 +71,8 @@ def test_config_accepts_list_form(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(
         "data:\n  augment:\n    - {name: HorizontalFlip, p: 0.5}\n"
-        "    - {name: RandomBrightnessContrast, brightness_limit: 0.2, p: 0.5}\n    - {name: ZoomOut, max_scale: 2.0, p: 0.3}\n",
+        "    - {name: RandomBrightnessContrast, brightness_limit: 0.2, p: 0.5}\n"
+        "    - {name: ZoomOut, max_scale: 2.0, p: 0.3}\n",
         encoding="utf-8",
     )
     config = load_config(path)

@@ -163,7 +163,7 @@ def test_seeded_transforms_repeat() -> None:
     image, boxes = _scene(rng)
     run = lambda t: [t(image, boxes, np.array([1])) for _ in range(5)]  # noqa: E731
     a, b = run(build_train_transform("ssd", (64, 64), seed=11)), run(build_train_transform("ssd", (64, 64), seed=11))
-    for (ia, ba, _), (ib, bb, _) in zip(a, b):
+    for (ia, ba, _), (ib, bb, _) in zip(a, b, strict=True):
         np.testing.assert_array_equal(ia, ib)
         np.testing.assert_array_equal(ba, bb)
     assert len({x[0].tobytes() for x in a}) > 1

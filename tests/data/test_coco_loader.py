@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def test_to_coco_gt_round_trips(tmp_path: Path, write_coco: Callable) -> None:
     assert sorted(a["id"] for a in gt["annotations"]) == [1, 2, 3]
     reloaded = load_coco(tmp_path, write_coco(gt, "again.json"))
     assert reloaded.category_ids == data.category_ids
-    for x, y in zip(reloaded.records, data.records):
+    for x, y in zip(reloaded.records, data.records, strict=True):
         np.testing.assert_array_equal(x.boxes, y.boxes)
         np.testing.assert_array_equal(x.labels, y.labels)
         np.testing.assert_array_equal(x.iscrowd, y.iscrowd)
@@ -87,7 +88,7 @@ def test_to_coco_gt_scores_perfect_detections_as_map_1(tmp_path: Path, write_coc
     detections = [
         {"image_id": r.image_id, "category_id": int(c), "bbox": [x0, y0, x1 - x0, y1 - y0], "score": 1.0}
         for r in data.records
-        for (x0, y0, x1, y1), c in zip(r.boxes.tolist(), data.category_id_of(r.labels))
+        for (x0, y0, x1, y1), c in zip(r.boxes.tolist(), data.category_id_of(r.labels), strict=True)
     ]
     evaluator = COCOeval_faster(gt, gt.loadRes(detections), "bbox")
     evaluator.evaluate()

@@ -32,7 +32,7 @@ def _config(data_dir: Path, decode: str, **data):
 
 def test_validation_batches_equal_the_opencv_path(shapes):
     cpu, gpu = DetectionDataModule(_config(shapes, "cpu")), DetectionDataModule(_config(shapes, "gpu"))
-    pairs = list(zip(cpu.val_dataloader(), gpu.val_dataloader()))
+    pairs = list(zip(cpu.val_dataloader(), gpu.val_dataloader(), strict=True))
     assert len(pairs) == 1
     for expected, encoded in pairs:
         assert "encoded" in encoded and "images" not in encoded  # the workers did not decode

@@ -22,9 +22,9 @@ TINY = ["model.name=ssdlite320_mobilenet_v3_large", "model.width_mult=0.5", "dat
 def _set(boxes_per_image: list[list[list[float]]], labels: list[list[int]], size=(100, 200)) -> DetectionSet:
     """Images of height x width = size, boxes xyxy in pixels."""
     h, w = size
-    records = [ImageRecord(i + 1, Path(f"/nowhere/{i}.jpg"), w, h, np.array(b, np.float32).reshape(-1, 4), np.array(l),
-                           np.zeros(len(l), bool))
-               for i, (b, l) in enumerate(zip(boxes_per_image, labels))]
+    records = [ImageRecord(i + 1, Path(f"/nowhere/{i}.jpg"), w, h, np.array(b, np.float32).reshape(-1, 4), np.array(c),
+                           np.zeros(len(c), bool))
+               for i, (b, c) in enumerate(zip(boxes_per_image, labels, strict=True))]
     return DetectionSet(records, ["a", "b"], [1, 2])
 
 

@@ -12,8 +12,19 @@ from multibox.cli import main
 from multibox.data.coco import load_coco
 from multibox.data.synth import make_synthetic_dataset
 from multibox.data.validate import (
-    BOX_OUTSIDE, CORRUPT_IMAGE, DUPLICATE_ANNOTATION_ID, DUPLICATE_IMAGE_ID, EMPTY_BOX, MISSING_IMAGE, SIZE_MISMATCH,
-    UNKNOWN_CATEGORY, UNKNOWN_IMAGE_ID, UNSAFE_FILE_NAME, check_image_file, fix_coco, validate_coco,
+    BOX_OUTSIDE,
+    CORRUPT_IMAGE,
+    DUPLICATE_ANNOTATION_ID,
+    DUPLICATE_IMAGE_ID,
+    EMPTY_BOX,
+    MISSING_IMAGE,
+    SIZE_MISMATCH,
+    UNKNOWN_CATEGORY,
+    UNKNOWN_IMAGE_ID,
+    UNSAFE_FILE_NAME,
+    check_image_file,
+    fix_coco,
+    validate_coco,
 )
 from multibox.errors import MultiboxError
 

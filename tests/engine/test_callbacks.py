@@ -140,7 +140,8 @@ def test_throughput_is_logged_per_step_and_per_epoch(ema_run):
         rows = [row for row in csv.DictReader(file) if row["train/images_per_s"]]
     step_rows = [row for row in rows if row["train/loss"]]  # step rows carry the step's loss too
     epoch_rows = [row for row in rows if not row["train/loss"]]
-    # Every step (log_every_n_steps=1) and each epoch, at least of the resumed run (the CSV may keep the first run's rows).
+    # Every step (log_every_n_steps=1) and each epoch, at least of the resumed run
+    # (the CSV may keep the first run's rows).
     assert {2, 3} <= {int(row["step"]) for row in step_rows} and len(step_rows) in (2, 4)
     assert 1 in {int(row["epoch"]) for row in epoch_rows} and len(epoch_rows) == len({row["epoch"] for row in epoch_rows})
     assert all(float(row["train/images_per_s"]) > 0 for row in rows)

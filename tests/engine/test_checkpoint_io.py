@@ -11,7 +11,12 @@ import torch
 from multibox.cli import main
 from multibox.data.synth import make_synthetic_dataset
 from multibox.engine.checkpoint import read_checkpoint
-from multibox.engine.checkpoint_io import AtomicCheckpointIO, capture_random_state, restore_random_state, safe_torch_load
+from multibox.engine.checkpoint_io import (
+    AtomicCheckpointIO,
+    capture_random_state,
+    restore_random_state,
+    safe_torch_load,
+)
 from multibox.errors import MultiboxError
 
 

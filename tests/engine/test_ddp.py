@@ -66,7 +66,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def run_ddp_job(tmp_path_factory, name: str, unreadable: int = 0) -> Path:
-    """`multibox train` with devices=2 on 8 train / 5 val synthetic images; the first `unreadable` train images emptied."""
+    """`multibox train` with devices=2 on 8 train / 5 val synthetic images; the first `unreadable` ones emptied."""
     root = tmp_path_factory.mktemp(name)
     make_synthetic_dataset(root / "train", 8, (64, 64), seed=0)
     for image in sorted((root / "train" / "images").iterdir())[:unreadable]:
@@ -143,4 +143,4 @@ def test_a_rank_left_without_a_usable_batch_does_not_hang_the_other(tmp_path_fac
     root = run_ddp_job(tmp_path_factory, "ddp_unreadable", unreadable=4)
     first, second = (record["step_sizes"] for record in rank_records(root))
     assert len(first) == len(second) == 4  # 2 epochs x 2 steps on both ranks: nobody dropped out
-    assert any((a >= 2) != (b >= 2) for a, b in zip(first, second)), (first, second)  # the case happened
+    assert any((a >= 2) != (b >= 2) for a, b in zip(first, second, strict=True)), (first, second)  # the case happened

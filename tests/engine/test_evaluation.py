@@ -98,7 +98,7 @@ def test_matches_pycocotools(seed: int) -> None:
     reference = pycocotools_eval(gt, detections)
 
     assert list(metrics)[:12] == list(METRIC_KEYS)
-    for key, expected in zip(METRIC_KEYS, reference.stats):
+    for key, expected in zip(METRIC_KEYS, reference.stats, strict=True):
         assert metrics[key] == pytest.approx(float(expected), abs=1e-6), key
     assert 0.0 < metrics["map"] < 1.0
 
@@ -145,7 +145,7 @@ def test_class_without_gt_left_out_and_missing_area_is_minus_one() -> None:
     detections = make_detections(gt) + [{"image_id": 10, "category_id": 9, "bbox": [0, 0, 50, 50], "score": 0.5}]
     metrics = coco_evaluate(gt, detections)
     reference = pycocotools_eval(gt, detections)
-    for key, expected in zip(METRIC_KEYS, reference.stats):
+    for key, expected in zip(METRIC_KEYS, reference.stats, strict=True):
         assert metrics[key] == pytest.approx(float(expected), abs=1e-6), key
     assert metrics["map_small"] == -1.0 and metrics["map_medium"] == -1.0
     assert "unseen" not in metrics["per_class"]

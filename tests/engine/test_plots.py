@@ -38,7 +38,7 @@ def box(x: float, y: float, w: float = 20, h: float = 20) -> list[float]:
 
 def outcomes_of(result: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[tuple[int, int]]:
     true, predicted, _ = result
-    return sorted(zip(true.tolist(), predicted.tolist()))
+    return sorted(zip(true.tolist(), predicted.tolist(), strict=True))
 
 
 def test_match_image_counts_each_kind_of_outcome() -> None:

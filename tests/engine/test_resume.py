@@ -10,8 +10,8 @@ import torch
 
 import multibox.engine.train as train_module
 from multibox.config import load_config
-from multibox.data.synth import make_synthetic_dataset
 from multibox.data.datamodule import DetectionDataModule
+from multibox.data.synth import make_synthetic_dataset
 from multibox.engine.checkpoint_io import RandomStateCallback, safe_torch_load
 from multibox.engine.train import read_metrics_csv, train
 
@@ -83,7 +83,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(data_root, tmp_
         assert torch.equal(tensor, actual["state_dict"][name]), name
     momentum = [s["momentum_buffer"] for s in expected["optimizer_states"][0]["state"].values()]
     resumed_momentum = [s["momentum_buffer"] for s in actual["optimizer_states"][0]["state"].values()]
-    assert all(torch.equal(a, b) for a, b in zip(momentum, resumed_momentum))
+    assert all(torch.equal(a, b) for a, b in zip(momentum, resumed_momentum, strict=True))
     assert expected["lr_schedulers"][0]["last_epoch"] == actual["lr_schedulers"][0]["last_epoch"] == 4
     # The log keeps the interrupted run's first epoch (Lightning's CSVLogger would delete it), each epoch once.
     assert epoch_rows(resumed) == epoch_rows(straight) and len(epoch_rows(straight)) == 2

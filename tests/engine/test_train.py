@@ -56,7 +56,8 @@ def finished_run(tmp_path_factory) -> tuple[Path, list[tuple[str, int]]]:
         f"data:\n  train: {{images: {root}/data/images, annotations: {root}/data/annotations.json}}\n"
         "  input_size: [64, 64]\n  batch_size: 2\n  num_workers: 0\n"
         "model: {name: ssdlite320_mobilenet_v3_large, width_mult: 0.25}\n"
-        f"train: {{epochs: 1, accelerator: cpu, progress: false, output_dir: {root}/run, checkpoint_every_n_steps: 2}}\n"
+        f"train: {{epochs: 1, accelerator: cpu, progress: false, output_dir: {root}/run, "
+        "checkpoint_every_n_steps: 2}\n"
     )
     saves: list[tuple[str, int]] = []
     real_save = AtomicCheckpointIO.save_checkpoint

@@ -54,7 +54,7 @@ def _reference(checkpoint, images, conf, iou=None, max_det=None):
 
 def _assert_same(got: list[Detections], expected: list[dict]) -> None:
     assert len(got) == len(expected)
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         assert len(g) == len(e["scores"]) > 0
         np.testing.assert_allclose(g.boxes, e["boxes"], atol=1e-4)
         np.testing.assert_allclose(g.scores, e["scores"], atol=1e-6)
@@ -67,7 +67,7 @@ def test_matches_ssd_detector_with_the_eval_transform(tiny_checkpoint, conf, iou
     detector = Detector.from_checkpoint(tiny_checkpoint, device="cpu", conf=conf, iou=iou, max_det=max_det)
     got = detector(images)
     _assert_same(got, _reference(tiny_checkpoint, images, conf, iou, max_det))
-    for found, image in zip(got, images):
+    for found, image in zip(got, images, strict=True):
         assert found.image_size == image.shape[:2]
         assert found.names == [detector.class_names[i] for i in found.labels]
         np.testing.assert_array_equal(found.category_ids, found.labels + 1)  # the dataset's ids are 1..5
@@ -116,7 +116,7 @@ def test_class_filter_keeps_max_det_places_for_the_chosen_classes(make_detector)
     everything = make_detector(conf=0.05, max_det=1000)(images)
     for classes in (["square", "star"], [1, 4], ["1", "star"]):
         chosen = make_detector(conf=0.05, max_det=3, classes=classes)(images)
-        for all_found, found in zip(everything, chosen):
+        for all_found, found in zip(everything, chosen, strict=True):
             keep = np.flatnonzero(np.isin(all_found.labels, [1, 4]))[:3]
             assert len(found) == len(keep) == 3
             np.testing.assert_array_equal(found.scores, all_found.scores[keep])

@@ -57,7 +57,7 @@ def test_color_key_picks_colour_by_class_index() -> None:
 def test_distinct_colours_for_neighbouring_classes() -> None:
     colours = [np.array(class_color(i), dtype=float) for i in range(20)]
     assert len({tuple(c) for c in colours}) == 20
-    assert min(np.abs(a - b).sum() for a, b in zip(colours, colours[1:])) > 60
+    assert min(np.abs(a - b).sum() for a, b in zip(colours, colours[1:], strict=False)) > 60
 
 
 def test_empty_detections_return_identical_copy() -> None:

@@ -119,7 +119,7 @@ def test_onnx_nms_outputs_are_fixed_size_and_best_first(lite_checkpoint, one_thr
     boxes, scores, labels, counts = session.run(None, {"images": sample_images((128, 128), 3).numpy()})
     max_det = load_checkpoint(lite_checkpoint).detector.settings.max_detections
     assert boxes.shape == (3, max_det, 4) and scores.shape == labels.shape == (3, max_det) and counts.shape == (3,)
-    for image_scores, image_labels, n in zip(scores, labels, counts):
+    for image_scores, image_labels, n in zip(scores, labels, counts, strict=True):
         assert 0 < n <= max_det
         assert np.all(np.diff(image_scores[:n]) <= 0) and set(image_labels[:n]) <= {1, 2, 3}
         assert np.all(image_scores[n:] == 0) and np.all(image_labels[n:] == 0)
@@ -147,7 +147,10 @@ def test_torchscript_matches_pytorch(lite_checkpoint, one_thread, nms):
 def test_parity_check_catches_a_wrong_graph(lite_checkpoint, one_thread):
     loaded = load_checkpoint(lite_checkpoint)
     images = sample_images((128, 128), 2)
-    broken = lambda x: [o + 1e-3 for o in _pytorch_outputs(loaded.detector, x)]
+
+    def broken(x: np.ndarray) -> list[np.ndarray]:
+        return [o + 1e-3 for o in _pytorch_outputs(loaded.detector, x)]
+
     parity = check_parity(broken, loaded.detector, images, False, 1e-4)
     assert parity.box_diff == pytest.approx(1e-3, rel=1e-2) and parity.score_diff == pytest.approx(1e-3, rel=1e-2)
 
@@ -165,8 +168,11 @@ def test_compare_detections_matches_sets_not_positions():
     detector = SimpleNamespace(settings=SimpleNamespace(score_threshold=0.01, max_detections=4))
     boxes = torch.tensor([[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.6, 0.6], [0.0, 0.0, 0.3, 0.3]])
     reference = [{"boxes": boxes, "scores": torch.tensor([0.9, 0.5, 0.5]), "labels": torch.tensor([1, 2, 3])}]
-    padded = lambda b, s, l: [np.pad(b, ((0, 4 - len(s)), (0, 0)))[None], np.pad(s.astype(np.float32), (0, 4 - len(s)))[None],
-                              np.pad(l, (0, 4 - len(s)))[None], np.array([len(s)])]
+
+    def padded(b, s, c):
+        return [np.pad(b, ((0, 4 - len(s)), (0, 0)))[None], np.pad(s.astype(np.float32), (0, 4 - len(s)))[None],
+                np.pad(c, (0, 4 - len(s)))[None], np.array([len(s)])]
+
     swapped = padded(boxes.numpy()[[0, 2, 1]], np.array([0.9, 0.5, 0.5]), np.array([1, 3, 2]))  # a tie in another order
     assert compare_detections(swapped, reference, detector, 1e-4) == Parity(0.0, 0.0, 3, 0)
     moved = padded(boxes.numpy() + [[0, 0, 0, 0.01], [0, 0, 0, 0], [0, 0, 0, 0]], np.array([0.9, 0.5, 0.5]), np.array([1, 2, 3]))

@@ -48,7 +48,7 @@ def test_folder_predictions_load_in_faster_coco_eval_and_equal_the_api(shapes_da
     for name, image_id in sorted(ids_by_name.items()):
         expected += detector(shapes_dataset / "images" / name)[0].to_coco(image_id, name)
     assert len(results) == len(expected)
-    for got, want in zip(results, expected):
+    for got, want in zip(results, expected, strict=True):
         assert got["image_id"] == want["image_id"] and got["category_id"] == want["category_id"]
         np.testing.assert_allclose(got["bbox"], want["bbox"], atol=0.02)
         assert got["score"] == pytest.approx(want["score"], abs=2e-4)
@@ -77,7 +77,7 @@ def test_recursive_folder_keeps_relative_paths_skips_unreadable_and_writes_yolo_
         lines = (out / "labels" / name).with_suffix(".txt").read_text().splitlines()
         mine = [r for r in results if r["image_id"] == index + 1]
         assert len(lines) == len(mine) <= 4
-        for line, r in zip(lines, mine):  # class cx cy w h score, normalised by the 64x64 image
+        for line, r in zip(lines, mine, strict=True):  # class cx cy w h score, normalised by the 64x64 image
             cls, cx, cy, w, h, score = (float(v) for v in line.split())
             x, y, bw, bh = r["bbox"]
             assert cls + 1 == r["category_id"] and score == pytest.approx(r["score"], abs=1e-4)

@@ -59,7 +59,7 @@ def test_video_in_annotated_video_and_per_frame_results_out(shapes_dataset, tiny
     for index, found in enumerate(make_detector(conf=CONF)(frames)):
         expected += found.to_coco(index + 1, f"clip{suffix}#{index:06d}")
     assert results and len(results) == len(expected)
-    for got, want in zip(results, expected):
+    for got, want in zip(results, expected, strict=True):
         assert (got["image_id"], got["file_name"], got["category_id"]) == (want["image_id"], want["file_name"], want["category_id"])
         np.testing.assert_allclose(got["bbox"], want["bbox"], atol=0.02)
     assert sorted(p.name for p in (out / "labels").iterdir()) == [f"clip_{i:06d}.txt" for i in range(FRAMES)]

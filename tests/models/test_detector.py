@@ -27,7 +27,7 @@ def test_ssd300_vgg16_detections_equal_torchvision():
         resized = torch.cat([F.interpolate(im[None], size=(300, 300), mode="bilinear", align_corners=False) for im in images])
         ours = detector.detect(resized, torch.tensor([im.shape[-2:] for im in images]))
 
-    for mine, theirs in zip(ours, expected):
+    for mine, theirs in zip(ours, expected, strict=True):
         assert len(theirs["scores"]) > 20
         assert len(mine["scores"]) == len(theirs["scores"])
         _assert_same_detections(mine, theirs)
@@ -55,8 +55,8 @@ def test_pixel_sizes_and_fraction_scales_give_identical_boxes():
     common = ["model.name=ssd300_vgg16", "data.input_size=[300,300]", "anchors.steps=[8,16,32,64,100,300]"]
     by_pixels = load_config(None, common + [f"anchors.sizes={sizes}"])
     by_fractions = load_config(None, common + [f"anchors.scales={[s / 300 for s in sizes]}"])
-    from multibox.models.detector import resolve_layout
     from multibox.boxes.anchors import default_boxes
+    from multibox.models.detector import resolve_layout
 
     features = [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)]
     torch.testing.assert_close(
@@ -103,7 +103,7 @@ def test_ssdlite320_mobilenet_v3_large_detections_equal_torchvision(one_thread):
         expected = reference(images)
         resized = torch.cat([F.interpolate(im[None], size=(320, 320), mode="bilinear", align_corners=False) for im in images])
         ours = detector.detect(resized, torch.tensor([im.shape[-2:] for im in images]))
-    for mine, theirs in zip(ours, expected):
+    for mine, theirs in zip(ours, expected, strict=True):
         assert len(torch.unique(theirs["scores"])) == len(theirs["scores"])  # no ties: the comparison is exact
         assert len(theirs["scores"]) > 20 and len(mine["scores"]) == len(theirs["scores"])
         _assert_same_detections(mine, theirs)

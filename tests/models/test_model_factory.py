@@ -71,7 +71,7 @@ def test_custom_aspect_ratios_size_the_heads() -> None:
     assert model.head.num_anchors == [4, 8, 2, 4, 4, 4]
     box_regression, cls_logits = model(torch.rand(2, 3, 128, 128))  # train mode: 1x1 maps need batch >= 2
     sizes = feature_map_sizes(model, (128, 128))
-    assert box_regression.shape[1] == sum(h * w * a for (h, w), a in zip(sizes, [4, 8, 2, 4, 4, 4]))
+    assert box_regression.shape[1] == sum(h * w * a for (h, w), a in zip(sizes, [4, 8, 2, 4, 4, 4], strict=True))
     assert cls_logits.shape[-1] == 3
 
 

@@ -13,7 +13,7 @@ SIZES = [(5, 7), (3, 4), (1, 1)]
 
 
 def _features(batch: int = 2) -> list[torch.Tensor]:
-    return [torch.randn(batch, c, h, w) for c, (h, w) in zip(IN_CHANNELS, SIZES)]
+    return [torch.randn(batch, c, h, w) for c, (h, w) in zip(IN_CHANNELS, SIZES, strict=True)]
 
 
 def test_ssd_head_matches_torchvision() -> None:
@@ -25,7 +25,7 @@ def test_ssd_head_matches_torchvision() -> None:
     reference = theirs(features)
     torch.testing.assert_close(box_regression, reference["bbox_regression"])
     torch.testing.assert_close(cls_logits, reference["cls_logits"])
-    assert box_regression.shape == (2, sum(h * w * a for (h, w), a in zip(SIZES, NUM_ANCHORS)), 4)
+    assert box_regression.shape == (2, sum(h * w * a for (h, w), a in zip(SIZES, NUM_ANCHORS, strict=True)), 4)
 
 
 def test_ssdlite_head_matches_torchvision() -> None:
@@ -54,7 +54,7 @@ def test_order_is_level_then_row_major_location_then_box() -> None:
     features = [torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w) for h, w in sizes]
     box_regression, _ = head(features)
     expected = []
-    for (h, w), boxes in zip(sizes, [2, 3]):
+    for (h, w), boxes in zip(sizes, [2, 3], strict=True):
         for location in range(h * w):  # y * w + x
             for box in range(boxes):
                 expected.append([location + 1000.0 * (box * 4 + k) for k in range(4)])

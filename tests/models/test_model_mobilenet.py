@@ -20,7 +20,7 @@ def _pair(width_mult: float, num_classes: int = 5):
 def test_state_dict_and_initialisation_equal_torchvision(width_mult: float) -> None:
     theirs, ours = _pair(width_mult)
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
-    for (key, ours_value), theirs_value in zip(ours.state_dict().items(), theirs.state_dict().values()):
+    for (key, ours_value), theirs_value in zip(ours.state_dict().items(), theirs.state_dict().values(), strict=True):
         assert torch.equal(ours_value, theirs_value), key
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
 

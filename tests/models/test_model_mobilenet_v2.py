@@ -143,7 +143,7 @@ def test_custom_anchor_counts_size_the_heads(num_anchors: list[int]) -> None:
     with torch.no_grad():
         box_regression, _ = model(torch.rand(1, 3, 128, 128))
     sizes = [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1), (1, 1)]
-    assert box_regression.shape[1] == sum(h * w * a for (h, w), a in zip(sizes, num_anchors))
+    assert box_regression.shape[1] == sum(h * w * a for (h, w), a in zip(sizes, num_anchors, strict=True))
 
 
 def test_wrong_number_of_anchor_counts() -> None:

@@ -125,7 +125,7 @@ def test_small_model_trains() -> None:
     model = build_model(NAME, 4, anchor_defaults(NAME).aspect_ratios).train()
     sizes = feature_map_sizes(model, (264, 264))
     assert sizes == [(33, 33), (17, 17), (9, 9), (5, 5), (3, 3), (1, 1)]
-    boxes = sum(h * w * a for (h, w), a in zip(sizes, [4, 6, 6, 6, 4, 4]))
+    boxes = sum(h * w * a for (h, w), a in zip(sizes, [4, 6, 6, 6, 4, 4], strict=True))
     box_regression, cls_logits = model(torch.rand(2, 3, 264, 264))
     assert box_regression.shape == (2, boxes, 4) and cls_logits.shape == (2, boxes, 4)
     loss = box_regression.square().mean() + nn.functional.cross_entropy(

@@ -32,7 +32,7 @@ def test_state_dict_keys_and_shapes_equal_torchvision(pair) -> None:
 
 def test_same_seed_gives_torchvision_initialisation(pair) -> None:
     theirs, ours = pair
-    for (key, ours_value), theirs_value in zip(ours.state_dict().items(), theirs.state_dict().values()):
+    for (key, ours_value), theirs_value in zip(ours.state_dict().items(), theirs.state_dict().values(), strict=True):
         assert torch.equal(ours_value, theirs_value), key
 
 
@@ -69,7 +69,7 @@ def test_ssd512_has_the_papers_24564_boxes() -> None:
         reference = _vgg_extractor(torchvision.models.vgg16(weights=None), highres=True, trainable_layers=5)
     sizes = feature_map_sizes(model, (512, 512))
     assert sizes == [(64, 64), (32, 32), (16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
-    assert sum(h * w * a for (h, w), a in zip(sizes, model.head.num_anchors)) == 24564
+    assert sum(h * w * a for (h, w), a in zip(sizes, model.head.num_anchors, strict=True)) == 24564
     # Same parameters as torchvision's (unreleased) highres extractor, so its weights would load.
     assert {k: v.shape for k, v in model.backbone.state_dict().items()} == {
         k: v.shape for k, v in reference.state_dict().items()

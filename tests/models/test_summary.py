@@ -81,7 +81,7 @@ def test_non_square_input_and_default_class_count():
     assert summary["input_size"] == [300, 500]
     assert summary["feature_sizes"][0] == [38, 63]
     assert _layer(summary, "")["output_shapes"] == [[3, summary["num_boxes"], 4], [3, summary["num_boxes"], 81]]
-    assert summary["num_boxes"] == sum(h * w * b for (h, w), b in zip(summary["feature_sizes"], summary["boxes_per_location"]))
+    assert summary["num_boxes"] == sum(h * w * b for (h, w), b in zip(summary["feature_sizes"], summary["boxes_per_location"], strict=True))
 
 
 def test_8_megapixel_input_costs_nothing_real():

@@ -1,13 +1,13 @@
 """Dataset formats: a reader per format (to a :class:`DetectionSet`) and a writer where the format can hold the data.
 
-| format     | reader `images` / `annotations`                               | writer              | lost by the writer                    |
-|------------|---------------------------------------------------------------|---------------------|---------------------------------------|
-| coco       | images folder / instances JSON                                | `write_coco`        | nothing                               |
-| voc        | VOC root / split name or split file (default: every XML)      | `write_voc`         | sub-pixel coords, category ids        |
-| yolo       | root with images/+labels/ (or images folder) / labels folder  | `write_yolo`        | crowd boxes, category ids             |
-| txt        | images root / the list file                                   | `write_txt`         | sub-pixel coords, crowd boxes, ids    |
-| openimages | root / split (train, validation, test) or bbox CSV            | `write_openimages`  | images without boxes, category ids    |
-| cognata    | Cognata root (recordings) / unused                            | none (reader only)  |                                       |
+| format     | reader `images` / `annotations`                   | writer             | lost by the writer             |
+|------------|---------------------------------------------------|--------------------|--------------------------------|
+| coco       | images folder / instances JSON                    | `write_coco`       | nothing                        |
+| voc        | VOC root / split name or file (default: all XML)  | `write_voc`        | sub-pixel coords, category ids |
+| yolo       | images/+labels/ root (or images dir) / labels dir | `write_yolo`       | crowd boxes, category ids      |
+| txt        | images root / the list file                       | `write_txt`        | sub-pixel coords, iscrowd, ids |
+| openimages | root / split (train/validation/test) or bbox CSV  | `write_openimages` | boxless images, category ids   |
+| cognata    | Cognata root (recordings) / unused                | none (reader only) |                                |
 
 Formats without category ids get ids 1..K (in class-name order). Image ids are kept by COCO
 only; the others number images 1..N in reading order.
@@ -15,12 +15,13 @@ only; the others number images 1..N in reading order.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from multibox.data.coco import load_coco
-from multibox.data.formats.cognata import load_cognata
 from multibox.data.formats.coco import write_coco
+from multibox.data.formats.cognata import load_cognata
 from multibox.data.formats.openimages import load_openimages, write_openimages
 from multibox.data.formats.txt import load_txt, write_txt
 from multibox.data.formats.voc import load_voc, write_voc

@@ -19,7 +19,7 @@ def write_coco(dataset: DetectionSet, out_dir: Path) -> None:
     out_dir = prepare_output(out_dir)
     names = output_names(dataset)
     gt = dataset.to_coco_gt()
-    for image, record, name in zip(gt["images"], dataset.records, names):
+    for image, record, name in zip(gt["images"], dataset.records, names, strict=True):
         image["file_name"] = name
         place_image(record.file, out_dir / "images" / name)
     (out_dir / "annotations.json").write_text(json.dumps(gt), encoding="utf-8")

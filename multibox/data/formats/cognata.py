@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import csv
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -61,8 +61,11 @@ def load_cognata(
                 raise MultiboxError(f"{png_dir}: no matching annotation folder {ann_dir.name}")
             images, tables = sorted(png_dir.glob("*.png")), sorted(ann_dir.glob("*.csv"))
             if len(images) != len(tables):
-                raise MultiboxError(f"{ann_dir}: {len(tables)} CSV files for {len(images)} images in {png_dir.name} (paired by sorted order)")
-            for image, table in zip(images, tables):
+                raise MultiboxError(
+                    f"{ann_dir}: {len(tables)} CSV files for {len(images)} images in {png_dir.name} "
+                    "(paired by sorted order)"
+                )
+            for image, table in zip(images, tables, strict=True):
                 file = inside_root(root, image.relative_to(root), png_dir)
                 boxes, raw = _read_csv(table, min_area, min_side, max_distance, ignored)
                 known = np.array([c in label_of for c in raw.tolist()], bool)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 
@@ -54,7 +54,7 @@ def read_class_names(spec: Sequence[str] | Path | str | None, what: str = "data.
     """Class names from a list, a names file (one a line) or a YOLO data .yaml (`names:` list or {id: name})."""
     if spec is None:
         return None
-    if isinstance(spec, (list, tuple)):
+    if not isinstance(spec, (str, Path)):  # a list or tuple of names
         names = [str(name) for name in spec]
     else:
         path = Path(spec)

@@ -14,8 +14,8 @@ descriptions file. Category ids become 1..K (the writer invents LabelNames `/mul
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -66,13 +66,14 @@ def load_openimages(root: Path, split: str | Path = "train", classes: Sequence[s
     for image_id, label, box, group in rows:
         if label in label_of:
             per_image.setdefault(image_id, []).append((label_of[label], box, group))
-    records = []
+    records: list[ImageRecord] = []
     for image_id, objects in per_image.items():
         file = _image_file(image_dir, image_id, csv_path)
         width, height = image_size(file, csv_path)
         boxes = np.array([box for _, box, _ in objects], np.float32) * np.array([width, height, width, height], np.float32)
         records.append(ImageRecord(len(records) + 1, file, width, height, boxes,
-                                   [lab for lab, _, _ in objects], [g for _, _, g in objects]))
+                                   np.array([lab for lab, _, _ in objects], np.int64),
+                                   np.array([g for _, _, g in objects], bool)))
     return with_ids(records, names)
 
 
@@ -125,17 +126,20 @@ def _rows(path: Path, descriptions: dict[str, str]) -> list[tuple[str, str, list
 
 
 def write_openimages(dataset: DetectionSet, out_dir: Path, split: str = "train") -> None:
-    """Write `sub-<split>-annotations-bbox.csv`, `class-descriptions-bbox.csv` and `<split>/<image>` (images without boxes are lost)."""
+    """Write `sub-<split>-annotations-bbox.csv`, `class-descriptions-bbox.csv` and `<split>/<image>`.
+
+    Images without boxes are lost: the format lists images only through their boxes.
+    """
     out_dir = prepare_output(out_dir)
     labels = [f"/multibox/{c}" for c in dataset.category_ids]
     with (out_dir / DESCRIPTIONS).open("w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows([("LabelName", "DisplayName"), *zip(labels, dataset.class_names)])
+        csv.writer(handle).writerows([("LabelName", "DisplayName"), *zip(labels, dataset.class_names, strict=True)])
     with (out_dir / f"sub-{split}-annotations-bbox.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["ImageID", "Source", "LabelName", "Confidence", "XMin", "XMax", "YMin", "YMax", "IsGroupOf"])
-        for record, name in zip(dataset.records, output_names(dataset)):
+        for record, name in zip(dataset.records, output_names(dataset), strict=True):
             place_image(record.file, out_dir / split / name)
             scale = np.array([record.width, record.height, record.width, record.height], np.float64)
-            for box, label, crowd in zip((record.boxes / scale).tolist(), record.labels.tolist(), record.iscrowd.tolist()):
+            for box, label, crowd in zip((record.boxes / scale).tolist(), record.labels.tolist(), record.iscrowd.tolist(), strict=True):
                 writer.writerow([Path(name).stem, "multibox", labels[label - 1], 1,
                                  *(f"{v:.10g}" for v in (box[0], box[2], box[1], box[3])), int(crowd)])

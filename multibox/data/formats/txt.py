@@ -11,13 +11,20 @@ must not contain spaces.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from multibox.data.formats.common import (
-    drop_crowd_warning, image_size, inside_root, output_names, place_image, prepare_output, read_class_names, with_ids,
+    drop_crowd_warning,
+    image_size,
+    inside_root,
+    output_names,
+    place_image,
+    prepare_output,
+    read_class_names,
+    with_ids,
 )
 from multibox.data.records import DetectionSet, ImageRecord
 from multibox.errors import MultiboxError
@@ -34,7 +41,7 @@ def load_txt(images: Path, annotation_file: Path, class_names: Sequence[str] | P
         names = read_class_names(annotation_file.parent / "classes.txt")
     if names is None:
         raise MultiboxError(f"{annotation_file}: TXT needs class names: set data.class_names (list or names file)")
-    records = []
+    records: list[ImageRecord] = []
     for number, line in enumerate(annotation_file.read_text(encoding="utf-8").splitlines(), start=1):
         fields = line.split()
         if not fields:
@@ -58,7 +65,8 @@ def load_txt(images: Path, annotation_file: Path, class_names: Sequence[str] | P
             boxes.append(values[:4])
             labels.append(cls + 1)
         width, height = image_size(file, where)
-        records.append(ImageRecord(len(records) + 1, file, width, height, boxes, labels, np.zeros(len(labels), bool)))
+        records.append(ImageRecord(len(records) + 1, file, width, height, np.array(boxes, np.float32),
+                                   np.array(labels, np.int64), np.zeros(len(labels), bool)))
     return with_ids(records, names)
 
 
@@ -67,13 +75,13 @@ def write_txt(dataset: DetectionSet, out_dir: Path) -> None:
     out_dir = prepare_output(out_dir)
     drop_crowd_warning(dataset, "TXT", out_dir)
     lines = []
-    for record, name in zip(dataset.records, output_names(dataset)):
+    for record, name in zip(dataset.records, output_names(dataset), strict=True):
         if any(c.isspace() for c in name):
             raise MultiboxError(f"{record.file}: TXT paths cannot hold spaces")
         place_image(record.file, out_dir / "images" / name)
         keep = ~record.iscrowd
         boxes = np.rint(record.boxes[keep]).astype(np.int64)
-        items = [f"{x1},{y1},{x2},{y2},{int(c) - 1}" for (x1, y1, x2, y2), c in zip(boxes.tolist(), record.labels[keep].tolist())]
+        items = [f"{x1},{y1},{x2},{y2},{int(c) - 1}" for (x1, y1, x2, y2), c in zip(boxes.tolist(), record.labels[keep].tolist(), strict=True)]
         lines.append(" ".join([name, *items]) + "\n")
     (out_dir / "annotations.txt").write_text("".join(lines), encoding="utf-8")
     (out_dir / "classes.txt").write_text("".join(f"{n}\n" for n in dataset.class_names), encoding="utf-8")

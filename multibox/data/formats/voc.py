@@ -18,13 +18,21 @@ the writer emits), else the sorted names found in the XMLs.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 from xml.sax.saxutils import escape
 
 import numpy as np
 
-from multibox.data.formats.common import image_size, inside_root, output_names, place_image, prepare_output, read_class_names, with_ids
+from multibox.data.formats.common import (
+    image_size,
+    inside_root,
+    output_names,
+    place_image,
+    prepare_output,
+    read_class_names,
+    with_ids,
+)
 from multibox.data.records import DetectionSet, ImageRecord
 from multibox.errors import MultiboxError
 
@@ -54,7 +62,7 @@ def load_voc(root: Path, split: str | Path | None = None, class_names: Sequence[
         boxes[:, :2] -= 1.0
         records.append(ImageRecord(
             index + 1, file, width, height, boxes,
-            [label_of[obj[0]] for obj in objects], [obj[2] for obj in objects],
+            np.array([label_of[obj[0]] for obj in objects], np.int64), np.array([obj[2] for obj in objects], bool),
         ))
     return with_ids(records, names)
 
@@ -129,7 +137,7 @@ def write_voc(dataset: DetectionSet, out_dir: Path, split: str = "trainval") -> 
     (out_dir / "Annotations").mkdir()
     (out_dir / "ImageSets" / "Main").mkdir(parents=True)
     names = output_names(dataset)
-    for record, name in zip(dataset.records, names):
+    for record, name in zip(dataset.records, names, strict=True):
         place_image(record.file, out_dir / "JPEGImages" / name)
         (out_dir / "Annotations" / f"{Path(name).stem}.xml").write_text(_xml(record, name, dataset.class_names), encoding="utf-8")
     (out_dir / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{Path(n).stem}\n" for n in names), encoding="utf-8")
@@ -139,7 +147,7 @@ def write_voc(dataset: DetectionSet, out_dir: Path, split: str = "trainval") -> 
 def _xml(record: ImageRecord, file_name: str, class_names: list[str]) -> str:
     lines = ["<annotation>", "  <folder>JPEGImages</folder>", f"  <filename>{escape(file_name)}</filename>",
              f"  <size><width>{record.width}</width><height>{record.height}</height><depth>3</depth></size>"]
-    for box, label, crowd in zip(record.boxes.tolist(), record.labels.tolist(), record.iscrowd.tolist()):
+    for box, label, crowd in zip(record.boxes.tolist(), record.labels.tolist(), record.iscrowd.tolist(), strict=True):
         x1, y1 = int(round(box[0])) + 1, int(round(box[1])) + 1
         x2, y2 = max(int(round(box[2])), x1), max(int(round(box[3])), y1)
         lines += ["  <object>", f"    <name>{escape(class_names[label - 1])}</name>", "    <truncated>0</truncated>",

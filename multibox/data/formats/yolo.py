@@ -12,13 +12,20 @@ significant digits, so boxes come back within float32 rounding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from multibox.data.formats.common import (
-    IMAGE_EXTENSIONS, drop_crowd_warning, image_size, output_names, place_image, prepare_output, read_class_names, with_ids,
+    IMAGE_EXTENSIONS,
+    drop_crowd_warning,
+    image_size,
+    output_names,
+    place_image,
+    prepare_output,
+    read_class_names,
+    with_ids,
 )
 from multibox.data.records import DetectionSet, ImageRecord
 from multibox.errors import MultiboxError
@@ -107,14 +114,14 @@ def write_yolo(dataset: DetectionSet, out_dir: Path) -> None:
     out_dir = prepare_output(out_dir)
     drop_crowd_warning(dataset, "YOLO", out_dir)
     (out_dir / "labels").mkdir()
-    for record, name in zip(dataset.records, output_names(dataset)):
+    for record, name in zip(dataset.records, output_names(dataset), strict=True):
         place_image(record.file, out_dir / "images" / name)
         keep = ~record.iscrowd
         boxes, labels = record.boxes[keep].astype(np.float64), record.labels[keep]
         scale = np.array([record.width, record.height], np.float64)
         centre, size = (boxes[:, :2] + boxes[:, 2:]) / 2 / scale, (boxes[:, 2:] - boxes[:, :2]) / scale
         lines = [f"{int(c) - 1} {cx:.10g} {cy:.10g} {w:.10g} {h:.10g}\n"
-                 for c, (cx, cy), (w, h) in zip(labels.tolist(), centre.tolist(), size.tolist())]
+                 for c, (cx, cy), (w, h) in zip(labels.tolist(), centre.tolist(), size.tolist(), strict=True)]
         (out_dir / "labels" / f"{Path(name).stem}.txt").write_text("".join(lines), encoding="utf-8")
     import yaml
 

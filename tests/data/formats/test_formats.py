@@ -15,7 +15,16 @@ from multibox.config import parse_config
 from multibox.data.coco import load_coco
 from multibox.data.datamodule import DetectionDataModule
 from multibox.data.formats import (
-    WRITERS, convert, load_cognata, load_dataset, load_openimages, load_txt, load_voc, load_yolo, write_coco, write_voc,
+    WRITERS,
+    convert,
+    load_cognata,
+    load_dataset,
+    load_openimages,
+    load_txt,
+    load_voc,
+    load_yolo,
+    write_coco,
+    write_voc,
 )
 from multibox.data.records import DetectionSet, ImageRecord
 from multibox.data.synth import SHAPES, make_synthetic_dataset
@@ -50,7 +59,7 @@ def written(source, tmp_path_factory) -> dict[str, Path]:
 
 def assert_same(a: DetectionSet, b: DetectionSet, atol: float = 0.0, rtol: float = 0.0) -> None:
     assert a.class_names == b.class_names and len(a) == len(b)
-    for ra, rb in zip(a.records, b.records):
+    for ra, rb in zip(a.records, b.records, strict=True):
         assert ra.file.name == rb.file.name and (ra.width, ra.height) == (rb.width, rb.height)
         np.testing.assert_allclose(ra.boxes, rb.boxes, atol=atol + 1e-4, rtol=rtol)
         np.testing.assert_array_equal(ra.labels, rb.labels)

@@ -57,6 +57,10 @@ class DataConfig(_Section):
     val: SplitPaths | None = Field(None, description="Validation split; when missing, data.val_split of train is held out.")
     val_split: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of train held out for validation when no val set is given.")
     split_seed: int = Field(0, description="Seed of the val_split shuffle, so the held-out set is the same on every run.")
+    max_skipped_fraction: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Stop when more than this fraction of a split's images is missing or unreadable (a split with none left always stops).",
+    )
     input_size: tuple[int, int] = Field((300, 300), description="Network input [H, W]; need not be square.")
     batch_size: int = Field(8, ge=1, description="Images per batch (per device).")
     num_workers: int = Field(2, ge=0, description="Data-loader worker processes.")
@@ -215,6 +219,11 @@ class TrainConfig(_Section):
     )
     channels_last: bool = Field(False, description="Run the model in channels_last memory format: pays on GPUs with tensor cores and, on the CPU, for depthwise models (SSDLite step 1.3x faster), not for VGG16 (0.8x); see benchmarks/RESULTS.md.")
     compile: bool = Field(False, description="torch.compile the network (slower start, faster steps on GPUs).")
+    resume: Literal["never", "auto", "must"] = Field(
+        "never",
+        description="A run whose output_dir holds checkpoints: never = refuse (pass --resume), auto = continue from last.ckpt "
+        "(start fresh when there is none; for cron/SLURM/Kubernetes jobs), must = continue, and fail when there is none.",
+    )
     checkpoint_every_n_steps: int | None = Field(
         None, ge=1, description="Also write last.ckpt every n optimizer steps (besides every epoch)."
     )

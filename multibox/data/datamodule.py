@@ -21,6 +21,7 @@ from multibox.config import Config, DataConfig, SplitPaths
 from multibox.data.coco import load_coco
 from multibox.data.dataset import DetectionDataset, collate_detections
 from multibox.data.gpu_decode import EncodedDetectionDataset, build_gpu_transform, collate_encoded, decode_batch
+from multibox.data.readable import check_files_present
 from multibox.data.records import DetectionSet
 from multibox.data.transforms import build_eval_transform, build_train_transform
 from multibox.errors import MultiboxError
@@ -62,6 +63,11 @@ class DetectionDataModule(L.LightningDataModule):
             if len(self.train_set) < 2:
                 raise MultiboxError(f"{data.train.annotations}: data.val_split needs at least 2 training images")
             self.train_set, self.val_set = self.train_set.split(data.val_split, data.split_seed)
+        bound = data.max_skipped_fraction
+        check_files_present(self.train_set, "training", str(data.train.annotations or data.train.images), bound)
+        if self.val_set is not None:
+            val_split = data.val if data.val is not None else data.train
+            check_files_present(self.val_set, "validation", str(val_split.annotations or val_split.images), bound)
         self.class_names = list(self.train_set.class_names)
         self.category_ids = list(self.train_set.category_ids)
         self.num_classes = self.train_set.num_classes

@@ -278,6 +278,8 @@ def _format_error(source: str, error: ValidationError) -> str:
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
     message = first["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):  # pydantic's wording around a validator's own message
+        message = message.removeprefix(prefix)
     if first["type"] == "extra_forbidden":
         message = "unknown key"
     elif first["type"] == "missing":
@@ -304,7 +306,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
+    except json.JSONDecodeError as error:
+        raise MultiboxError(f"{path}:{error.lineno}:{error.colno}: cannot parse config: {error.msg}") from None
+    except yaml.MarkedYAMLError as error:  # line and column (1-based) of the problem, as editors count them
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        detail = " ".join(part for part in (error.context, error.problem) if part) or type(error).__name__
+        raise MultiboxError(f"{where}: cannot parse config: {detail}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise MultiboxError(f"{path}: cannot parse config: {detail}") from None
     if data is None:  # an empty file is a mistake, not "all defaults"
@@ -338,8 +347,22 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     """Load a config file (or the defaults when `path` is None) and apply overrides."""
     raw = read_config_file(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
-    config = parse_config(raw, str(path) if path is not None else "config")
+    try:
+        config = parse_config(raw, str(path) if path is not None else "config")
+    except MultiboxError as error:
+        raise MultiboxError(_blame_override(str(error), str(path) if path is not None else "config", overrides or [])) from None
     return resolve_paths(config)
+
+
+def _blame_override(message: str, source: str, overrides: list[str]) -> str:
+    """Name the command-line override, not the config file, when the key at fault is one the override set."""
+    head, sep, rest = message.partition(": ")
+    key = rest.split(": ", 1)[0] if sep and head == source else ""
+    for item in reversed(overrides):
+        name = item.partition("=")[0]
+        if key and (key == name or key.startswith(name + ".") or name.startswith(key + ".")):
+            return f"override {item}: {rest}"
+    return message
 
 
 def resolve_paths(config: Config) -> Config:

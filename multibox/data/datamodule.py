@@ -39,7 +39,7 @@ def load_split(split: SplitPaths, name: str, data_format: str = "coco", data: Da
 
     data = data if data is not None else DataConfig()
     return load_dataset(data_format, split.images, split.annotations, class_names=data.class_names, classes=data.classes,
-                        cognata=data.cognata.model_dump())
+                        cognata=data.cognata.model_dump(), split=name)
 
 
 class DetectionDataModule(L.LightningDataModule):

@@ -197,7 +197,10 @@ def _run(args: argparse.Namespace) -> int:
         classes = [n.strip() for n in args.classes.split(",") if n.strip()] if args.classes else None
         dataset = convert(args.source_format, args.target_format, args.src, args.dst,
                           annotations=args.annotations, class_names=names, classes=classes)
-        print(f"wrote {len(dataset)} images, {dataset.num_boxes} boxes, {dataset.num_classes} classes as {args.target_format} to {args.dst}")
+        crowd = sum(int(record.iscrowd.sum()) for record in dataset.records)
+        dropped = crowd if args.target_format in ("yolo", "txt") else 0  # formats without a crowd/difficult flag
+        print(f"wrote {len(dataset)} images, {dataset.num_boxes - dropped} boxes, {dataset.num_classes} classes as "
+              f"{args.target_format} to {args.dst}" + (f" ({dropped} crowd/difficult boxes left out)" if dropped else ""))
     elif args.command == "demo":
         from multibox.demo import run_demo
 

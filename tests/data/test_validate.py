@@ -143,3 +143,12 @@ def test_other_formats_are_checked_after_their_reader(tmp_path):
     assert main(["data", "validate", "--format", "yolo", "--images", str(tmp_path / "yolo"), "--fix", str(tmp_path / "clean")]) == 0
     cleaned = load_coco(tmp_path / "clean" / "images", tmp_path / "clean" / "annotations.json")
     assert len(cleaned.records) == 3
+
+
+def test_missing_images_are_not_counted_as_decoded(tmp_path: Path, capsys) -> None:
+    """Issue 14 item 9: `30 images (30 decoded)` was printed when all 30 were missing."""
+    root = make_synthetic_dataset(tmp_path / "d", 3, (32, 32), seed=1)
+    for image in (root / "images").iterdir():
+        image.unlink()
+    assert main(["data", "validate", "--images", str(root / "images"), "--annotations", str(root / "annotations.json")]) == 1
+    assert "3 images (0 decoded)" in capsys.readouterr().out

@@ -199,8 +199,9 @@ def _run(args: argparse.Namespace) -> int:
                           annotations=args.annotations, class_names=names, classes=classes)
         crowd = sum(int(record.iscrowd.sum()) for record in dataset.records)
         dropped = crowd if args.target_format in ("yolo", "txt") else 0  # formats without a crowd/difficult flag
+        left_out = f" ({dropped} crowd/difficult boxes left out)" if dropped else ""
         print(f"wrote {len(dataset)} images, {dataset.num_boxes - dropped} boxes, {dataset.num_classes} classes as "
-              f"{args.target_format} to {args.dst}" + (f" ({dropped} crowd/difficult boxes left out)" if dropped else ""))
+              f"{args.target_format} to {args.dst}{left_out}")
     elif args.command == "demo":
         from multibox.demo import run_demo
 
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     for noise in (".*does not have many workers.*", ".*exists and is not empty.*", ".*LeafSpec.*is deprecated.*",
                   ".*Total length of .* across ranks is zero.*", ".*training_step.*returned `None`.*"):
         warnings.filterwarnings("ignore", message=noise)
-    if threading.current_thread() is threading.main_thread():  # SIGTERM (SLURM, Kubernetes): as Ctrl-C, a clean exit 130
+    if threading.current_thread() is threading.main_thread():  # SIGTERM (SLURM, Kubernetes) as Ctrl-C: exit 130
         signal.signal(signal.SIGTERM, _terminate)
     try:
         return _run(args)

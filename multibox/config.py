@@ -59,7 +59,8 @@ class DataConfig(_Section):
     split_seed: int = Field(0, description="Seed of the val_split shuffle, so the held-out set is the same on every run.")
     max_skipped_fraction: float = Field(
         0.5, ge=0.0, le=1.0,
-        description="Stop when more than this fraction of a split's images is missing or unreadable (a split with none left always stops).",
+        description="Stop when more than this fraction of a split's images is missing or unreadable (1: never, "
+        "unless no image file of a split is there at all).",
     )
     input_size: tuple[int, int] = Field((300, 300), description="Network input [H, W]; need not be square.")
     batch_size: int = Field(8, ge=1, description="Images per batch (per device).")
@@ -221,8 +222,8 @@ class TrainConfig(_Section):
     compile: bool = Field(False, description="torch.compile the network (slower start, faster steps on GPUs).")
     resume: Literal["never", "auto", "must"] = Field(
         "never",
-        description="A run whose output_dir holds checkpoints: never = refuse (pass --resume), auto = continue from last.ckpt "
-        "(start fresh when there is none; for cron/SLURM/Kubernetes jobs), must = continue, and fail when there is none.",
+        description="A run whose output_dir holds checkpoints: never = refuse (pass --resume), auto = continue from "
+        "last.ckpt (start fresh when there is none; cron/SLURM/Kubernetes jobs), must = continue, fail when there is none.",
     )
     checkpoint_every_n_steps: int | None = Field(
         None, ge=1, description="Also write last.ckpt every n optimizer steps (besides every epoch)."
@@ -350,7 +351,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     try:
         config = parse_config(raw, str(path) if path is not None else "config")
     except MultiboxError as error:
-        raise MultiboxError(_blame_override(str(error), str(path) if path is not None else "config", overrides or [])) from None
+        source = str(path) if path is not None else "config"
+        raise MultiboxError(_blame_override(str(error), source, overrides or [])) from None
     return resolve_paths(config)
 
 

@@ -42,7 +42,7 @@ def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        if os.name == "posix":  # mkstemp makes 0600; give the mode any file the user creates gets (0644 under umask 022)
+        if os.name == "posix":  # mkstemp makes 0600: give the mode any new file of the user gets (0644 under umask 022)
             os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, "wb") as file:
             write(file)

@@ -28,8 +28,15 @@ def missing_files(dataset: DetectionSet) -> list[Path]:
     return missing
 
 
-def check_skipped(skipped: int, total: int, split: str, source: str, max_fraction: float,
-                  first: str | None = None, why: str = "missing or unreadable") -> None:
+def check_skipped(
+    skipped: int,
+    total: int,
+    split: str,
+    source: str,
+    max_fraction: float,
+    first: str | None = None,
+    why: str = "missing or unreadable",
+) -> None:
     """MultiboxError when no image of the split is left, or more than `max_fraction` of them were skipped.
 
     `split` is "training" or "validation", `source` the annotation file (or images folder) named in the message.
@@ -49,5 +56,12 @@ def check_skipped(skipped: int, total: int, split: str, source: str, max_fractio
 def check_files_present(dataset: DetectionSet, split: str, source: str, max_fraction: float) -> None:
     """Before training: stop when a split's image files are mostly absent (see :func:`check_skipped`)."""
     missing = missing_files(dataset)
-    check_skipped(len(missing), len(dataset), split, source, max_fraction,
-                  first=str(missing[0]) if missing else None, why="missing or empty")
+    check_skipped(
+        len(missing),
+        len(dataset),
+        split,
+        source,
+        max_fraction,
+        first=str(missing[0]) if missing else None,
+        why="missing or empty",
+    )

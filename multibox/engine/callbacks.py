@@ -81,8 +81,6 @@ def training_callbacks(config: Config) -> list[L.Callback]:
     """The callbacks train.* asks for: EMA of the weights (validation and checkpoints then use the
     averaged weights; the raw ones travel in the checkpoint for resuming), and throughput/memory logging."""
     callbacks: list[L.Callback] = [ThroughputLogger()]
-    if config.train.progress:
-        callbacks.append(ProgressBar())
     if config.train.ema:
         callbacks.append(EMAWeightAveraging(decay=config.train.ema_decay))
     return callbacks

@@ -13,9 +13,10 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 
@@ -51,15 +52,19 @@ class InterruptCallback(L.Callback):
                 raise KeyboardInterrupt
             return
         self.received = name
-        print(f"\n{name} received: stopping after this batch and writing a checkpoint (Ctrl-C again to stop at once)",
-              file=sys.stderr, flush=True)
+        print(
+            f"\n{name} received: stopping after this batch and writing a checkpoint (Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _requested(self, trainer: L.Trainer) -> bool:
         """Any rank received a signal (all ranks agree, so they stop together)."""
         return bool(trainer.strategy.reduce_boolean_decision(self.received is not None, all=False))
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not self._requested(trainer):
             return
         if trainer.global_step > 0:  # the state after this batch, as a checkpoint_every_n_steps checkpoint holds it

@@ -166,7 +166,8 @@ class DetectionModule(L.LightningModule):
         self._epoch_samples["train"] = [0, 0]
 
     def on_train_epoch_end(self) -> None:
-        self._check_skipped("train")  # before the epoch's checkpoint is written (monitoring callbacks run after)
+        if self.config.data.max_skipped_fraction < 1:  # 1: never stop for skipped images once training runs
+            self._check_skipped("train")  # before the epoch's checkpoint is written (monitoring callbacks run after)
 
     def _check_skipped(self, stage: str) -> None:
         """Stop when the loaders skipped more than data.max_skipped_fraction of this epoch's images (all ranks
@@ -183,7 +184,7 @@ class DetectionModule(L.LightningModule):
         self._epoch_samples["val"] = [0, 0]
 
     def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
+        if not self.trainer.sanity_checking and self.config.data.max_skipped_fraction < 1:
             self._check_skipped("val")
         if not self._evaluating():
             return

@@ -22,7 +22,7 @@ from multibox.engine.checkpoint import load_checkpoint
 from multibox.engine.checkpoint_io import AtomicCheckpointIO, RandomStateCallback
 from multibox.engine.evaluate import detect_and_evaluate, pick_device
 from multibox.engine.interrupt import InterruptCallback, run_interruptible
-from multibox.engine.callbacks import training_callbacks
+from multibox.engine.callbacks import ProgressBar, training_callbacks
 from multibox.engine.module import DetectionModule, resolve_class_weights
 from multibox.engine.report import plot_training_curves, save_metrics_json, write_evaluation_report
 from multibox.errors import MultiboxError, TrainingInterrupted
@@ -86,13 +86,14 @@ def check_class_count(config: Config, data: DetectionDataModule) -> Config:
                 f"model.num_classes is {asked} but {source} has {found} classes ({_names(data.class_names)}): "
                 "remove model.num_classes to take the data's count, or fix the data"
             )
-        warnings.warn(f"model.num_classes is {asked} (model.weights) but {source} has {found} classes: the head's class "
-                      f"layers are re-initialised for {found}", UserWarning, stacklevel=2)
+        warnings.warn(f"model.num_classes is {asked} (model.weights) but {source} has {found} classes: the head's "
+                      f"class layers are re-initialised for {found}", UserWarning, stacklevel=2)
         config = config.model_copy(update={"model": config.model.model_copy(update={"num_classes": found})})
     weights = config.loss.class_weights
     if isinstance(weights, list) and len(weights) != found:
         raise MultiboxError(
-            f"loss.class_weights has {len(weights)} values but {source} has {found} classes ({_names(data.class_names)})"
+            f"loss.class_weights has {len(weights)} values but {source} has {found} classes "
+            f"({_names(data.class_names)})"
         )
     return config
 
@@ -146,7 +147,7 @@ def build_trainer(config: Config, has_val: bool, extra_callbacks: list[L.Callbac
         precision=_PRECISION[config.train.precision],
         plugins=[AtomicCheckpointIO()],
         logger=[CSVLogger(out, name="", version=""), TensorBoardLogger(out, name="", version="tensorboard")],
-        callbacks=_callbacks(config, has_val) + list(extra_callbacks or []),
+        callbacks=[*_callbacks(config, has_val), *(extra_callbacks or []), *([ProgressBar()] if config.train.progress else [])],
         gradient_clip_val=config.train.gradient_clip,
         log_every_n_steps=config.train.log_every_n_steps,
         check_val_every_n_epoch=config.eval.every_n_epochs,

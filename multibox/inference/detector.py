@@ -220,7 +220,9 @@ class Detector:
         RGB) or a (3, H, W) tensor, uint8 or float in [0, 1]; a grayscale (H, W) array or tensor, (H, W, 1) array
         or RGBA array is converted to RGB; (N, H, W, 3) arrays and (N, 3, H, W) tensors are batches.
         """
-        single = isinstance(images, (str, Path, Image.Image)) or (isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim in (2, 3))
+        single = isinstance(images, (str, Path, Image.Image)) or (
+            isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim in (2, 3)
+        )
         items = [images] if single else list(images)
         size = batch_size or self.batch_size
         results: list[Detections] = []

@@ -58,8 +58,9 @@ def draw_detections(
     """A copy of `image` (HxWx3 uint8 RGB) with xyxy pixel `boxes` outlined and labelled.
 
     Labels read ``"name 0.87"`` (name only without `scores`) on a filled box of the class
-    colour, kept inside the image; with `scores` the highest-scoring label is drawn on top. `color_key` (one int per box, e.g. the class index)
-    picks colours; without it the label text does. The input is never modified.
+    colour, kept inside the image; with `scores` the highest-scoring label is drawn on top.
+    `color_key` (one int per box, e.g. the class index) picks colours; without it the label text does.
+    The input is never modified.
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

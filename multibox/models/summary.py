@@ -183,8 +183,8 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
                   f"{summary['num_classes']} foreground classes + background", markup=False, highlight=False)
     source = summary.get("num_classes_source", "")
     if not summary["num_classes_from_config"] and source.startswith("default"):
-        console.print(f"model.num_classes is not set and the data is not at hand: assumed {DEFAULT_NUM_CLASSES} "
-                      "(training takes it from the dataset)", markup=False, highlight=False)
+        console.print(f"model.num_classes is not set: assumed {DEFAULT_NUM_CLASSES} (training takes it from the "
+                      "dataset, which is not at hand)", markup=False, highlight=False)
     elif not summary["num_classes_from_config"]:
         console.print(f"classes: {summary['num_classes']}, from {source}", markup=False, highlight=False)
 

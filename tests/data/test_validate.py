@@ -66,7 +66,7 @@ def test_every_problem_is_reported_with_its_file_or_id(broken: Path) -> None:
     assert any("entirely" in d for d in outside) and any("entirely" not in d and "64x64" in d for d in outside)
     assert any("category id 99" in p.detail for p in report.problems if p.kind == UNKNOWN_CATEGORY)
     assert any("image id 77" in p.detail for p in report.problems if p.kind == UNKNOWN_IMAGE_ID)
-    assert report.images_decoded == 7  # every entry with a safe name, the missing one included
+    assert report.images_decoded == 4  # the 7 safely named entries less the truncated, missing and mis-sized ones
 
 
 def test_check_image_file_decodes_fully(tmp_path: Path) -> None:

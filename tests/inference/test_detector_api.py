@@ -156,7 +156,7 @@ def test_bad_inputs_are_one_line_errors(make_detector, tmp_path):
     detector = make_detector()
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     cases = [(tmp_path / "missing.jpg", "missing.jpg: image not found"), (tmp_path / "broken.jpg", "broken.jpg: cannot read image"),
-             (np.zeros((8, 8), np.uint8), "expected HxWx3 uint8 RGB"), (torch.full((3, 8, 8), 2.0), "uint8 or float in [0, 1]")]
+             (np.zeros((8, 8, 2), np.uint8), "expected HxWx3 uint8 RGB"), (torch.full((3, 8, 8), 2.0), "uint8 or float in [0, 1]")]
     for image, message in cases:
         with pytest.raises(MultiboxError) as excinfo:
             detector(image)

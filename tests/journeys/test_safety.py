@@ -75,7 +75,9 @@ def _error(done: subprocess.CompletedProcess) -> str:
 
 # 1. no readable images: an error, not a report of an untrained model
 def test_no_readable_training_images_stops(work: Path) -> None:
-    line = _error(multibox(work, "train", "-c", "cfg.yaml", "data.train.annotations=ds/none.json", "train.output_dir=r1"))
+    line = _error(
+        multibox(work, "train", "-c", "cfg.yaml", "data.train.annotations=ds/none.json", "train.output_dir=r1")
+    )
     assert line.startswith("error: ") and "none.json: no readable training images (8 of 8 skipped" in line
     assert not (work / "r1" / "checkpoints").exists()
 
@@ -86,7 +88,9 @@ def test_no_readable_validation_images_stops(work: Path) -> None:
 
 
 def test_mostly_unreadable_stops_and_names_the_override(work: Path) -> None:
-    line = _error(multibox(work, "train", "-c", "cfg.yaml", "data.train.annotations=ds/most.json", "train.output_dir=r1"))
+    line = _error(
+        multibox(work, "train", "-c", "cfg.yaml", "data.train.annotations=ds/most.json", "train.output_dir=r1")
+    )
     assert "most.json: 5 of 8 training images are missing" in line and "data.max_skipped_fraction=1" in line
 
 
@@ -95,11 +99,24 @@ def test_mostly_unreadable_stops_and_names_the_override(work: Path) -> None:
 def yolo(work: Path) -> Path:
     """Ultralytics layout: images/{train,val}, labels/{train,val}, data.yaml (5 train, 3 val images)."""
     root = work / "yolo"
-    done = multibox(work, "data", "convert", "--from", "coco", "--to", "yolo", "ds/images", "flat",
-                    "--annotations", "ds/annotations.json")
+    done = multibox(
+        work,
+        "data",
+        "convert",
+        "--from",
+        "coco",
+        "--to",
+        "yolo",
+        "ds/images",
+        "flat",
+        "--annotations",
+        "ds/annotations.json",
+    )
     assert done.returncode == 0, done.stderr
-    for split, names in (("train", sorted((work / "flat" / "images").iterdir())[:5]),
-                         ("val", sorted((work / "flat" / "images").iterdir())[5:])):
+    for split, names in (
+        ("train", sorted((work / "flat" / "images").iterdir())[:5]),
+        ("val", sorted((work / "flat" / "images").iterdir())[5:]),
+    ):
         for kind in ("images", "labels"):
             (root / kind / split).mkdir(parents=True)
         for image in names:
@@ -123,8 +140,9 @@ def test_yolo_split_folders_without_data_yaml_are_not_merged(work: Path, yolo: P
     bare = work / "bare"
     shutil.copytree(yolo, bare)
     (bare / "data.yaml").unlink()
-    (work / "b.yaml").write_text("data:\n  format: yolo\n  class_names: [circle, square, triangle, cross, star]\n"
-                                 "  train: {images: bare}\n")
+    (work / "b.yaml").write_text(
+        "data:\n  format: yolo\n  class_names: [circle, square, triangle, cross, star]\n  train: {images: bare}\n"
+    )
     line = _error(multibox(work, "data", "validate", "-c", "b.yaml"))
     assert "holds split folders (train, val)" in line
 
@@ -147,17 +165,27 @@ def test_resume_must_without_a_checkpoint_fails(work: Path) -> None:
 
 
 # 5., 6. and 8.: Ctrl-C, then the same command with train.resume=auto continues, then SIGTERM
-INTERRUPTED = re.compile(r"interrupted at epoch (\d+) step (\d+); last checkpoint: (\S+); "
-                         r"continue with: multibox train -c cfg.yaml (.*)--resume$")
+INTERRUPTED = re.compile(
+    r"interrupted at epoch (\d+) step (\d+); last checkpoint: (\S+); "
+    r"continue with: multibox train -c cfg.yaml (.*)--resume$"
+)
 
 
-def _train_until_signal(work: Path, args: list[str], number: int, after: float) -> tuple[subprocess.CompletedProcess, float]:
+def _train_until_signal(
+    work: Path, args: list[str], number: int, after: float
+) -> tuple[subprocess.CompletedProcess, float]:
     """Start training, send `number` once last.ckpt is newer than `after`; the finished process and the send time."""
     last = work / "ri" / "checkpoints" / "last.ckpt"
     old = os.umask(0o027)  # the child inherits it: files must be 0640, not 0600 nor 0644
     try:
-        process = subprocess.Popen([*_command(), "train", "-c", "cfg.yaml", *args], cwd=work, env=_env(),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [*_command(), "train", "-c", "cfg.yaml", *args],
+            cwd=work,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     finally:
         os.umask(old)
     deadline = time.monotonic() + 240

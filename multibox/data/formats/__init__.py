@@ -60,7 +60,7 @@ def load_dataset(
         return load_voc(images, annotations, class_names)
     if fmt == "yolo":
         if annotations is not None and str(annotations) in ("train", "val") and not Path(annotations).is_dir():
-            split, annotations = str(annotations), None  # a split of the root's data.yaml (data convert --annotations val)
+            split, annotations = str(annotations), None  # a split of the root's data.yaml (convert --annotations val)
         return load_yolo(images, None if annotations is None else Path(annotations), class_names, split)
     if fmt == "txt":
         if annotations is None:

@@ -106,8 +106,10 @@ def data_yaml_folders(data_yaml: Path, split: str | None) -> list[Path]:
     if split is None:
         given = {key: value for key, value in entries.items() if value}
         if len({str(value) for value in given.values()}) > 1:
-            raise MultiboxError(f"{data_yaml}: names different train: and val: folders; choose one (a config's "
-                                "data.train.images / data.val.images: data.yaml, or data convert --annotations train|val)")
+            raise MultiboxError(
+                f"{data_yaml}: names different train: and val: folders; choose one (a config's data.train.images / "
+                "data.val.images: data.yaml, or data convert --annotations train|val)"
+            )
         split = next(iter(given), "train")
     key = "val" if split in ("val", "valid", "validation") else split
     value = raw.get(key)

@@ -147,7 +147,7 @@ def build_trainer(config: Config, has_val: bool, extra_callbacks: list[L.Callbac
         precision=_PRECISION[config.train.precision],
         plugins=[AtomicCheckpointIO()],
         logger=[CSVLogger(out, name="", version=""), TensorBoardLogger(out, name="", version="tensorboard")],
-        callbacks=[*_callbacks(config, has_val), *(extra_callbacks or []), *([ProgressBar()] if config.train.progress else [])],
+        callbacks=[*_callbacks(config, has_val), *(extra_callbacks or []), *_progress_bar(config)],
         gradient_clip_val=config.train.gradient_clip,
         log_every_n_steps=config.train.log_every_n_steps,
         check_val_every_n_epoch=config.eval.every_n_epochs,
@@ -157,6 +157,11 @@ def build_trainer(config: Config, has_val: bool, extra_callbacks: list[L.Callbac
         enable_model_summary=False,
         default_root_dir=out,
     )
+
+
+def _progress_bar(config: Config) -> list[L.Callback]:
+    """Lightning's rich bar with epochs counted from 1 and without v_num (see ProgressBar), when it is shown."""
+    return [ProgressBar()] if config.train.progress else []
 
 
 def read_metrics_csv(path: Path) -> list[dict[str, str]]:

@@ -176,4 +176,5 @@ def test_progress_bar_counts_epochs_from_one_without_v_num(tmp_path):
     assert bar._get_train_description(0).strip() == "Epoch 1/1"
     from multibox.engine.train import build_trainer
 
-    assert ProgressBar in {type(c) for c in build_trainer(load_config(None, ["train.accelerator=cpu", f"train.output_dir={tmp_path}"]), False).callbacks}
+    config = load_config(None, ["train.accelerator=cpu", f"train.output_dir={tmp_path}"])
+    assert ProgressBar in {type(c) for c in build_trainer(config, False).callbacks}

@@ -63,17 +63,21 @@ class DetectionDataModule(L.LightningDataModule):
             if len(self.train_set) < 2:
                 raise MultiboxError(f"{data.train.annotations}: data.val_split needs at least 2 training images")
             self.train_set, self.val_set = self.train_set.split(data.val_split, data.split_seed)
-        bound = data.max_skipped_fraction
-        check_files_present(self.train_set, "training", str(data.train.annotations or data.train.images), bound)
-        if self.val_set is not None:
-            val_split = data.val if data.val is not None else data.train
-            check_files_present(self.val_set, "validation", str(val_split.annotations or val_split.images), bound)
         self.class_names = list(self.train_set.class_names)
         self.category_ids = list(self.train_set.category_ids)
         self.num_classes = self.train_set.num_classes
         self._train_dataset: DetectionDataset | None = None
         self._augment_state: dict[str, Any] | None = None  # from a checkpoint, applied when the loader is built
         self._gpu_transforms: dict[bool, Any] = {}  # data.decode=gpu: torchvision v2 transforms, by train/eval
+
+    def check_files_present(self) -> None:
+        """Before training: stop when most image files of a split are missing (data.max_skipped_fraction)."""
+        data, bound = self.config.data, self.config.data.max_skipped_fraction
+        assert data.train is not None
+        check_files_present(self.train_set, "training", str(data.train.annotations or data.train.images), bound)
+        if self.val_set is not None:
+            split = data.val if data.val is not None else data.train
+            check_files_present(self.val_set, "validation", str(split.annotations or split.images), bound)
 
     def train_dataloader(self) -> DataLoader:
         data = self.config.data

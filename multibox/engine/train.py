@@ -215,6 +215,7 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
     limit_cpu_threads(config)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     data = DetectionDataModule(config)
+    data.check_files_present()  # a wrong or moved images folder stops here, not after an epoch of nothing
     config = check_class_count(config, data)
     config = resolve_class_weights(config, data.train_set)  # loss.class_weights: auto -> numbers, saved as such
     if config.anchors.auto:  # scale-aware boxes fitted to the training set (`multibox anchors fit`), saved as such

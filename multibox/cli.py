@@ -8,7 +8,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -139,8 +142,16 @@ def _run(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.overrides)
         from multibox.engine.evaluation import print_metrics
         from multibox.engine.train import train
+        from multibox.errors import TrainingInterrupted
 
-        metrics = train(config, args.resume)
+        try:
+            metrics = train(config, args.resume)
+        except TrainingInterrupted as stop:
+            again = " ".join(["multibox train -c", shlex.quote(str(args.config)), *map(shlex.quote, args.overrides)])
+            print(f"\ninterrupted at epoch {stop.epoch} step {stop.step}; last checkpoint: "
+                  f"{stop.checkpoint or 'none'}; continue with: {again}" + (" --resume" if stop.checkpoint else ""),
+                  file=sys.stderr)
+            return 130
         if metrics is not None:
             print_metrics(metrics)
         print(f"outputs in {config.train.output_dir}" + ("" if metrics is None else f"; report: {Path(config.train.output_dir) / 'report.md'}"))
@@ -186,8 +197,11 @@ def _run(args: argparse.Namespace) -> int:
         classes = [n.strip() for n in args.classes.split(",") if n.strip()] if args.classes else None
         dataset = convert(args.source_format, args.target_format, args.src, args.dst,
                           annotations=args.annotations, class_names=names, classes=classes)
-        print(f"wrote {len(dataset)} images, {dataset.num_boxes} boxes, {dataset.num_classes} classes "
-              f"as {args.target_format} to {args.dst}")
+        crowd = sum(int(record.iscrowd.sum()) for record in dataset.records)
+        dropped = crowd if args.target_format in ("yolo", "txt") else 0  # formats without a crowd/difficult flag
+        left_out = f" ({dropped} crowd/difficult boxes left out)" if dropped else ""
+        print(f"wrote {len(dataset)} images, {dataset.num_boxes - dropped} boxes, {dataset.num_classes} classes as "
+              f"{args.target_format} to {args.dst}{left_out}")
     elif args.command == "demo":
         from multibox.demo import run_demo
 
@@ -232,6 +246,10 @@ def _one_line(error: MultiboxError) -> str:
     return last.split("MultiboxError: ", 1)[-1]
 
 
+def _terminate(number: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
@@ -239,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     for noise in (".*does not have many workers.*", ".*exists and is not empty.*", ".*LeafSpec.*is deprecated.*",
                   ".*Total length of .* across ranks is zero.*", ".*training_step.*returned `None`.*"):
         warnings.filterwarnings("ignore", message=noise)
+    if threading.current_thread() is threading.main_thread():  # SIGTERM (SLURM, Kubernetes) as Ctrl-C: exit 130
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return _run(args)
     except MultiboxError as error:

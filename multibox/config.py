@@ -59,6 +59,11 @@ class DataConfig(_Section):
     val: SplitPaths | None = Field(None, description="Validation split; when missing, data.val_split of train is held out.")
     val_split: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of train held out for validation when no val set is given.")
     split_seed: int = Field(0, description="Seed of the val_split shuffle, so the held-out set is the same on every run.")
+    max_skipped_fraction: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Stop when more than this fraction of a split's images is missing or unreadable (1: never, "
+        "unless no image file of a split is there at all).",
+    )
     input_size: tuple[int, int] = Field((300, 300), description="Network input [H, W]; need not be square.")
     batch_size: int = Field(8, ge=1, description="Images per batch (per device).")
     num_workers: int = Field(2, ge=0, description="Data-loader worker processes.")
@@ -229,6 +234,11 @@ class TrainConfig(_Section):
                                 "with tensor cores and, on the CPU, for depthwise models (SSDLite step 1.3x faster), "
                                 "not for VGG16 (0.8x); see benchmarks/RESULTS.md.")
     compile: bool = Field(False, description="torch.compile the network (slower start, faster steps on GPUs).")
+    resume: Literal["never", "auto", "must"] = Field(
+        "never",
+        description="A run whose output_dir holds checkpoints: never = refuse (pass --resume), auto = continue from "
+        "last.ckpt (start fresh when there is none; cron/SLURM/Kubernetes jobs), must = continue, fail when there is none.",
+    )
     checkpoint_every_n_steps: int | None = Field(
         None, ge=1, description="Also write last.ckpt every n optimizer steps (besides every epoch)."
     )
@@ -283,6 +293,8 @@ def _format_error(source: str, error: ValidationError) -> str:
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
     message = first["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):  # pydantic's wording around a validator's own message
+        message = message.removeprefix(prefix)
     if first["type"] == "extra_forbidden":
         message = "unknown key"
     elif first["type"] == "missing":
@@ -309,7 +321,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as error:
+    except json.JSONDecodeError as error:
+        raise MultiboxError(f"{path}:{error.lineno}:{error.colno}: cannot parse config: {error.msg}") from None
+    except yaml.MarkedYAMLError as error:  # line and column (1-based) of the problem, as editors count them
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        detail = " ".join(part for part in (error.context, error.problem) if part) or type(error).__name__
+        raise MultiboxError(f"{where}: cannot parse config: {detail}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise MultiboxError(f"{path}: cannot parse config: {detail}") from None
     if data is None:  # an empty file is a mistake, not "all defaults"
@@ -343,8 +362,23 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     """Load a config file (or the defaults when `path` is None) and apply overrides."""
     raw = read_config_file(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
-    config = parse_config(raw, str(path) if path is not None else "config")
+    try:
+        config = parse_config(raw, str(path) if path is not None else "config")
+    except MultiboxError as error:
+        source = str(path) if path is not None else "config"
+        raise MultiboxError(_blame_override(str(error), source, overrides or [])) from None
     return resolve_paths(config)
+
+
+def _blame_override(message: str, source: str, overrides: list[str]) -> str:
+    """Name the command-line override, not the config file, when the key at fault is one the override set."""
+    head, sep, rest = message.partition(": ")
+    key = rest.split(": ", 1)[0] if sep and head == source else ""
+    for item in reversed(overrides):
+        name = item.partition("=")[0]
+        if key and (key == name or key.startswith(name + ".") or name.startswith(key + ".")):
+            return f"override {item}: {rest}"
+    return message
 
 
 def resolve_paths(config: Config) -> Config:

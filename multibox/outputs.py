@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -42,6 +43,8 @@ def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if os.name == "posix":  # mkstemp makes 0600: give the mode any new file of the user gets (0644 under umask 022)
+            os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()
@@ -51,6 +54,17 @@ def atomic_write(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
         Path(temporary).unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask (POSIX has no call that only reads it: set it and put it back, under a lock)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def _fsync_folder(folder: Path) -> None:

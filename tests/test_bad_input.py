@@ -165,6 +165,8 @@ def test_training_and_eval_skip_unreadable_images_with_a_warning(tmp_path, datas
     bad = _mess_up_images(data)
     assert main(["data", "validate", "--images", str(data / "images"), "--annotations", str(data / "annotations.json")]) == 1
     config = write_config(tmp_path, data, data={"val_split": 0.5})
+    assert main(["train", "-c", str(config)]) == 2  # most images are bad: stop (data.max_skipped_fraction, issue 14)
+    config = write_config(tmp_path, data, data={"val_split": 0.5, "max_skipped_fraction": 1.0})
     assert main(["train", "-c", str(config)]) == 0
     warned = " ".join(str(w.message) for w in recwarn)
     for name in ("truncated", "empty", "garbage", "missing"):

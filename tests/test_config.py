@@ -47,7 +47,7 @@ def test_missing_and_unparsable_files(tmp_path):
         load_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: [unclosed\n")
-    with pytest.raises(MultiboxError, match="bad.yaml: cannot parse config"):
+    with pytest.raises(MultiboxError, match=r"bad.yaml:2:1: cannot parse config"):
         load_config(bad)
 
 
@@ -61,3 +61,23 @@ def test_data_paths_become_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = load_config(None, ["data.train.images=imgs", "data.train.annotations=a.json"])
     assert config.data.train.images == tmp_path / "imgs"
+
+
+def test_yaml_syntax_error_gives_line_and_column(tmp_path) -> None:
+    """Issue 14 item 15."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  input_size: [1, 2\nmodel: x\n")
+    with pytest.raises(MultiboxError, match=r"bad.yaml:3:6: cannot parse config: "):
+        load_config(path)
+
+
+def test_an_overrides_error_names_the_override_without_pydantic_prefix(tmp_path) -> None:
+    """Issue 14 item 15: `error: coco.yaml: data.input_size: ...` blamed the file for a command-line value."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {epochs: 1}\n")
+    with pytest.raises(MultiboxError) as raised:
+        load_config(path, ["data.input_size=[16,16]"])
+    assert str(raised.value) == "override data.input_size=[16,16]: data.input_size: both sides must be at least 32 pixels"
+    with pytest.raises(MultiboxError, match=r"^.*c.yaml: train.epochs: "):
+        path.write_text("train: {epochs: 0}\n")
+        load_config(path, ["data.batch_size=2"])

@@ -21,6 +21,7 @@ from multibox.config import Config, DataConfig, SplitPaths
 from multibox.data.coco import load_coco
 from multibox.data.dataset import DetectionDataset, collate_detections
 from multibox.data.gpu_decode import EncodedDetectionDataset, build_gpu_transform, collate_encoded, decode_batch
+from multibox.data.readable import check_files_present
 from multibox.data.records import DetectionSet
 from multibox.data.transforms import DetectionTransform, build_eval_transform, build_train_transform
 from multibox.errors import MultiboxError
@@ -38,7 +39,7 @@ def load_split(split: SplitPaths, name: str, data_format: str = "coco", data: Da
 
     data = data if data is not None else DataConfig()
     return load_dataset(data_format, split.images, split.annotations, class_names=data.class_names, classes=data.classes,
-                        cognata=data.cognata.model_dump())
+                        cognata=data.cognata.model_dump(), split=name)
 
 
 class DetectionDataModule(L.LightningDataModule):
@@ -68,6 +69,15 @@ class DetectionDataModule(L.LightningDataModule):
         self._train_dataset: DetectionDataset | None = None
         self._augment_state: dict[str, Any] | None = None  # from a checkpoint, applied when the loader is built
         self._gpu_transforms: dict[bool, Any] = {}  # data.decode=gpu: torchvision v2 transforms, by train/eval
+
+    def check_files_present(self) -> None:
+        """Before training: stop when most image files of a split are missing (data.max_skipped_fraction)."""
+        data, bound = self.config.data, self.config.data.max_skipped_fraction
+        assert data.train is not None
+        check_files_present(self.train_set, "training", str(data.train.annotations or data.train.images), bound)
+        if self.val_set is not None:
+            split = data.val if data.val is not None else data.train
+            check_files_present(self.val_set, "validation", str(split.annotations or split.images), bound)
 
     def train_dataloader(self) -> DataLoader:
         data = self.config.data

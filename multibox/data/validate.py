@@ -277,7 +277,7 @@ def _decode_all(images: list[_Image], report: ValidationReport, workers: int, pr
     try:
         with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
             for done, (image, result) in enumerate(zip(todo, pool.map(check, todo), strict=True), start=1):
-                report.images_decoded += 1
+                report.images_decoded += result is None  # decoded = read and decoded without a problem
                 if result is not None:
                     kind, detail = result
                     report.problems.append(Problem(kind, image.file_name, f"image {image.image_id}: {detail}"))

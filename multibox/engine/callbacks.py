@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.callbacks import EMAWeightAveraging, RichProgressBar
 
 from multibox.config import Config
 
@@ -58,6 +58,24 @@ class ThroughputLogger(L.Callback):
         if pl_module.device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(pl_module.device) / 1e9
             pl_module.log("gpu/max_memory_gb", peak, on_step=on_step, on_epoch=not on_step, batch_size=1)
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich bar, counting epochs from 1 (``Epoch 1/1`` for a one-epoch run, not ``Epoch 0/0``) and
+    without ``v_num`` (the logger's version: here the last characters of the "tensorboard" folder name)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        text = f"Epoch {current_epoch + 1}"
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+            text += f"/{self.trainer.max_epochs}"
+        if len(self.validation_description) > len(text):  # as Lightning pads it, so the bars do not flicker
+            text = f"{text:{len(self.validation_description)}}"
+        return text
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
 
 
 def training_callbacks(config: Config) -> list[L.Callback]:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from multibox.config import Config
 from multibox.data.dataset import warn_skipped
+from multibox.data.readable import check_skipped
 from multibox.data.records import DetectionSet
 from multibox.engine.evaluation import METRIC_KEYS, DetectionAccumulator, coco_evaluate
 from multibox.errors import MultiboxError
@@ -51,6 +52,7 @@ class DetectionModule(L.LightningModule):
         self.accumulator = DetectionAccumulator()
         self.last_metrics: dict[str, Any] | None = None
         self.skipped_samples = {"train": 0, "val": 0}  # bad samples skipped so far by the loaders, per stage
+        self._epoch_samples = {"train": [0, 0], "val": [0, 0]}  # this epoch's (skipped, seen) per stage
         self.skipped_nonfinite = 0  # training steps skipped for a non-finite loss (train.on_nan: skip)
         self._network_prepared = False
 
@@ -88,6 +90,8 @@ class DetectionModule(L.LightningModule):
         for message in batch.get("skipped_files", []) or []:
             warn_skipped(message)
         self.skipped_samples[stage] += count
+        self._epoch_samples[stage][0] += count
+        self._epoch_samples[stage][1] += count + int(batch["images"].shape[0])
         name = "data/skipped" if stage == "train" else "data/val_skipped"
         self.log(name, float(count), reduce_fx="sum", on_step=False, on_epoch=True, batch_size=1)
 
@@ -163,10 +167,30 @@ class DetectionModule(L.LightningModule):
         """COCO metrics at every validation (the trainer runs it every eval.every_n_epochs), not in sanity checks."""
         return self.val_ground_truth is not None and not self.trainer.sanity_checking
 
+    def on_train_epoch_start(self) -> None:
+        self._epoch_samples["train"] = [0, 0]
+
+    def on_train_epoch_end(self) -> None:
+        if self.config.data.max_skipped_fraction < 1:  # 1: never stop for skipped images once training runs
+            self._check_skipped("train")  # before the epoch's checkpoint is written (monitoring callbacks run after)
+
+    def _check_skipped(self, stage: str) -> None:
+        """Stop when the loaders skipped more than data.max_skipped_fraction of this epoch's images (all ranks
+        together): files that are there but cannot be decoded, which the check before training cannot see."""
+        counts = torch.tensor(self._epoch_samples[stage], dtype=torch.float64, device=self.device)
+        skipped, total = (int(v) for v in self.trainer.strategy.reduce(counts, reduce_op="sum").tolist())
+        split = self.config.data.train if stage == "train" or self.config.data.val is None else self.config.data.val
+        source = str((split.annotations or split.images) if split is not None else "data")
+        check_skipped(skipped, total, "training" if stage == "train" else "validation", source,
+                      self.config.data.max_skipped_fraction)
+
     def on_validation_epoch_start(self) -> None:
         self.accumulator.reset()
+        self._epoch_samples["val"] = [0, 0]
 
     def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking and self.config.data.max_skipped_fraction < 1:
+            self._check_skipped("val")
         if not self._evaluating():
             return
         self.accumulator.gather()  # all ranks' detections, each image once

@@ -195,7 +195,10 @@ def write_evaluation_report(
     save_json(gallery, out / "gallery.json", "gallery")
     if training_log is not None and Path(training_log).is_file():
         plot_training_curves(Path(training_log), out / "results.png")
-    summary = (f"{len(dataset)} validation images, {dataset.num_boxes} ground-truth boxes, {len(detections)} detections; "
+    crowd = sum(int(record.iscrowd.sum()) for record in dataset.records)  # crowd / VOC difficult: not scored
+    boxes = f"{dataset.num_boxes - crowd} ground-truth boxes"
+    boxes += f" (and {crowd} crowd/difficult, not scored)" if crowd else ""
+    summary = (f"{len(dataset)} validation images, {boxes}, {len(detections)} detections; "
                f"written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Numbers as in metrics.json.")
     blocks = evaluation_blocks(metrics, curves, matrix, names, gallery, score_threshold,
                                "results.png" if (out / "results.png").is_file() else None, summary)

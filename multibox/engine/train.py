@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,13 +18,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from multibox.boxes.anchor_fit import auto_fit_anchors
 from multibox.config import Config, save_config
 from multibox.data.datamodule import DetectionDataModule
-from multibox.engine.callbacks import training_callbacks
+from multibox.engine.callbacks import ProgressBar, training_callbacks
 from multibox.engine.checkpoint import load_checkpoint
 from multibox.engine.checkpoint_io import AtomicCheckpointIO, RandomStateCallback
 from multibox.engine.evaluate import detect_and_evaluate, pick_device
+from multibox.engine.interrupt import InterruptCallback, run_interruptible
 from multibox.engine.module import DetectionModule, resolve_class_weights
 from multibox.engine.report import plot_training_curves, save_metrics_json, write_evaluation_report
-from multibox.errors import MultiboxError
+from multibox.errors import MultiboxError, TrainingInterrupted
 from multibox.outputs import writable_dir
 
 _PRECISION: dict[str, Literal["32-true", "bf16-mixed", "16-mixed"]] = {
@@ -38,20 +40,29 @@ def checkpoint_dir(config: Config) -> Path:
 def find_resume_checkpoint(config: Config, resume: str | bool | None) -> str | None:
     """The checkpoint to resume from: the given path, or with ``--resume`` alone last.ckpt (else the newest).
 
-    A new run never writes into a directory that already holds checkpoints, except a SLURM job that
-    SLURM requeued (SLURM_RESTART_COUNT > 0, e.g. after preemption): it resumes as with ``--resume``.
+    Without ``--resume``, train.resume decides: never (the default) refuses a directory that already holds
+    checkpoints, so a one-off run never continues or overwrites another by accident; auto continues from it
+    and starts fresh when there is none (a rerun of the same command continues, as MLCommons' SSD does, for
+    scripted and preemptible jobs); must continues and fails when there is none. A SLURM job that SLURM
+    requeued (SLURM_RESTART_COUNT > 0, e.g. after preemption) resumes as with auto.
     """
     folder = checkpoint_dir(config)
     existing = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-    if resume in (None, False) and existing and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
-        resume = True
-    if resume is None or resume is False:
-        if existing:
+    mode = config.train.resume
+    if resume in (None, False) and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and mode == "never":
+        mode = "auto"
+    if resume in (None, False):
+        if mode == "must" and not existing:
+            raise MultiboxError(f"train.resume=must: no checkpoint in {folder} to continue from")
+        if mode in ("auto", "must") and existing:
+            resume = True
+        elif existing:
             raise MultiboxError(
-                f"{folder} already holds checkpoints: pass --resume to continue that run, "
+                f"{folder} already holds checkpoints: pass --resume (or set train.resume=auto) to continue that run, "
                 "or set another train.output_dir"
             )
-        return None
+        else:
+            return None
     if resume is True:
         if not existing:
             raise MultiboxError(f"--resume: no checkpoint in {folder}")
@@ -61,6 +72,41 @@ def find_resume_checkpoint(config: Config, resume: str | bool | None) -> str | N
     if not path.is_file():
         raise MultiboxError(f"--resume: checkpoint {path} not found")
     return str(path)
+
+
+def check_class_count(config: Config, data: DetectionDataModule) -> Config:
+    """model.num_classes and loss.class_weights must agree with the data's classes before anything trains.
+
+    A num_classes that differs is an error naming both counts, unless model.weights is given: then it is the
+    count of those weights, whose class-specific head layers are re-initialised for the data's classes (warned).
+    """
+    found, source = data.num_classes, _data_source(config)
+    asked = config.model.num_classes
+    if asked is not None and asked != found:
+        if config.model.weights is None:
+            raise MultiboxError(
+                f"model.num_classes is {asked} but {source} has {found} classes ({_names(data.class_names)}): "
+                "remove model.num_classes to take the data's count, or fix the data"
+            )
+        warnings.warn(f"model.num_classes is {asked} (model.weights) but {source} has {found} classes: the head's "
+                      f"class layers are re-initialised for {found}", UserWarning, stacklevel=2)
+        config = config.model_copy(update={"model": config.model.model_copy(update={"num_classes": found})})
+    weights = config.loss.class_weights
+    if isinstance(weights, list) and len(weights) != found:
+        raise MultiboxError(
+            f"loss.class_weights has {len(weights)} values but {source} has {found} classes "
+            f"({_names(data.class_names)})"
+        )
+    return config
+
+
+def _data_source(config: Config) -> str:
+    split = config.data.train
+    return str(split.annotations or split.images) if split is not None else "the data"
+
+
+def _names(names: list[str], shown: int = 8) -> str:
+    return ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")
 
 
 def _callbacks(config: Config, has_val: bool) -> list[L.Callback]:
@@ -92,7 +138,7 @@ def resolve_strategy(config: Config) -> str:
     return "ddp" if many or train.num_nodes > 1 else "auto"
 
 
-def build_trainer(config: Config, has_val: bool) -> L.Trainer:
+def build_trainer(config: Config, has_val: bool, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
     out = Path(config.train.output_dir)
     return L.Trainer(
         max_epochs=config.train.epochs,
@@ -103,7 +149,7 @@ def build_trainer(config: Config, has_val: bool) -> L.Trainer:
         precision=_PRECISION[config.train.precision],
         plugins=[AtomicCheckpointIO()],
         logger=[CSVLogger(out, name="", version=""), TensorBoardLogger(out, name="", version="tensorboard")],
-        callbacks=_callbacks(config, has_val),
+        callbacks=[*_callbacks(config, has_val), *(extra_callbacks or []), *_progress_bar(config)],
         gradient_clip_val=config.train.gradient_clip,
         log_every_n_steps=config.train.log_every_n_steps,
         check_val_every_n_epoch=config.eval.every_n_epochs,
@@ -113,6 +159,11 @@ def build_trainer(config: Config, has_val: bool) -> L.Trainer:
         enable_model_summary=False,
         default_root_dir=out,
     )
+
+
+def _progress_bar(config: Config) -> list[L.Callback]:
+    """Lightning's rich bar with epochs counted from 1 and without v_num (see ProgressBar), when it is shown."""
+    return [ProgressBar()] if config.train.progress else []
 
 
 def read_metrics_csv(path: Path) -> list[dict[str, str]]:
@@ -172,6 +223,8 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
     limit_cpu_threads(config)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     data = DetectionDataModule(config)
+    data.check_files_present()  # a wrong or moved images folder stops here, not after an epoch of nothing
+    config = check_class_count(config, data)
     config = resolve_class_weights(config, data.train_set)  # loss.class_weights: auto -> numbers, saved as such
     if config.anchors.auto:  # scale-aware boxes fitted to the training set (`multibox anchors fit`), saved as such
         config = auto_fit_anchors(config, data.train_set, show=_global_rank() == 0)
@@ -183,9 +236,15 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
     if _global_rank() == 0:  # from RANK / LOCAL_RANK / SLURM_PROCID: every rank runs this function
         save_config(module.config, out / "config.yaml")
     started = time.perf_counter()
-    trainer = build_trainer(config, has_val)
+    interrupt = InterruptCallback(checkpoint_dir(config) / "last.ckpt")  # Ctrl-C / SIGTERM: checkpoint, then stop
+    trainer = build_trainer(config, has_val, [interrupt])
     history = read_metrics_csv(out / "metrics.csv") if resume_path else []  # CSVLogger deletes it on start
-    trainer.fit(module, datamodule=data, ckpt_path=resume_path)
+    try:
+        run_interruptible(interrupt, trainer, lambda: trainer.fit(module, datamodule=data, ckpt_path=resume_path))
+    except TrainingInterrupted:
+        if history and trainer.is_global_zero:
+            prepend_metrics_history(out / "metrics.csv", history)
+        raise
     elapsed = time.perf_counter() - started
     if not trainer.is_global_zero:  # the other DDP ranks are done; rank 0 reports
         return None

@@ -66,9 +66,20 @@ class Detections:
 
 
 def read_rgb(path: str | Path) -> np.ndarray | None:
-    """RGB uint8 image, or None when OpenCV cannot decode it. JPEG EXIF orientation is applied
-    (cv2.imread does so unless told IMREAD_IGNORE_ORIENTATION), as PIL's exif_transpose does."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """RGB uint8 image, or None when OpenCV cannot decode it or the JPEG/PNG is cut short. JPEG EXIF orientation
+    is applied (cv2.imdecode does so unless told IMREAD_IGNORE_ORIENTATION), as PIL's exif_transpose does.
+
+    A truncated file is refused before decoding, as the training reader refuses it (multibox.data.dataset.truncation):
+    libjpeg would decode it with the missing part grey and print "Premature end of JPEG file" on stderr."""
+    from multibox.data.dataset import truncation
+
+    try:
+        data = np.fromfile(str(path), np.uint8)
+    except OSError:
+        return None
+    if not data.size or truncation(data):
+        return None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -79,11 +90,13 @@ def to_rgb(image: ImageInput) -> np.ndarray:
             raise MultiboxError(f"{image}: image not found")
         rgb = read_rgb(image)
         if rgb is None:
-            raise MultiboxError(f"{image}: cannot read image (not a format OpenCV decodes)")
+            raise MultiboxError(f"{image}: cannot read image (truncated, or not a format OpenCV decodes)")
         return rgb
     if isinstance(image, Image.Image):
         return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     if isinstance(image, torch.Tensor):
+        if image.ndim == 2 or (image.ndim == 3 and image.shape[0] == 1):  # grayscale, as a grayscale file is read
+            image = image.reshape(1, *image.shape[-2:]).expand(3, -1, -1)
         if image.ndim != 3 or image.shape[0] != 3:
             raise MultiboxError(f"image tensor: expected shape (3, H, W), got {tuple(image.shape)}")
         if image.dtype != torch.uint8:
@@ -92,6 +105,10 @@ def to_rgb(image: ImageInput) -> np.ndarray:
             image = image.float().mul(255).round().to(torch.uint8)
         return image.permute(1, 2, 0).cpu().numpy()
     if isinstance(image, np.ndarray):
+        if image.dtype == np.uint8 and (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 4))):
+            # grayscale (H, W) or (H, W, 1), or RGBA: converted as reading a file of the same image converts it
+            image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2) if image.ndim == 2 or image.shape[2] == 1 \
+                else np.ascontiguousarray(image[..., :3])
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise MultiboxError(f"image array: expected HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
         return image
@@ -203,14 +220,13 @@ class Detector:
 
         An image is a path (read with OpenCV, JPEG EXIF orientation applied), an HxWx3 uint8 RGB
         numpy array (RGB, not OpenCV's BGR), a PIL image (EXIF orientation applied, converted to
-        RGB) or a (3, H, W) tensor, uint8 or float in [0, 1]; (N, H, W, 3) arrays and (N, 3, H, W)
-        tensors are batches.
+        RGB) or a (3, H, W) tensor, uint8 or float in [0, 1]; a grayscale (H, W) array or tensor, (H, W, 1) array
+        or RGBA array is converted to RGB; (N, H, W, 3) arrays and (N, 3, H, W) tensors are batches.
         """
-        items: list[ImageInput]
-        if isinstance(images, (str, Path, Image.Image)) or (isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 3):
-            items = [images]
-        else:
-            items = list(images)
+        single = isinstance(images, (str, Path, Image.Image)) or (
+            isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim in (2, 3)
+        )
+        items = [images] if single else list(images)
         size = batch_size or self.batch_size
         results: list[Detections] = []
         for start in range(0, len(items), size):

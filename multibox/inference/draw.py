@@ -43,7 +43,7 @@ def _style(height: int, width: int, thickness: int | None) -> tuple[int, float, 
     """Box thickness, font scale and font thickness for an image of this size."""
     side = min(height, width)
     line = thickness if thickness is not None else max(1, round(side / 320))
-    font_scale = float(np.clip(side / 900, 0.35, 1.5))
+    font_scale = float(np.clip(side / 900, 0.25, 1.5))  # label height follows the image (about 6 px at 0.25)
     return max(1, int(line)), font_scale, max(1, line // 2)
 
 
@@ -58,8 +58,9 @@ def draw_detections(
     """A copy of `image` (HxWx3 uint8 RGB) with xyxy pixel `boxes` outlined and labelled.
 
     Labels read ``"name 0.87"`` (name only without `scores`) on a filled box of the class
-    colour, kept inside the image. `color_key` (one int per box, e.g. the class index)
-    picks colours; without it the label text does. The input is never modified.
+    colour, kept inside the image; with `scores` the highest-scoring label is drawn on top.
+    `color_key` (one int per box, e.g. the class index) picks colours; without it the label text does.
+    The input is never modified.
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -82,8 +83,11 @@ def draw_detections(
 
     for (x1, y1, x2, y2), color in zip(corners.tolist(), colors, strict=True):
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, line, cv2.LINE_8)
-    # Labels after all outlines, so no outline crosses a label.
-    for i, ((x1, y1, _x2, _y2), color) in enumerate(zip(corners.tolist(), colors, strict=True)):
+    # Labels after all outlines, so no outline crosses a label; weakest first, so the best detection's label is
+    # drawn last and stays readable where labels overlap.
+    order = np.argsort(np.asarray(scores, np.float64), kind="stable") if scores is not None else range(len(corners))
+    for i in (int(j) for j in order):
+        (x1, y1, x2, y2), color = corners[i].tolist(), colors[i]
         text = names[i] if scores is None else f"{names[i]} {float(scores[i]):.2f}"
         _draw_label(canvas, text, x1, y1, color, font_scale, font_thickness)
     return canvas

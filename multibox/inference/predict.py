@@ -119,7 +119,7 @@ def _read_batch(paths: list[Path]) -> list[tuple[Path, np.ndarray]]:
     for path in paths:
         image = read_rgb(path)
         if image is None:
-            warnings.warn(f"{path}: cannot read image, skipped", stacklevel=2)
+            warnings.warn(f"{path}: cannot read image (truncated, or not an image), skipped", stacklevel=2)
         else:
             images.append((path, image))
     return images

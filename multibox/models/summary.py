@@ -9,6 +9,8 @@ needs neither a GPU nor a dataset.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -61,7 +63,9 @@ def summarize(config: Config, depth: int = 3) -> dict[str, Any]:
     """
     if depth < 0:
         raise MultiboxError(f"--depth: must be 0 or more, got {depth}")
-    num_classes = config.model.num_classes or DEFAULT_NUM_CLASSES
+    num_classes, classes_from = config.model.num_classes, "model.num_classes"
+    if num_classes is None:
+        num_classes, classes_from = data_class_count(config) or (DEFAULT_NUM_CLASSES, "")
     batch = config.data.batch_size
     height, width = (int(v) for v in config.data.input_size)
     with torch.device("meta"):  # no weights are allocated or initialised, even for VGG's 35M
@@ -109,6 +113,7 @@ def summarize(config: Config, depth: int = 3) -> dict[str, Any]:
         "model": config.model.name,
         "num_classes": num_classes,
         "num_classes_from_config": config.model.num_classes is not None,
+        "num_classes_source": classes_from or f"default ({DEFAULT_NUM_CLASSES}, COCO's)",
         "batch_size": batch,
         "input_size": [height, width],
         "depth": depth,
@@ -143,6 +148,30 @@ def _macs(macs: float) -> str:
     return f"{macs:,.0f}"
 
 
+def data_class_count(config: Config) -> tuple[int, str] | None:
+    """(count, where from) of the classes training would take from the data, read cheaply (no image is opened):
+    data.class_names, a COCO annotation file's categories, or a YOLO data .yaml's names; None when not at hand."""
+    from multibox.data.formats.common import read_class_names
+
+    data = config.data
+    try:
+        if data.class_names is not None:
+            return len(read_class_names(data.class_names) or []), "data.class_names"
+        split = data.train
+        if split is None:
+            return None
+        if data.format == "coco" and split.annotations is not None and Path(split.annotations).is_file():
+            categories = json.loads(Path(split.annotations).read_text(encoding="utf-8")).get("categories") or []
+            return (len(categories), str(split.annotations)) if categories else None
+        if data.format == "yolo":
+            for candidate in (Path(split.images), Path(split.images) / "data.yaml"):
+                if candidate.suffix.lower() in (".yaml", ".yml") and candidate.is_file():
+                    return len(read_class_names(candidate) or []), str(candidate)
+    except (MultiboxError, OSError, ValueError, AttributeError):
+        return None
+    return None
+
+
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
     """Print :func:`summarize`'s dict as tables (to ``console``, or a new one on stdout)."""
     if console is None:
@@ -152,9 +181,12 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     batch, (height, width) = summary["batch_size"], summary["input_size"]
     console.print(f"{summary['model']}: input [{batch}, 3, {height}, {width}], "
                   f"{summary['num_classes']} foreground classes + background", markup=False, highlight=False)
-    if not summary["num_classes_from_config"]:
-        console.print(f"model.num_classes is not set: assumed {DEFAULT_NUM_CLASSES} (training takes it from the dataset)",
-                      markup=False, highlight=False)
+    source = summary.get("num_classes_source", "")
+    if not summary["num_classes_from_config"] and source.startswith("default"):
+        console.print(f"model.num_classes is not set: assumed {DEFAULT_NUM_CLASSES} (training takes it from the "
+                      "dataset, which is not at hand)", markup=False, highlight=False)
+    elif not summary["num_classes_from_config"]:
+        console.print(f"classes: {summary['num_classes']}, from {source}", markup=False, highlight=False)
 
     layers = Table(caption="Param #: parameters of the module and all its submodules")
     layers.add_column("Layer")

@@ -77,7 +77,7 @@ def test_every_problem_is_reported_with_its_file_or_id(broken: Path) -> None:
     assert any("entirely" in d for d in outside) and any("entirely" not in d and "64x64" in d for d in outside)
     assert any("category id 99" in p.detail for p in report.problems if p.kind == UNKNOWN_CATEGORY)
     assert any("image id 77" in p.detail for p in report.problems if p.kind == UNKNOWN_IMAGE_ID)
-    assert report.images_decoded == 7  # every entry with a safe name, the missing one included
+    assert report.images_decoded == 4  # the 7 safely named entries less the truncated, missing and mis-sized ones
 
 
 def test_check_image_file_decodes_fully(tmp_path: Path) -> None:
@@ -154,3 +154,12 @@ def test_other_formats_are_checked_after_their_reader(tmp_path):
     assert main(["data", "validate", "--format", "yolo", "--images", str(tmp_path / "yolo"), "--fix", str(tmp_path / "clean")]) == 0
     cleaned = load_coco(tmp_path / "clean" / "images", tmp_path / "clean" / "annotations.json")
     assert len(cleaned.records) == 3
+
+
+def test_missing_images_are_not_counted_as_decoded(tmp_path: Path, capsys) -> None:
+    """Issue 14 item 9: `30 images (30 decoded)` was printed when all 30 were missing."""
+    root = make_synthetic_dataset(tmp_path / "d", 3, (32, 32), seed=1)
+    for image in (root / "images").iterdir():
+        image.unlink()
+    assert main(["data", "validate", "--images", str(root / "images"), "--annotations", str(root / "annotations.json")]) == 1
+    assert "3 images (0 decoded)" in capsys.readouterr().out

@@ -164,3 +164,18 @@ def test_training_callbacks_follow_the_config():
     assert len(averaging) == 1
     averaged, current = torch.zeros(1), torch.ones(1)
     assert averaging[0]._kwargs["avg_fn"](averaged, current, 1) == pytest.approx(0.01)  # decay 0.99 reached the callback
+
+
+def test_progress_bar_counts_epochs_from_one_without_v_num(tmp_path):
+    """Issue 14 item 14: a 1-epoch run showed `Epoch 0/0` and `v_num: oard`."""
+    from types import SimpleNamespace
+
+    from multibox.engine.callbacks import ProgressBar
+
+    bar = ProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=1)
+    assert bar._get_train_description(0).strip() == "Epoch 1/1"
+    from multibox.engine.train import build_trainer
+
+    config = load_config(None, ["train.accelerator=cpu", f"train.output_dir={tmp_path}"])
+    assert ProgressBar in {type(c) for c in build_trainer(config, False).callbacks}

@@ -85,8 +85,8 @@ def test_a_new_run_over_checkpoints_is_refused_and_changes_nothing(finished_run,
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()}
     assert main(["train", "-c", str(root / "config.yaml")]) == 2
     err = capsys.readouterr().err
-    assert err == (f"error: {run / 'checkpoints'} already holds checkpoints: pass --resume to continue that run,"
-                   " or set another train.output_dir\n")
+    assert err == (f"error: {run / 'checkpoints'} already holds checkpoints: pass --resume (or set train.resume=auto)"
+                   " to continue that run, or set another train.output_dir\n")
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.rglob("*") if p.is_file()} == before
 
 
@@ -95,3 +95,53 @@ def test_python_dash_m_multibox_is_the_cli(tmp_path):
     done = subprocess.run([sys.executable, "-m", "multibox", "train", "-c", str(tmp_path / "missing.yaml")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr == f"error: {tmp_path / 'missing.yaml'}: config file not found\n"
+
+
+@pytest.mark.parametrize("mode, existing, expected", [
+    ("never", False, None), ("never", True, "already holds checkpoints"), ("auto", False, None),
+    ("auto", True, "last.ckpt"), ("must", True, "last.ckpt"), ("must", False, "train.resume=must: no checkpoint"),
+])
+def test_train_resume_modes(tmp_path, mode, existing, expected):
+    """Issue 14 item 8: train.resume never (refuse, the default) | auto (continue when there is a checkpoint) | must."""
+    config = load_config(None, [f"train.output_dir={tmp_path}", f"train.resume={mode}"])
+    if existing:
+        (tmp_path / "checkpoints").mkdir()
+        (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    if expected is not None and "ckpt" not in expected:
+        with pytest.raises(train_module.MultiboxError, match=expected):
+            train_module.find_resume_checkpoint(config, None)
+    else:
+        found = train_module.find_resume_checkpoint(config, None)
+        assert (found is None) if expected is None else found.endswith(expected)
+
+
+def test_class_count_checks(tmp_path, recwarn):
+    """Issue 14 items 3 and 4: model.num_classes and loss.class_weights are checked against the data's classes."""
+    from types import SimpleNamespace
+
+    data = SimpleNamespace(num_classes=3, class_names=["a", "b", "c"])
+    with pytest.raises(train_module.MultiboxError, match="model.num_classes is 5 but .* has 3 classes"):
+        train_module.check_class_count(load_config(None, ["model.num_classes=5"]), data)
+    with pytest.raises(train_module.MultiboxError, match="loss.class_weights has 2 values but .* has 3 classes"):
+        train_module.check_class_count(load_config(None, ["loss.class_weights=[1,2]"]), data)
+    weights = tmp_path / "w.ckpt"
+    config = train_module.check_class_count(load_config(None, ["model.num_classes=80", f"model.weights={weights}"]), data)
+    assert config.model.num_classes == 3 and "re-initialised for 3" in str(recwarn.pop(UserWarning).message)
+
+
+def test_unreadable_images_in_an_epoch_stop_training():
+    """Issue 14 item 1: images that are there but cannot be decoded (the check before training cannot see them)."""
+    from types import SimpleNamespace
+
+    from multibox.engine.module import DetectionModule
+
+    fake = SimpleNamespace(_epoch_samples={"train": [7, 8], "val": [0, 0]}, device=torch.device("cpu"),
+                           trainer=SimpleNamespace(strategy=SimpleNamespace(reduce=lambda t, reduce_op: t)),
+                           config=load_config(None, ["data.train.images=i", "data.train.annotations=a.json"]))
+    with pytest.raises(train_module.MultiboxError, match=r"a.json: 7 of 8 training images .*data.max_skipped_fraction=1"):
+        DetectionModule._check_skipped(fake, "train")
+    fake._epoch_samples["train"] = [8, 8]
+    with pytest.raises(train_module.MultiboxError, match=r"no readable training images \(8 of 8 skipped"):
+        DetectionModule._check_skipped(fake, "train")
+    fake._epoch_samples["train"] = [4, 8]
+    DetectionModule._check_skipped(fake, "train")  # half is within the default bound

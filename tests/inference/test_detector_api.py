@@ -156,7 +156,7 @@ def test_bad_inputs_are_one_line_errors(make_detector, tmp_path):
     detector = make_detector()
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     cases = [(tmp_path / "missing.jpg", "missing.jpg: image not found"), (tmp_path / "broken.jpg", "broken.jpg: cannot read image"),
-             (np.zeros((8, 8), np.uint8), "expected HxWx3 uint8 RGB"), (torch.full((3, 8, 8), 2.0), "uint8 or float in [0, 1]")]
+             (np.zeros((8, 8, 2), np.uint8), "expected HxWx3 uint8 RGB"), (torch.full((3, 8, 8), 2.0), "uint8 or float in [0, 1]")]
     for image, message in cases:
         with pytest.raises(MultiboxError) as excinfo:
             detector(image)
@@ -169,3 +169,23 @@ def test_import_multibox_does_not_import_torch():
     import multibox
 
     assert multibox.Detector is Detector
+
+
+def test_grayscale_array_is_accepted_as_its_file_is(make_detector, tmp_path) -> None:
+    """Issue 14 item 12: a (H, W) array failed with `got shape (128,)`; a grayscale file of it was fine."""
+    gray = cv2.cvtColor(_images()[0], cv2.COLOR_RGB2GRAY)
+    cv2.imwrite(str(tmp_path / "gray.png"), gray)
+    detector = make_detector(conf=CONF)
+    from_array, from_file = detector(gray)[0], detector(tmp_path / "gray.png")[0]
+    np.testing.assert_allclose(from_array.boxes, from_file.boxes, atol=1e-4)
+    assert to_rgb(torch.from_numpy(gray)).shape == (64, 64, 3)
+
+
+def test_truncated_jpeg_is_refused_without_libjpeg_noise(tmp_path, capfd) -> None:
+    """Issue 14 item 16: libjpeg's `Premature end of JPEG file` leaked to stderr from predict."""
+    from multibox.inference.detector import read_rgb
+
+    ok, encoded = cv2.imencode(".jpg", _images()[0])
+    (tmp_path / "cut.jpg").write_bytes(encoded.tobytes()[: len(encoded) // 2])
+    assert read_rgb(tmp_path / "cut.jpg") is None
+    assert "JPEG" not in capfd.readouterr().err

@@ -126,3 +126,16 @@ def test_ssd_resnet50_cognata_8mp_reproduces_the_seed_summary():
     assert summary["input_bytes"] / 1e6 == pytest.approx(398.13, abs=0.01)  # "Input size (MB): 398.13"
     assert summary["param_bytes"] / 1e6 == pytest.approx(56.24, abs=0.01)  # "Params size (MB): 56.24"
     assert summary["macs"] / 1e12 == pytest.approx(5.56, rel=0.01)  # "Total mult-adds (T): 5.56"
+
+
+def test_class_count_is_read_from_the_data_when_at_hand(tmp_path: Path, capsys):
+    """Issue 14 item 17: summary assumed 80 classes although the annotation file said 5."""
+    from multibox.data.synth import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "d", 2, (32, 32))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  train: {{images: {root}/images, annotations: {root}/annotations.json}}\n"
+                      "  input_size: [64, 64]\nmodel: {name: ssdlite320_mobilenet_v3_large, width_mult: 0.25}\n")
+    assert main(["summary", "-c", str(config), "--depth", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "5 foreground classes" in out and f"from {root / 'annotations.json'}" in out

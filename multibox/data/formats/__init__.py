@@ -47,9 +47,11 @@ def load_dataset(
     class_names: Sequence[str] | Path | str | None = None,
     classes: Sequence[str] | None = None,
     cognata: dict[str, Any] | None = None,
+    split: str | None = None,
 ) -> DetectionSet:
     """Read any format. For coco and txt, `annotations=None` means the layout their writers make
-    (`images/` plus `annotations.json` / `annotations.txt` inside `images`)."""
+    (`images/` plus `annotations.json` / `annotations.txt` inside `images`). `split` (train or val) picks the
+    split of a YOLO data .yaml."""
     images = Path(images)
     if fmt == "coco":
         if annotations is None:
@@ -58,7 +60,9 @@ def load_dataset(
     if fmt == "voc":
         return load_voc(images, annotations, class_names)
     if fmt == "yolo":
-        return load_yolo(images, None if annotations is None else Path(annotations), class_names)
+        if annotations is not None and str(annotations) in ("train", "val") and not Path(annotations).is_dir():
+            split, annotations = str(annotations), None  # a split of the root's data.yaml (convert --annotations val)
+        return load_yolo(images, None if annotations is None else Path(annotations), class_names, split)
     if fmt == "txt":
         if annotations is None:
             images, annotations = images / "images", images / "annotations.txt"

@@ -261,3 +261,38 @@ def test_write_coco_keeps_ids_and_crowd(tmp_path, source) -> None:
         write_coco(data, tmp_path / "c")
     with pytest.raises(MultiboxError, match="no writer for format 'cognata'"):
         convert("coco", "cognata", tmp_path / "c", tmp_path / "d")
+
+
+def test_convert_counts_the_boxes_it_wrote(tmp_path, source, capsys) -> None:
+    """Issue 14 item 10: VOC difficult boxes left out of YOLO were still counted in `wrote ... boxes`."""
+    record = source[1].records[1]
+    crowd = ImageRecord(1, record.file, record.width, record.height, [[0, 0, 10, 12], [5, 6, 20, 30]], [1, 2], [False, True])
+    write_voc(DetectionSet([crowd], ["a", "b"], [1, 2]), tmp_path / "voc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["data", "convert", "--from", "voc", "--to", "yolo", str(tmp_path / "voc"), str(tmp_path / "y")]) == 0
+    lines = sum(len(f.read_text().splitlines()) for f in (tmp_path / "y" / "labels").glob("*.txt"))
+    assert lines == 1 and "1 boxes" in capsys.readouterr().out
+
+
+def test_yolo_data_yaml_splits_and_names(tmp_path, written) -> None:
+    """Issue 14 item 2: an Ultralytics root's data.yaml gives each split its folder; split folders never merge."""
+    root = tmp_path / "u"
+    for split in ("train", "val"):
+        for kind in ("images", "labels"):
+            (root / kind / split).mkdir(parents=True)
+    images = sorted((written["yolo"] / "images").iterdir())
+    for index, image in enumerate(images):
+        split = "train" if index < len(images) - 1 else "val"
+        (root / "images" / split / image.name).write_bytes(image.read_bytes())
+        label = written["yolo"] / "labels" / f"{image.stem}.txt"
+        (root / "labels" / split / label.name).write_text(label.read_text())
+    (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: [images/val]\nnames: [" + ", ".join(SHAPES) + "]\n")
+    assert len(load_yolo(root, split="train")) == len(images) - 1
+    assert len(load_yolo(root / "data.yaml", split="val")) == 1
+    assert load_yolo(root / "images" / "val").class_names == list(SHAPES)  # names from data.yaml two folders up
+    with pytest.raises(MultiboxError, match="names different train: and val:"):
+        load_yolo(root)
+    (root / "data.yaml").unlink()
+    with pytest.raises(MultiboxError, match=r"holds split folders \(train, val\)"):
+        load_yolo(root, class_names=list(SHAPES))

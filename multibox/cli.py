@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -28,6 +29,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="multibox", description="Train, evaluate and run SSD object detectors.")
+    parser.add_argument("--version", action="version", version=f"multibox {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a detector from a config")
@@ -131,7 +133,29 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.input_size=[384,640]")
     fit.add_argument("--out", type=Path, help="anchors YAML fragment to write (default <train.output_dir>/anchors.yaml; never overwritten)")
     fit.add_argument("--budget", type=int, help="most default boxes allowed (default: as many as the current layout)")
+
+    config = sub.add_parser("config", help="print a resolved config, or write a commented starting one")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser("show", help="the fully resolved config of a command line, defaults filled in")
+    show.add_argument("-c", "--config", required=True, type=Path, help="YAML or JSON config")
+    show.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=2")
+    init = config_sub.add_parser("init", help="every key with its default and help as a comment: multibox config init > my.yaml")
+    init.add_argument("--model", help="model.name, e.g. ssdlite320_mobilenet_v3_large (default ssd300_vgg16)")
+    init.add_argument("--format", default="coco", choices=["coco", "voc", "yolo", "txt", "openimages", "cognata"],
+                      help="data.format, with example paths laid out as that format's tools do (default coco)")
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (what pip reports), the source's when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("multibox")
+    except PackageNotFoundError:
+        from multibox import __version__
+
+        return __version__
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -232,6 +256,10 @@ def _run(args: argparse.Namespace) -> int:
 
         bench_command(args.weights, args.config, args.overrides, args.batch_sizes, args.device, args.warmup,
                       args.repeat, args.json, onnx=not args.no_onnx)
+    elif args.command == "config":
+        from multibox.commands.config import config_command
+
+        config_command(args)
     elif args.command == "anchors" and args.anchors_command == "fit":
         from multibox.boxes.anchor_fit import fit_command
 
@@ -250,8 +278,28 @@ def _terminate(number: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+# A KEY=VALUE override: a dotted key (section.key...) then '='. Recognised wherever it stands on the line,
+# so an option with an optional value (--resume, --plots) never takes an override as that value.
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)+=")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line, with KEY=VALUE overrides taken out first, in their order, wherever they stand."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    overrides = [token for token in argv[:end] if _OVERRIDE.match(token)]
+    rest = [token for token in argv[:end] if not _OVERRIDE.match(token)] + argv[end:]
+    parser = _parser()
+    args = parser.parse_args(rest)
+    if overrides and not hasattr(args, "overrides"):
+        parser.error(f"unrecognized arguments: {' '.join(overrides)} (this command takes no KEY=VALUE overrides)")
+    if hasattr(args, "overrides"):
+        args.overrides = list(args.overrides or []) + overrides
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     for noise in (".*does not have many workers.*", ".*exists and is not empty.*", ".*LeafSpec.*is deprecated.*",

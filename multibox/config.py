@@ -7,6 +7,7 @@ turns every problem into a one-line :class:`MultiboxError` naming the file and k
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -359,15 +360,22 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Load a config file (or the defaults when `path` is None) and apply overrides."""
+    """Load a config file (or the defaults when `path` is None) and apply overrides.
+
+    Relative input paths written in the file resolve from the file's folder (a config travels with its
+    data, as Ultralytics' dataset YAML does); paths given as KEY=VALUE overrides resolve from the working
+    directory, where the user typed them. See :func:`resolve_paths`.
+    """
+    overrides = list(overrides or [])
     raw = read_config_file(path) if path is not None else {}
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(raw, overrides)
     try:
         config = parse_config(raw, str(path) if path is not None else "config")
     except MultiboxError as error:
         source = str(path) if path is not None else "config"
-        raise MultiboxError(_blame_override(str(error), source, overrides or [])) from None
-    return resolve_paths(config)
+        raise MultiboxError(_blame_override(str(error), source, overrides)) from None
+    base = Path(path).expanduser().absolute().parent if path is not None else None
+    return resolve_paths(config, base, {item.partition("=")[0].strip() for item in overrides})
 
 
 def _blame_override(message: str, source: str, overrides: list[str]) -> str:
@@ -381,17 +389,53 @@ def _blame_override(message: str, source: str, overrides: list[str]) -> str:
     return message
 
 
-def resolve_paths(config: Config) -> Config:
-    """Make data and weight paths absolute (relative to the working directory): a checkpoint's config works anywhere."""
+# Input paths a config may hold, as dotted keys; train.output_dir is an output and resolves from the working directory.
+_SPLIT_NAME_FORMATS = {"voc": ".txt", "openimages": ".csv"}
+
+
+def is_split_name(fmt: str, annotations: str | Path) -> bool:
+    """VOC's ``trainval`` and Open Images' ``validation`` name a split of the root, not a file: a bare word
+    without a folder or the format's file suffix (.txt split file, .csv annotations)."""
+    suffix = _SPLIT_NAME_FORMATS.get(fmt)
+    text = str(annotations)
+    return suffix is not None and "/" not in text and "\\" not in text and Path(text).suffix.lower() != suffix
+
+
+def _absolute(value: str | Path, base: Path | None) -> Path:
+    """`value` made absolute against `base` (the working directory when None), normalised: no ``cfg/../data``."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = (base if base is not None else Path.cwd()) / path
+    return Path(os.path.normpath(path))
+
+
+def resolve_paths(config: Config, base: Path | None = None, overridden: set[str] | None = None) -> Config:
+    """Make data and weight paths absolute and normalised, so a checkpoint's config works anywhere.
+
+    Relative paths resolve from `base` (the config file's folder) unless their key (or a section above
+    it) is in `overridden`, the keys set on the command line, which resolve from the working directory.
+    VOC/Open Images split names stay names. With no `base`, everything resolves from the working directory.
+    """
+    overridden = overridden or set()
+
+    def base_of(key: str) -> Path | None:
+        parts = key.split(".")
+        from_command_line = any(".".join(parts[:n]) in overridden for n in range(1, len(parts) + 1))
+        return None if from_command_line else base
+
     for key in ("weights", "backbone_weights"):
         value = getattr(config.model, key)
         if value is not None and value.lower() not in ("imagenet", "none", "null"):
-            setattr(config.model, key, str(Path(value).expanduser().absolute()))
-    for split in (config.data.train, config.data.val):
-        if split is not None:
-            split.images = split.images.expanduser().absolute()
-            if split.annotations is not None:
-                split.annotations = split.annotations.expanduser().absolute()
+            setattr(config.model, key, str(_absolute(value, base_of(f"model.{key}"))))
+    if isinstance(config.data.class_names, Path):
+        config.data.class_names = _absolute(config.data.class_names, base_of("data.class_names"))
+    for name in ("train", "val"):
+        split = getattr(config.data, name)
+        if split is None:
+            continue
+        split.images = _absolute(split.images, base_of(f"data.{name}.images"))
+        if split.annotations is not None and not is_split_name(config.data.format, split.annotations):
+            split.annotations = _absolute(split.annotations, base_of(f"data.{name}.annotations"))
     return config
 
 

@@ -45,12 +45,22 @@ def load_split(split: SplitPaths, name: str, data_format: str = "coco", data: Da
 class DetectionDataModule(L.LightningDataModule):
     """Train/val loaders of a config; `class_names`, `category_ids`, `num_classes`, `val_set` are set in __init__."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, evaluation_only: bool = False):
+        """`evaluation_only` (multibox eval): with a data.val, only that split is read; data.train may be absent."""
         super().__init__()
         self.config = config
         data = config.data
+        self._train_dataset: DetectionDataset | None = None
+        self._augment_state: dict[str, Any] | None = None  # from a checkpoint, applied when the loader is built
+        self._gpu_transforms: dict[bool, Any] = {}  # data.decode=gpu: torchvision v2 transforms, by train/eval
+        if evaluation_only and data.val is not None:
+            self.val_set = load_split(data.val, "val", data.format, data)
+            self.class_names, self.category_ids = list(self.val_set.class_names), list(self.val_set.category_ids)
+            self.num_classes = self.val_set.num_classes
+            return
         if data.train is None:
-            raise MultiboxError("config: data.train is required for training")
+            needed = "data.val (or data.train with data.val_split)" if evaluation_only else "data.train"
+            raise MultiboxError(f"config: {needed} is required for {'evaluation' if evaluation_only else 'training'}")
         self.train_set = load_split(data.train, "train", data.format, data)
         if not len(self.train_set):
             raise MultiboxError(f"{data.train.annotations or data.train.images}: the training set has no images")
@@ -66,9 +76,6 @@ class DetectionDataModule(L.LightningDataModule):
         self.class_names = list(self.train_set.class_names)
         self.category_ids = list(self.train_set.category_ids)
         self.num_classes = self.train_set.num_classes
-        self._train_dataset: DetectionDataset | None = None
-        self._augment_state: dict[str, Any] | None = None  # from a checkpoint, applied when the loader is built
-        self._gpu_transforms: dict[bool, Any] = {}  # data.decode=gpu: torchvision v2 transforms, by train/eval
 
     def check_files_present(self) -> None:
         """Before training: stop when most image files of a split are missing (data.max_skipped_fraction)."""

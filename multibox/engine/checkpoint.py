@@ -35,12 +35,13 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def load_checkpoint(path: str | Path, config: Config | None = None) -> LoadedCheckpoint:
     """Rebuild the detector of a checkpoint. `config`, when given, supplies the eval settings
-    (thresholds) and data; the architecture always comes from the checkpoint."""
+    (thresholds) and data, input size included: the default boxes are made for that size, as the
+    loader resizes to it (SSD heads are convolutional). The architecture always comes from the checkpoint."""
     checkpoint = read_checkpoint(path)
     hparams = checkpoint["hyper_parameters"]
     saved = parse_config(hparams["config"], f"{path} (embedded config)")
     if config is not None:
-        saved = saved.model_copy(update={"eval": config.eval, "data": config.data.model_copy(update={"input_size": saved.data.input_size})})
+        saved = saved.model_copy(update={"eval": config.eval, "data": config.data})
     class_names = list(hparams["class_names"])
     detector, _ = build_detector(saved, len(class_names), load_weights=False)  # the checkpoint has the weights
     prefix = "detector."

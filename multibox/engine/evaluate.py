@@ -116,7 +116,7 @@ def evaluate_checkpoint(
         embedded = read_checkpoint(weights)["hyper_parameters"]["config"]
         config = resolve_paths(parse_config(apply_overrides(embedded, overrides or []), f"{weights} (embedded config)"))
     loaded = load_checkpoint(weights, config)
-    data = DetectionDataModule(config)
+    data = DetectionDataModule(config, evaluation_only=True)
     if data.val_set is None:
         raise MultiboxError("config: no validation set; set data.val or data.val_split")
     if list(data.category_ids) != loaded.category_ids:

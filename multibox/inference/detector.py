@@ -22,6 +22,8 @@ from multibox.engine.checkpoint import load_checkpoint
 from multibox.errors import MultiboxError
 from multibox.models.detector import SSDDetector
 
+SCORE_DECIMALS = 5  # as multibox.engine.evaluation.DetectionAccumulator.results rounds scores
+
 ImageInput = str | Path | np.ndarray | Image.Image | torch.Tensor
 
 
@@ -45,11 +47,13 @@ class Detections:
         return len(self.scores)
 
     def to_coco(self, image_id: int, file_name: str | None = None) -> list[dict[str, Any]]:
-        """COCO results entries: ``bbox`` is [x, y, w, h] in original pixels, ``category_id`` the dataset's id."""
-        xywh = np.concatenate((self.boxes[:, :2], self.boxes[:, 2:] - self.boxes[:, :2]), axis=1).round(2)
+        """COCO results entries: ``bbox`` is [x, y, w, h] in original pixels, ``category_id`` the dataset's id.
+        Rounded as evaluation rounds them (DetectionAccumulator.results), so predict and eval JSON agree."""
+        boxes = self.boxes.astype(np.float64)  # float32 would print 1.2300000190734863 for 1.23
+        xywh = np.concatenate((boxes[:, :2], boxes[:, 2:] - boxes[:, :2]), axis=1).round(2)
         named = {} if file_name is None else {"file_name": file_name}
         return [
-            {"image_id": int(image_id), **named, "category_id": int(c), "bbox": [float(v) for v in b], "score": round(float(s), 4)}
+            {"image_id": int(image_id), **named, "category_id": int(c), "bbox": [float(v) for v in b], "score": round(float(s), SCORE_DECIMALS)}
             for b, c, s in zip(xywh, self.category_ids, self.scores, strict=True)
         ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -125,6 +126,17 @@ def _read_batch(paths: list[Path]) -> list[tuple[Path, np.ndarray]]:
     return images
 
 
+def _label_files(files: list[Path], root: Path) -> dict[Path, str]:
+    """labels/<image stem>.txt as YOLO names them; <image name>.txt (a.jpg.txt, a.png.txt) for images whose
+    stems clash in one folder, so that no label file overwrites another."""
+    stems = Counter(path.relative_to(root).with_suffix("").as_posix() for path in files)
+    return {
+        path: (relative.with_suffix("").as_posix() if stems[relative.with_suffix("").as_posix()] == 1 else relative.as_posix()) + ".txt"
+        for path in files
+        for relative in [path.relative_to(root)]
+    }
+
+
 def predict_images(
     detector: Detector, files: list[Path], root: Path, out_dir: Path, progress: bool = True, save_txt: bool = False
 ) -> list[dict[str, Any]]:
@@ -133,6 +145,7 @@ def predict_images(
     The next batch is decoded on a thread while this one runs (OpenCV releases the GIL).
     """
     image_ids = {path: index + 1 for index, path in enumerate(files)}
+    label_files = _label_files(files, root)
     batches = [files[i : i + detector.batch_size] for i in range(0, len(files), detector.batch_size)]
     results: list[dict[str, Any]] = []
     with _progress(progress) as bar, ThreadPoolExecutor(max_workers=1) as reader:
@@ -148,7 +161,7 @@ def predict_images(
                 (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
                 save_image(out_dir / name, annotate(image, found))
                 if save_txt:
-                    _save_txt((out_dir / "labels" / name).with_suffix(".txt"), found)
+                    _save_txt(out_dir / "labels" / label_files[path], found)
             bar.advance(task, len(batches[index]))
     return results
 

@@ -1,0 +1,1 @@
+"""Command-line commands: argument handling, printing and file output over the library."""

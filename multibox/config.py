@@ -58,6 +58,10 @@ class DataConfig(_Section):
     val_split: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of train held out for validation when no val set is given.")
     split_seed: int = Field(0, description="Seed of the val_split shuffle, so the held-out set is the same on every run.")
     input_size: tuple[int, int] = Field((300, 300), description="Network input [H, W]; need not be square.")
+    input_short_side: int | None = Field(
+        None, ge=32, description="Set input_size from the training images' median aspect ratio: this shorter side, the longer "
+        "side to match (a multiple of 16); input_size is used when not set.",
+    )
     batch_size: int = Field(8, ge=1, description="Images per batch (per device).")
     num_workers: int = Field(2, ge=0, description="Data-loader worker processes.")
     augment: Literal["ssd", "ssdlite", "none"] | list[dict[str, Any]] = Field(
@@ -118,6 +122,11 @@ class ModelConfig(_Section):
         None,
         description="Detector weights to start from: a multibox .ckpt or a torchvision detection state dict; "
         "head layers whose shapes differ (other classes) are re-initialised.",
+    )
+    pretrained_fallback: Literal["error", "scratch"] = Field(
+        "error",
+        description="When backbone_weights=imagenet cannot be had (no network, MULTIBOX_OFFLINE=1, none for this width_mult): "
+        "error (exit 2, naming the URL and the cache path) or scratch (say so in one line, start from random init).",
     )
     backbone: Literal["mobilenet_v2", "mobilenet_v3_large", "resnet50", "vgg16"] = Field(
         "mobilenet_v2", description="model.name=custom only: the classification network tapped for features."

@@ -17,6 +17,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from multibox.boxes.anchor_fit import auto_fit_anchors
 from multibox.config import Config, save_config
 from multibox.data.datamodule import DetectionDataModule
+from multibox.data.records import DetectionSet
+from multibox.data.stats import input_size_for
 from multibox.engine.checkpoint import load_checkpoint
 from multibox.engine.checkpoint_io import AtomicCheckpointIO, RandomStateCallback
 from multibox.engine.evaluate import detect_and_evaluate, pick_device
@@ -151,6 +153,16 @@ def limit_cpu_threads(config: Config) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
+def resolve_input_size(config: Config, train_set: DetectionSet, show: bool = True) -> Config:
+    """``data.input_short_side``: the input size that keeps the training images' median aspect ratio."""
+    size = input_size_for(train_set, config.data.input_short_side or min(config.data.input_size))
+    if show:
+        print(f"data.input_size={size[0]},{size[1]} (H,W): shorter side {config.data.input_short_side}, "
+              "the training images' median aspect ratio")
+    data = config.data.model_copy(update={"input_size": size, "input_short_side": None})
+    return config.model_copy(update={"data": data})
+
+
 def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | None:
     """Train as configured; returns the final COCO metrics on the val set (None without one, and on DDP ranks > 0).
 
@@ -163,6 +175,9 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
     limit_cpu_threads(config)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     data = DetectionDataModule(config)
+    if config.data.input_short_side is not None:  # input size from the data's aspect ratio, saved as such
+        config = resolve_input_size(config, data.train_set, show=rank_zero_only.rank == 0)
+        data.config = config
     config = resolve_class_weights(config, data.train_set)  # loss.class_weights: auto -> numbers, saved as such
     if config.anchors.auto:  # scale-aware boxes fitted to the training set (`multibox anchors fit`), saved as such
         config = auto_fit_anchors(config, data.train_set, show=rank_zero_only.rank == 0)

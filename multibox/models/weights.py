@@ -481,7 +481,13 @@ def apply_weights(model: SSD, config: ModelConfig, load: bool = True) -> SSD:
     if not load:
         return model
     if with_backbone:
-        load_backbone_weights(model, config.name, config.backbone_weights, getattr(config, "backbone", None))
+        try:
+            load_backbone_weights(model, config.name, config.backbone_weights, getattr(config, "backbone", None))
+        except MultiboxError as error:
+            imagenet = str(config.backbone_weights).strip().lower() == IMAGENET
+            if not (imagenet and getattr(config, "pretrained_fallback", "error") == "scratch"):
+                raise
+            log.warning("%s; model.pretrained_fallback=scratch: training from scratch", error)
     if not _is_none(config.weights):
         load_detector_weights(model, config.name, config.weights)
     return model

@@ -115,13 +115,14 @@ class ModelConfig(_Section):
     width_mult: float = Field(1.0, gt=0.0, description="Channel multiplier of MobileNet backbones (torchvision's; the SSDLite extras keep their width).")
     backbone_weights: str | None = Field(
         None,
-        description="Backbone start: 'imagenet' (torchvision's file, from the local torch hub cache only; never downloaded), "
+        description="Backbone start: 'imagenet' (torchvision's file, from torch hub's cache, downloaded when missing), "
         "a classification state-dict file, or none for random init.",
     )
     weights: str | None = Field(
         None,
-        description="Detector weights to start from: a multibox .ckpt or a torchvision detection state dict; "
-        "head layers whose shapes differ (other classes) are re-initialised.",
+        description="Detector weights to start from: a multibox .ckpt, a torchvision detection state dict, or torchvision's "
+        "COCO weights by name (torchvision:SSD300_VGG16_Weights.COCO_V1, torchvision:SSDLite320_MobileNet_V3_Large_Weights.COCO_V1; "
+        "downloaded); head layers whose shapes differ (other classes) are re-initialised.",
     )
     pretrained_fallback: Literal["error", "scratch"] = Field(
         "error",
@@ -346,7 +347,7 @@ def resolve_paths(config: Config) -> Config:
     """Make data and weight paths absolute (relative to the working directory), so a checkpoint's config works anywhere."""
     for key in ("weights", "backbone_weights"):
         value = getattr(config.model, key)
-        if value is not None and value.lower() not in ("imagenet", "none", "null"):
+        if value is not None and value.lower() not in ("imagenet", "none", "null") and not value.startswith("torchvision:"):
             setattr(config.model, key, str(Path(value).expanduser().absolute()))
     for split in (config.data.train, config.data.val):
         if split is not None:

@@ -245,6 +245,11 @@ class EvalConfig(_Section):
     topk_candidates: int = Field(400, ge=1, description="Best boxes per class kept before NMS.")
     max_detections: int = Field(200, ge=1, description="Detections kept per image after NMS.")
     every_n_epochs: int = Field(1, ge=1, description="Run COCO evaluation on the val set every n epochs (and after the last).")
+    metric: Literal["coco", "voc07", "voc"] = Field(
+        "coco",
+        description="Besides COCO's: voc07 (VOC2007 11-point AP@0.5 per class, difficult boxes ignored: the SSD paper's) "
+        "or voc (VOC2010+ all-point) as voc_map and voc_per_class in metrics.json, and val/voc_map in the log.",
+    )
 
 
 class Config(_Section):

@@ -206,6 +206,7 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
     metrics, detections = detect_and_evaluate(
         loaded.detector, data.val_dataloader(), module.val_ground_truth, data.category_ids, data.class_names,
         pick_device(config.train.accelerator), progress=config.train.progress, prepare_batch=data.prepare_batch,
+        metric=config.eval.metric,
     )
     metrics["train_seconds"] = round(elapsed, 1)
     save_metrics_json(metrics, out / "metrics.json")

@@ -32,7 +32,13 @@ TALL_SHAPES = ("circle", "star", "cross")
 TALL_IDS = (10, 20, 30)
 
 SETS: dict[str, dict[str, Any]] = {
-    "parcels": {"size": (240, 400), "max_objects": 14, "sizes": (0.07, 0.35), "shapes": PARCEL_SHAPES, "ids": PARCEL_IDS},
+    "parcels": {
+        "size": (240, 400),
+        "max_objects": 14,
+        "sizes": (0.07, 0.35),
+        "shapes": PARCEL_SHAPES,
+        "ids": PARCEL_IDS,
+    },
     "tall": {"size": (384, 224), "max_objects": 10, "sizes": (0.05, 0.25), "shapes": TALL_SHAPES, "ids": TALL_IDS},
 }
 
@@ -48,7 +54,9 @@ def outline(name: str, rng: np.random.Generator) -> np.ndarray:
         bar = np.array([[-1, -0.33], [1, -0.33], [1, 0.33], [-1, 0.33]], np.float64)
         return bar if rng.random() < 0.5 else bar[:, ::-1]
     if name == "arrow":
-        return np.array([[-1, -0.25], [0.2, -0.25], [0.2, -0.7], [1, 0], [0.2, 0.7], [0.2, 0.25], [-1, 0.25]], np.float64)
+        return np.array(
+            [[-1, -0.25], [0.2, -0.25], [0.2, -0.7], [1, 0], [0.2, 0.7], [0.2, 0.25], [-1, 0.25]], np.float64
+        )
     if name == "ring":
         t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
         return np.stack([np.cos(t), np.sin(t)], axis=1)
@@ -96,7 +104,9 @@ def background(rng: np.random.Generator, height: int, width: int, kind: str) -> 
     return image
 
 
-def render(rng: np.random.Generator, spec: dict[str, Any], kind: str) -> tuple[np.ndarray, list[tuple[int, ...]], list[int]]:
+def render(
+    rng: np.random.Generator, spec: dict[str, Any], kind: str
+) -> tuple[np.ndarray, list[tuple[int, ...]], list[int]]:
     height, width = spec["size"]
     image = background(rng, height, width, kind)
     occupied = np.zeros((height, width), bool)
@@ -128,13 +138,23 @@ def write_split(out_dir: Path, kind: str, num_images: int, seed: int) -> None:
     for index in range(num_images):
         image, boxes, labels = render(rng, spec, kind)
         name = f"{index:06d}.jpg"
-        cv2.imwrite(str(out_dir / "images" / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        cv2.imwrite(
+            str(out_dir / "images" / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92]
+        )
         images.append({"id": index + 1, "file_name": name, "width": width, "height": height})
-        for box, label in zip(boxes, labels):
+        for box, label in zip(boxes, labels, strict=True):
             x0, y0, x1, y1 = box
-            annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": int(label),
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float((x1 - x0) * (y1 - y0)), "iscrowd": 0})
-    categories = [{"id": i, "name": n} for i, n in zip(spec["ids"], spec["shapes"])]
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 1,
+                    "category_id": int(label),
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": float((x1 - x0) * (y1 - y0)),
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": i, "name": n} for i, n in zip(spec["ids"], spec["shapes"], strict=True)]
     coco = {"images": images, "annotations": annotations, "categories": categories}
     (out_dir / "annotations.json").write_text(json.dumps(coco), encoding="utf-8")
 

@@ -59,8 +59,10 @@ class DataConfig(_Section):
     split_seed: int = Field(0, description="Seed of the val_split shuffle, so the held-out set is the same on every run.")
     input_size: tuple[int, int] = Field((300, 300), description="Network input [H, W]; need not be square.")
     input_short_side: int | None = Field(
-        None, ge=32, description="Set input_size from the training images' median aspect ratio: this shorter side, the longer "
-        "side to match (a multiple of 16); input_size is used when not set.",
+        None,
+        ge=32,
+        description="Set input_size from the training images' median aspect ratio: this shorter side, "
+        "the longer side to match (a multiple of 16); input_size is used when not set.",
     )
     batch_size: int = Field(8, ge=1, description="Images per batch (per device).")
     num_workers: int = Field(2, ge=0, description="Data-loader worker processes.")
@@ -120,14 +122,15 @@ class ModelConfig(_Section):
     )
     weights: str | None = Field(
         None,
-        description="Detector weights to start from: a multibox .ckpt, a torchvision detection state dict, or torchvision's "
-        "COCO weights by name (torchvision:SSD300_VGG16_Weights.COCO_V1, torchvision:SSDLite320_MobileNet_V3_Large_Weights.COCO_V1; "
-        "downloaded); head layers whose shapes differ (other classes) are re-initialised.",
+        description="Detector weights to start from: a multibox .ckpt, a torchvision detection state dict, or "
+        "torchvision's COCO weights by name (torchvision:SSD300_VGG16_Weights.COCO_V1, "
+        "torchvision:SSDLite320_MobileNet_V3_Large_Weights.COCO_V1; downloaded); head layers whose shapes differ "
+        "(other classes) are re-initialised.",
     )
     pretrained_fallback: Literal["error", "scratch"] = Field(
         "error",
-        description="When backbone_weights=imagenet cannot be had (no network, MULTIBOX_OFFLINE=1, none for this width_mult): "
-        "error (exit 2, naming the URL and the cache path) or scratch (say so in one line, start from random init).",
+        description="When backbone_weights=imagenet cannot be had (no network, MULTIBOX_OFFLINE=1, none for this "
+        "width_mult): error (exit 2, naming the URL and the cache path) or scratch (say so in one line, random init).",
     )
     backbone: Literal["mobilenet_v2", "mobilenet_v3_large", "resnet50", "vgg16"] = Field(
         "mobilenet_v2", description="model.name=custom only: the classification network tapped for features."
@@ -247,8 +250,8 @@ class EvalConfig(_Section):
     every_n_epochs: int = Field(1, ge=1, description="Run COCO evaluation on the val set every n epochs (and after the last).")
     metric: Literal["coco", "voc07", "voc"] = Field(
         "coco",
-        description="Besides COCO's: voc07 (VOC2007 11-point AP@0.5 per class, difficult boxes ignored: the SSD paper's) "
-        "or voc (VOC2010+ all-point) as voc_map and voc_per_class in metrics.json, and val/voc_map in the log.",
+        description="Besides COCO's: voc07 (VOC2007 11-point AP@0.5 per class, difficult boxes ignored: the SSD "
+        "paper's) or voc (VOC2010+ all-point), as voc_map and voc_per_class in metrics.json, val/voc_map in the log.",
     )
 
 
@@ -352,7 +355,8 @@ def resolve_paths(config: Config) -> Config:
     """Make data and weight paths absolute (relative to the working directory), so a checkpoint's config works anywhere."""
     for key in ("weights", "backbone_weights"):
         value = getattr(config.model, key)
-        if value is not None and value.lower() not in ("imagenet", "none", "null") and not value.startswith("torchvision:"):
+        by_name = value is not None and (value.lower() in ("imagenet", "none", "null") or value.startswith("torchvision:"))
+        if value is not None and not by_name:
             setattr(config.model, key, str(Path(value).expanduser().absolute()))
     for split in (config.data.train, config.data.val):
         if split is not None:

@@ -41,7 +41,7 @@ def detect_and_evaluate(
     detections themselves (COCO results, dataset category ids), which the report's pictures need.
 
     `prepare_batch` readies a loader batch on the device (`DetectionDataModule.prepare_batch`: with
-    data.decode=gpu the loader's batches are still encoded files). `metric` (eval.metric) voc07/voc adds the VOC keys."""
+    data.decode=gpu the loader's batches are still encoded files). `metric` (eval.metric): voc07/voc add VOC's."""
     device = device or pick_device()
     detector = detector.to(device).eval()
     lookup = torch.tensor([0, *category_ids], dtype=torch.long, device=device)

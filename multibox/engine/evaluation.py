@@ -72,7 +72,7 @@ def coco_evaluate(gt: dict, detections: list[dict], class_names: Sequence[str] |
 
 def evaluate_metrics(gt: dict, detections: list[dict], class_names: Sequence[str] | None = None,
                      metric: str = "coco") -> dict[str, Any]:
-    """COCO's metrics, plus the VOC ones (``voc_map``, ``voc_per_class``) when `metric` (eval.metric) is voc07 or voc."""
+    """COCO's metrics, plus VOC's (``voc_map``, ``voc_per_class``) when `metric` (eval.metric) is voc07 or voc."""
     metrics = coco_evaluate(gt, detections, class_names)
     if metric in ("voc07", "voc"):
         from multibox.engine.voc_eval import voc_evaluate

@@ -47,8 +47,9 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, np.finfo(np.float64).eps)
 
 
-def _class_ap(gt_by_image: dict[int, tuple[np.ndarray, np.ndarray]], detections: list[dict[str, Any]],
-              use_07_metric: bool) -> float:
+def _class_ap(
+    gt_by_image: dict[int, tuple[np.ndarray, np.ndarray]], detections: list[dict[str, Any]], use_07_metric: bool
+) -> float:
     """One class: `gt_by_image` image id -> (xyxy boxes, difficult flags); `detections` COCO results."""
     positives = sum(int((~difficult).sum()) for _, difficult in gt_by_image.values())
     taken = {image: np.zeros(len(boxes), bool) for image, (boxes, _) in gt_by_image.items()}
@@ -78,8 +79,9 @@ def _class_ap(gt_by_image: dict[int, tuple[np.ndarray, np.ndarray]], detections:
     return voc_ap(recall, precision, use_07_metric)
 
 
-def voc_evaluate(gt: dict, detections: list[dict], class_names: Sequence[str] | None = None,
-                 use_07_metric: bool = True) -> dict[str, Any]:
+def voc_evaluate(
+    gt: dict, detections: list[dict], class_names: Sequence[str] | None = None, use_07_metric: bool = True
+) -> dict[str, Any]:
     """VOC mAP of `detections` (COCO results) against a COCO gt dict (``iscrowd`` = VOC difficult).
 
     Returns ``{"voc_map": mean AP, "voc_per_class": {name: AP}, "voc_metric": "voc07" | "voc"}``. As
@@ -98,10 +100,12 @@ def voc_evaluate(gt: dict, detections: list[dict], class_names: Sequence[str] | 
     for detection in detections:
         dets_by_class[int(detection["category_id"])].append(detection)
     per_class: dict[str, float] = {}
-    for category, name in zip(categories, names):
+    for category, name in zip(categories, names, strict=True):
         images = gt_by_class.get(int(category["id"]), {})
-        arrays = {image: (np.array([b for b, _ in objs], np.float64).reshape(-1, 4), np.array([d for _, d in objs], bool))
-                  for image, objs in images.items()}
+        arrays = {
+            image: (np.array([b for b, _ in objs], np.float64).reshape(-1, 4), np.array([d for _, d in objs], bool))
+            for image, objs in images.items()
+        }
         if not sum(int((~difficult).sum()) for _, difficult in arrays.values()):
             continue
         per_class[name] = _class_ap(arrays, dets_by_class.get(int(category["id"]), []), use_07_metric)

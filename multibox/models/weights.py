@@ -227,7 +227,7 @@ TORCHVISION_DETECTORS = {
 
 
 def cached_weights_path(url: str) -> Path:
-    """Where torch hub keeps the file of ``url`` (``torch.hub.get_dir()/checkpoints/<file name>``; TORCH_HOME moves it)."""
+    """Where torch hub keeps ``url``'s file: ``torch.hub.get_dir()/checkpoints/<file name>`` (TORCH_HOME moves it)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 

@@ -18,9 +18,13 @@ from multibox.errors import MultiboxError
 def _coco(folder: Path, boxes: bool) -> Path:
     (folder / "images").mkdir(parents=True)
     images = [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48} for i in (1, 2)]
-    annotations = [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [4, 4, 20, 20], "area": 400, "iscrowd": 0}] if boxes else []
+    annotations = (
+        [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [4, 4, 20, 20], "area": 400, "iscrowd": 0}] if boxes else []
+    )
     path = folder / "annotations.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 7, "name": "box"}]}))
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 7, "name": "box"}]})
+    )
     return path
 
 

@@ -15,10 +15,21 @@ def _gt(boxes_by_image: dict[int, list[tuple[list[float], int, int]]], categorie
     annotations = []
     for image, objects in boxes_by_image.items():
         for (x0, y0, x1, y1), category, difficult in objects:
-            annotations.append({"id": len(annotations) + 1, "image_id": image, "category_id": category,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": difficult})
-    return {"images": [{"id": i, "width": 100, "height": 100} for i in boxes_by_image], "annotations": annotations,
-            "categories": [{"id": c, "name": f"c{c}"} for c in categories]}
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image,
+                    "category_id": category,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": difficult,
+                }
+            )
+    return {
+        "images": [{"id": i, "width": 100, "height": 100} for i in boxes_by_image],
+        "annotations": annotations,
+        "categories": [{"id": c, "name": f"c{c}"} for c in categories],
+    }
 
 
 def _det(image: int, xyxy: list[float], score: float, category: int = 1) -> dict:

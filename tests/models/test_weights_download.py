@@ -93,8 +93,17 @@ def test_imagenet_backbone_is_downloaded_once_into_torch_hubs_cache(served, torc
     state = _randomised(classifier)
     name = _publish(folder, "mobilenet_v3_large", state)
     monkeypatch.setattr(MobileNet_V3_Large_Weights.IMAGENET1K_V1.value, "url", f"{server.url}/{name}")
-    config = load_config(None, ["model.name=custom", "model.backbone=mobilenet_v3_large", "model.strides=[8,16,32]",
-                                "anchors.box_sizes=[[16],[32],[48]]", "data.input_size=[64,64]", "model.backbone_weights=imagenet"])
+    config = load_config(
+        None,
+        [
+            "model.name=custom",
+            "model.backbone=mobilenet_v3_large",
+            "model.strides=[8,16,32]",
+            "anchors.box_sizes=[[16],[32],[48]]",
+            "data.input_size=[64,64]",
+            "model.backbone_weights=imagenet",
+        ],
+    )
     before = len(server.requests)
 
     detector, _ = build_detector(config, num_classes=3)
@@ -110,24 +119,36 @@ def test_coco_ssdlite_by_name_reinitialises_the_class_head_and_says_so(served, t
     state = _randomised(torchvision_ssdlite(weights=None, weights_backbone=None, num_classes=91))
     name = _publish(folder, "ssdlite320_mobilenet_v3_large_coco", state)
     monkeypatch.setattr(SSDLite320_MobileNet_V3_Large_Weights.COCO_V1.value, "url", f"{server.url}/{name}")
-    config = load_config(None, ["model.name=ssdlite320_mobilenet_v3_large", "data.input_size=[128,128]",
-                                "model.weights=torchvision:SSDLite320_MobileNet_V3_Large_Weights.COCO_V1"])
+    config = load_config(
+        None,
+        [
+            "model.name=ssdlite320_mobilenet_v3_large",
+            "data.input_size=[128,128]",
+            "model.weights=torchvision:SSDLite320_MobileNet_V3_Large_Weights.COCO_V1",
+        ],
+    )
 
     with caplog.at_level("WARNING", logger="multibox.models.weights"):
         detector, _ = build_detector(config, num_classes=4)
     model = detector.model.state_dict()
     assert torch.equal(model["backbone.features.0.0.0.weight"], state["backbone.features.0.0.0.weight"])
-    assert torch.equal(model["head.regression_head.module_list.0.1.weight"], state["head.regression_head.module_list.0.1.weight"])
+    assert torch.equal(
+        model["head.regression_head.module_list.0.1.weight"], state["head.regression_head.module_list.0.1.weight"]
+    )
     warning = " ".join(r.getMessage() for r in caplog.records)
     assert "re-initialised" in warning and "91 classes" in warning and "5" in warning, warning
     assert (torch_home / name).is_file()
 
 
 def test_torchvision_weights_of_another_model_or_unknown_names_are_refused(torch_home) -> None:
-    for spec, expected in (("torchvision:SSD300_VGG16_Weights.COCO_V1", "model.name=ssd300_vgg16"),
-                           ("torchvision:SSD300_VGG16_Weights.COCO_V9", "COCO_V1"),
-                           ("torchvision:FasterRCNN_ResNet50_FPN_Weights.COCO_V1", "SSD300_VGG16_Weights.COCO_V1")):
-        config = load_config(None, ["model.name=ssdlite320_mobilenet_v3_large", "data.input_size=[128,128]", f"model.weights={spec}"])
+    for spec, expected in (
+        ("torchvision:SSD300_VGG16_Weights.COCO_V1", "model.name=ssd300_vgg16"),
+        ("torchvision:SSD300_VGG16_Weights.COCO_V9", "COCO_V1"),
+        ("torchvision:FasterRCNN_ResNet50_FPN_Weights.COCO_V1", "SSD300_VGG16_Weights.COCO_V1"),
+    ):
+        config = load_config(
+            None, ["model.name=ssdlite320_mobilenet_v3_large", "data.input_size=[128,128]", f"model.weights={spec}"]
+        )
         with pytest.raises(MultiboxError, match=expected.replace(".", r"\.")):
             build_detector(config, num_classes=2)
     assert not torch_home.exists()  # nothing was fetched
@@ -136,9 +157,13 @@ def test_torchvision_weights_of_another_model_or_unknown_names_are_refused(torch
 def test_a_file_whose_hash_does_not_match_is_not_kept(served, torch_home, monkeypatch) -> None:
     server, folder = served
     (folder / "mobilenet_v3_large-00000000.pth").write_bytes(b"not the published file")
-    monkeypatch.setattr(MobileNet_V3_Large_Weights.IMAGENET1K_V1.value, "url", f"{server.url}/mobilenet_v3_large-00000000.pth")
-    config = load_config(None, ["model.name=ssdlite320_mobilenet_v3_large", "data.input_size=[128,128]",
-                                "model.backbone_weights=imagenet"])
+    monkeypatch.setattr(
+        MobileNet_V3_Large_Weights.IMAGENET1K_V1.value, "url", f"{server.url}/mobilenet_v3_large-00000000.pth"
+    )
+    config = load_config(
+        None,
+        ["model.name=ssdlite320_mobilenet_v3_large", "data.input_size=[128,128]", "model.backbone_weights=imagenet"],
+    )
     with pytest.raises(MultiboxError) as excinfo:
         build_detector(config, num_classes=2)
     assert "hash" in str(excinfo.value) and "\n" not in str(excinfo.value)
@@ -147,8 +172,15 @@ def test_a_file_whose_hash_does_not_match_is_not_kept(served, torch_home, monkey
 
 def test_pretrained_fallback_scratch_says_so_and_goes_on(torch_home, monkeypatch, caplog) -> None:
     monkeypatch.setenv("MULTIBOX_OFFLINE", "1")
-    config = load_config(None, ["model.name=ssdlite320_mobilenet_v3_large", "data.input_size=[128,128]",
-                                "model.backbone_weights=imagenet", "model.pretrained_fallback=scratch"])
+    config = load_config(
+        None,
+        [
+            "model.name=ssdlite320_mobilenet_v3_large",
+            "data.input_size=[128,128]",
+            "model.backbone_weights=imagenet",
+            "model.pretrained_fallback=scratch",
+        ],
+    )
     with caplog.at_level("WARNING", logger="multibox.models.weights"):
         build_detector(config, num_classes=2)
     assert "training from scratch" in caplog.text and "MULTIBOX_OFFLINE" in caplog.text
@@ -167,7 +199,8 @@ def test_console_offline_and_mirror(served, tmp_path) -> None:
     server, folder = served
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text(
-        "model: {name: ssdlite320_mobilenet_v3_large, backbone_weights: imagenet, num_classes: 2}\ndata: {input_size: [128, 128]}\n"
+        "model: {name: ssdlite320_mobilenet_v3_large, backbone_weights: imagenet, num_classes: 2}\n"
+        "data: {input_size: [128, 128]}\n"
     )
     home = tmp_path / "torch"
     cache = home / "hub" / "checkpoints" / "mobilenet_v3_large-8738ca79.pth"
@@ -179,8 +212,12 @@ def test_console_offline_and_mirror(served, tmp_path) -> None:
     assert str(cache) in lines[0]
 
     (folder / "mobilenet_v3_large-8738ca79.pth").write_bytes(b"a stale mirror copy")
-    mirrored = _multibox(["summary", "-c", "config.yaml"], tmp_path / "run", TORCH_HOME=str(home),
-                         MULTIBOX_WEIGHTS_MIRROR=f"{server.url}/")
+    mirrored = _multibox(
+        ["summary", "-c", "config.yaml"],
+        tmp_path / "run",
+        TORCH_HOME=str(home),
+        MULTIBOX_WEIGHTS_MIRROR=f"{server.url}/",
+    )
     assert mirrored.returncode == 2, mirrored.stderr
     assert "/mobilenet_v3_large-8738ca79.pth" in server.requests
     assert "error: model.backbone_weights=imagenet:" in mirrored.stderr and "hash" in mirrored.stderr

@@ -66,6 +66,12 @@ class DataConfig(_Section):
         "unless no image file of a split is there at all).",
     )
     input_size: tuple[int, int] = Field((300, 300), description="Network input [H, W]; need not be square.")
+    input_short_side: int | None = Field(
+        None,
+        ge=32,
+        description="Set input_size from the training images' median aspect ratio: this shorter side, "
+        "the longer side to match (a multiple of 16); input_size is used when not set.",
+    )
     batch_size: int = Field(8, ge=1, description="Images per batch (per device).")
     num_workers: int = Field(2, ge=0, description="Data-loader worker processes.")
     augment: Literal["ssd", "ssdlite", "none"] | list[dict[str, Any]] = Field(
@@ -122,13 +128,20 @@ class ModelConfig(_Section):
     width_mult: float = Field(1.0, gt=0.0, description="Channel multiplier of MobileNet backbones (torchvision's; the SSDLite extras keep their width).")
     backbone_weights: str | None = Field(
         None,
-        description="Backbone start: 'imagenet' (torchvision's file, from the local torch hub cache only; "
-        "never downloaded), a classification state-dict file, or none for random init.",
+        description="Backbone start: 'imagenet' (torchvision's file, from torch hub's cache, downloaded when missing), "
+        "a classification state-dict file, or none for random init.",
     )
     weights: str | None = Field(
         None,
-        description="Detector weights to start from: a multibox .ckpt or a torchvision detection state dict; "
-        "head layers whose shapes differ (other classes) are re-initialised.",
+        description="Detector weights to start from: a multibox .ckpt, a torchvision detection state dict, or "
+        "torchvision's COCO weights by name (torchvision:SSD300_VGG16_Weights.COCO_V1, "
+        "torchvision:SSDLite320_MobileNet_V3_Large_Weights.COCO_V1; downloaded); head layers whose shapes differ "
+        "(other classes) are re-initialised.",
+    )
+    pretrained_fallback: Literal["error", "scratch"] = Field(
+        "error",
+        description="When backbone_weights=imagenet cannot be had (no network, MULTIBOX_OFFLINE=1, none for this "
+        "width_mult): error (exit 2, naming the URL and the cache path) or scratch (say so in one line, random init).",
     )
     backbone: Literal["mobilenet_v2", "mobilenet_v3_large", "resnet50", "vgg16"] = Field(
         "mobilenet_v2", description="model.name=custom only: the classification network tapped for features."
@@ -260,6 +273,11 @@ class EvalConfig(_Section):
     topk_candidates: int = Field(400, ge=1, description="Best boxes per class kept before NMS.")
     max_detections: int = Field(200, ge=1, description="Detections kept per image after NMS.")
     every_n_epochs: int = Field(1, ge=1, description="Run COCO evaluation on the val set every n epochs (and after the last).")
+    metric: Literal["coco", "voc07", "voc"] = Field(
+        "coco",
+        description="Besides COCO's: voc07 (VOC2007 11-point AP@0.5 per class, difficult boxes ignored: the SSD "
+        "paper's) or voc (VOC2010+ all-point), as voc_map and voc_per_class in metrics.json, val/voc_map in the log.",
+    )
 
 
 class Config(_Section):
@@ -425,7 +443,8 @@ def resolve_paths(config: Config, base: Path | None = None, overridden: set[str]
 
     for key in ("weights", "backbone_weights"):
         value = getattr(config.model, key)
-        if value is not None and value.lower() not in ("imagenet", "none", "null"):
+        by_name = value is not None and (value.lower() in ("imagenet", "none", "null") or value.startswith("torchvision:"))
+        if value is not None and not by_name:
             setattr(config.model, key, str(_absolute(value, base_of(f"model.{key}"))))
     if isinstance(config.data.class_names, Path):
         config.data.class_names = _absolute(config.data.class_names, base_of("data.class_names"))

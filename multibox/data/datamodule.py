@@ -7,6 +7,7 @@ validation ground truth.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from functools import partial
@@ -25,6 +26,20 @@ from multibox.data.readable import check_files_present
 from multibox.data.records import DetectionSet
 from multibox.data.transforms import DetectionTransform, build_eval_transform, build_train_transform
 from multibox.errors import MultiboxError
+
+log = logging.getLogger(__name__)
+
+
+def _check_train_boxes(train_set: DetectionSet, val_set: DetectionSet | None, data: DataConfig) -> None:
+    """A training set without a single box teaches only "background": an error, or a warning when the val
+    set has boxes (a deliberate negatives-only run can still be scored). Names the annotation file."""
+    if train_set.num_boxes:
+        return
+    where = data.train.annotations or data.train.images if data.train is not None else "data.train"
+    message = f"{where}: the training set's {len(train_set)} images have no boxes at all"
+    if val_set is None or not val_set.num_boxes:
+        raise MultiboxError(f"{message} (wrong annotation file, or every box filtered out?)")
+    log.warning("warning: %s; training only on background", message)
 
 
 def load_split(split: SplitPaths, name: str, data_format: str = "coco", data: DataConfig | None = None) -> DetectionSet:
@@ -73,6 +88,7 @@ class DetectionDataModule(L.LightningDataModule):
             if len(self.train_set) < 2:
                 raise MultiboxError(f"{data.train.annotations}: data.val_split needs at least 2 training images")
             self.train_set, self.val_set = self.train_set.split(data.val_split, data.split_seed)
+        _check_train_boxes(self.train_set, self.val_set, data)
         self.class_names = list(self.train_set.class_names)
         self.category_ids = list(self.train_set.category_ids)
         self.num_classes = self.train_set.num_classes

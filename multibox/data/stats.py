@@ -340,3 +340,16 @@ def stats_command(config_path: Path, overrides: list[str], split: str = "train",
     png, json_path = save_stats(stats, out_dir)
     console.print(f"wrote {png} and {json_path}")
     return stats
+
+
+def input_size_for(dataset: DetectionSet, short_side: int, multiple: int = 16) -> tuple[int, int]:
+    """[H, W] with the given shorter side and the training images' median aspect ratio (`data.input_short_side`).
+
+    The median, not the mean: a few odd frames (a panorama among phone photos) should not stretch every image.
+    The longer side is rounded to a multiple of 16, so feature maps of stride 8 and 16 divide it evenly.
+    """
+    if not len(dataset):
+        return short_side, short_side
+    aspect = float(np.median([record.width / max(record.height, 1) for record in dataset.records]))  # W / H
+    longer = max(short_side, int(round(short_side * max(aspect, 1 / aspect) / multiple)) * multiple)
+    return (short_side, longer) if aspect >= 1 else (longer, short_side)

@@ -11,7 +11,7 @@ from rich.progress import track
 
 from multibox.data.dataset import warn_skipped
 from multibox.engine.checkpoint import load_checkpoint, read_checkpoint
-from multibox.engine.evaluation import DetectionAccumulator, coco_evaluate
+from multibox.engine.evaluation import DetectionAccumulator, evaluate_metrics
 from multibox.engine.module import images_to_float
 from multibox.engine.plots import REPORT_SCORE_THRESHOLD, check_score_threshold
 from multibox.errors import MultiboxError
@@ -36,12 +36,13 @@ def detect_and_evaluate(
     device: torch.device | None = None,
     progress: bool = True,
     prepare_batch: Callable[[dict[str, Any], torch.device], dict[str, Any]] | None = None,
+    metric: str = "coco",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the detector over every batch; returns COCO metrics against `ground_truth` and the
     detections themselves (COCO results, dataset category ids), which the report's pictures need.
 
     `prepare_batch` readies a loader batch on the device (`DetectionDataModule.prepare_batch`: with
-    data.decode=gpu the loader's batches are still encoded files)."""
+    data.decode=gpu the loader's batches are still encoded files). `metric` (eval.metric): voc07/voc add VOC's."""
     device = device or pick_device()
     detector = detector.to(device).eval()
     lookup = torch.tensor([0, *category_ids], dtype=torch.long, device=device)
@@ -69,7 +70,7 @@ def detect_and_evaluate(
         print(f"evaluation: {skipped} unreadable image(s) left out of the metrics (see the warnings above)")
     if skipped and not ground_truth["images"]:
         raise MultiboxError("evaluation: no image of the evaluation set could be read")
-    return coco_evaluate(ground_truth, results, class_names), results
+    return evaluate_metrics(ground_truth, results, class_names, metric), results
 
 
 def default_report_dir(weights: Path) -> Path:
@@ -124,6 +125,7 @@ def evaluate_checkpoint(
     metrics, detections = detect_and_evaluate(
         loaded.detector, data.val_dataloader(), data.val_set.to_coco_gt(), loaded.category_ids, loaded.class_names,
         pick_device(config.train.accelerator), progress=config.train.progress, prepare_batch=data.prepare_batch,
+        metric=config.eval.metric,
     )
     if report_dir is not None:
         from multibox.engine.report import save_metrics_json, write_evaluation_report

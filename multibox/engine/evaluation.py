@@ -71,6 +71,17 @@ def coco_evaluate(gt: dict, detections: list[dict], class_names: Sequence[str] |
     return metrics
 
 
+def evaluate_metrics(gt: dict, detections: list[dict], class_names: Sequence[str] | None = None,
+                     metric: str = "coco") -> dict[str, Any]:
+    """COCO's metrics, plus VOC's (``voc_map``, ``voc_per_class``) when `metric` (eval.metric) is voc07 or voc."""
+    metrics = coco_evaluate(gt, detections, class_names)
+    if metric in ("voc07", "voc"):
+        from multibox.engine.voc_eval import voc_evaluate
+
+        metrics.update(voc_evaluate(gt, detections, class_names, use_07_metric=metric == "voc07"))
+    return metrics
+
+
 def _run_cocoeval(gt: dict, detections: list[dict]) -> COCOeval_faster:
     """A summarized bbox COCOeval of `detections` against `gt` (neither is modified)."""
     # Shallow copies: both COCO classes write bookkeeping keys into the annotation dicts.

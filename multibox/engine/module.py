@@ -22,7 +22,7 @@ from multibox.config import Config
 from multibox.data.dataset import warn_skipped
 from multibox.data.readable import check_skipped
 from multibox.data.records import DetectionSet
-from multibox.engine.evaluation import METRIC_KEYS, DetectionAccumulator, coco_evaluate
+from multibox.engine.evaluation import METRIC_KEYS, DetectionAccumulator, evaluate_metrics
 from multibox.errors import MultiboxError
 from multibox.losses import FocalLoss, MultiBoxLoss, class_weights_from_counts, count_labels
 from multibox.models.detector import build_detector, resolved_config
@@ -196,11 +196,13 @@ class DetectionModule(L.LightningModule):
         self.accumulator.gather()  # all ranks' detections, each image once
         assert self.val_ground_truth is not None  # _evaluating() says so
         ground_truth = self.accumulator.evaluated_ground_truth(self.val_ground_truth)  # unreadable images left out
-        metrics = coco_evaluate(ground_truth, self.accumulator.results(), self.class_names)
+        metrics = evaluate_metrics(ground_truth, self.accumulator.results(), self.class_names, self.config.eval.metric)
         self.accumulator.reset()
         self.last_metrics = metrics
         self.log("val/map", float(metrics["map"]), prog_bar=True)
         self.log_dict({f"val/{key}": float(metrics[key]) for key in METRIC_KEYS if key != "map"})
+        if "voc_map" in metrics:
+            self.log("val/voc_map", float(metrics["voc_map"]))
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         opt = self.config.optimizer

@@ -201,7 +201,8 @@ def plot_pr_curves(curves: dict[str, Any], out_png: Path, class_names: Sequence[
         axes.set_xlim(0.0, 1.0)
         axes.set_ylim(0.0, 1.05)
         axes.grid(True, alpha=0.3)
-        axes.legend(fontsize="small", loc="lower left")
+        if axes.get_legend_handles_labels()[0]:  # no curves (no boxes at all): no legend, and no matplotlib warning
+            axes.legend(fontsize="small", loc="lower left")
     save_figure(figure, out_png)
 
 

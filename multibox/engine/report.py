@@ -151,7 +151,8 @@ def plot_training_curves(metrics_csv: Path, out_png: Path) -> None:
         axes.set_xlabel(x_name)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(True, alpha=0.3)
-        axes.legend(fontsize="small")
+        if axes.get_legend_handles_labels()[0]:  # no series: no legend, and no matplotlib warning
+            axes.legend(fontsize="small")
         if kind == "lr":
             _log_scale_if_wide(axes)
         elif kind == "map":

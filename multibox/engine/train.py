@@ -18,6 +18,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from multibox.boxes.anchor_fit import auto_fit_anchors
 from multibox.config import Config, save_config
 from multibox.data.datamodule import DetectionDataModule
+from multibox.data.records import DetectionSet
+from multibox.data.stats import input_size_for
 from multibox.engine.callbacks import ProgressBar, training_callbacks
 from multibox.engine.checkpoint import load_checkpoint
 from multibox.engine.checkpoint_io import AtomicCheckpointIO, RandomStateCallback
@@ -211,6 +213,16 @@ def _global_rank() -> int:
     return rank_zero_only.rank  # type: ignore[attr-defined]
 
 
+def resolve_input_size(config: Config, train_set: DetectionSet, show: bool = True) -> Config:
+    """``data.input_short_side``: the input size that keeps the training images' median aspect ratio."""
+    size = input_size_for(train_set, config.data.input_short_side or min(config.data.input_size))
+    if show:
+        print(f"data.input_size={size[0]},{size[1]} (H,W): shorter side {config.data.input_short_side}, "
+              "the training images' median aspect ratio")
+    data = config.data.model_copy(update={"input_size": size, "input_short_side": None})
+    return config.model_copy(update={"data": data})
+
+
 def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | None:
     """Train as configured; returns the final COCO metrics on the val set (None without one, and on DDP ranks > 0).
 
@@ -225,6 +237,9 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
     data = DetectionDataModule(config)
     data.check_files_present()  # a wrong or moved images folder stops here, not after an epoch of nothing
     config = check_class_count(config, data)
+    if config.data.input_short_side is not None:  # input size from the data's aspect ratio, saved as such
+        config = resolve_input_size(config, data.train_set, show=_global_rank() == 0)
+        data.config = config
     config = resolve_class_weights(config, data.train_set)  # loss.class_weights: auto -> numbers, saved as such
     if config.anchors.auto:  # scale-aware boxes fitted to the training set (`multibox anchors fit`), saved as such
         config = auto_fit_anchors(config, data.train_set, show=_global_rank() == 0)
@@ -260,6 +275,7 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
     metrics, detections = detect_and_evaluate(
         loaded.detector, data.val_dataloader(), module.val_ground_truth, data.category_ids, data.class_names,
         pick_device(config.train.accelerator), progress=config.train.progress, prepare_batch=data.prepare_batch,
+        metric=config.eval.metric,
     )
     metrics["train_seconds"] = round(elapsed, 1)
     save_metrics_json(metrics, out / "metrics.json")

@@ -1,14 +1,18 @@
-"""Pretrained weights: ImageNet backbones and detector weight files, never downloaded.
+"""Pretrained weights: ImageNet backbones, torchvision's COCO detectors and detector weight files.
 
 Two config keys (``model.backbone_weights``, ``model.weights``) start a model from weights
-instead of random initialisation. Everything is read from local files with
-``torch.load(weights_only=True)``; nothing here touches the network.
+instead of random initialisation. Files are read with ``torch.load(weights_only=True)``.
+torchvision's files (``imagenet``, ``torchvision:<Enum>.<MEMBER>``) are downloaded the way
+torchvision downloads them (``torch.hub.download_url_to_file``: progress bar, the hash prefix in
+the file name checked) into torch hub's cache, once; ``MULTIBOX_OFFLINE=1`` turns downloads off,
+and ``MULTIBOX_WEIGHTS_MIRROR`` fetches the same file names from a mirror instead of
+download.pytorch.org.
 
 * Backbone weights are a classification network's state dict in torchvision's layout. Each
   model family maps those keys onto its backbone (:data:`BACKBONE_FAMILIES`); only the
   classifier's layers are used, never its fully connected head, and the SSD extras stay as
-  initialised. ``imagenet`` means torchvision's file for that backbone, looked up in torch hub's
-  local cache (``torch.hub.get_dir()/checkpoints``) and reported, not fetched, when missing.
+  initialised. ``imagenet`` means torchvision's file for that backbone, in torch hub's cache
+  (``torch.hub.get_dir()/checkpoints``), downloaded when missing.
 * Detector weights are a multibox checkpoint or a torchvision detection state dict (the key
   names are the same: ``backbone.*`` and ``head.*``). Head layers whose shapes differ (another
   class count, other boxes per location) keep their fresh initialisation, so a COCO model can
@@ -22,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,8 +218,75 @@ def imagenet_weights_path(name: str, backbone: str | None = None) -> Path:
     """Where torchvision's ImageNet weights of model ``name``'s backbone lie in torch hub's cache
     (``torch.hub.get_dir()/checkpoints/<the url's file name>``, as torchvision would store them).
     ``backbone`` is ``model.backbone``, used for ``name="custom"`` only."""
-    url = _family(name, backbone).imagenet().url
+    return cached_weights_path(_family(name, backbone).imagenet().url)
+
+
+MIRROR_ENV = "MULTIBOX_WEIGHTS_MIRROR"
+OFFLINE_ENV = "MULTIBOX_OFFLINE"
+TORCHVISION_PREFIX = "torchvision:"
+# torchvision's detection weights that model.weights accepts by name, and the model each fits.
+TORCHVISION_DETECTORS = {
+    "SSD300_VGG16_Weights": "ssd300_vgg16",
+    "SSDLite320_MobileNet_V3_Large_Weights": "ssdlite320_mobilenet_v3_large",
+}
+
+
+def cached_weights_path(url: str) -> Path:
+    """Where torch hub keeps ``url``'s file: ``torch.hub.get_dir()/checkpoints/<file name>`` (TORCH_HOME moves it)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def _source_url(url: str) -> str:
+    """``url``, or the same file name under ``$MULTIBOX_WEIGHTS_MIRROR`` (a mirror or proxy of download.pytorch.org)."""
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    return f"{mirror.rstrip('/')}/{os.path.basename(urlparse(url).path)}" if mirror else url
+
+
+def fetch_torchvision_file(url: str, key: str) -> Path:
+    """The local path of torchvision's weight file ``url``: from torch hub's cache, else downloaded into it.
+
+    The download is torch hub's own (``download_url_to_file``, as ``Weights.get_state_dict`` and
+    ``load_state_dict_from_url`` do): a progress bar on stderr, the sha256 checked against the hash
+    prefix in the file name, and the file moved into place only when complete and correct.
+    """
+    path = cached_weights_path(url)
+    if path.is_file():
+        return path
+    source = _source_url(url)
+    by_hand = f"download {source} and put it at {path}, or set {key.split('=')[0]} to a file's path"
+    if os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no"):
+        raise MultiboxError(f"{key}: {path.name} is not in torch hub's cache and {OFFLINE_ENV} is set: {by_hand}")
+    match = torch.hub.HASH_REGEX.search(path.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"downloading {source} to {path}", file=sys.stderr)
+    try:
+        torch.hub.download_url_to_file(source, str(path), match.group(1) if match else None, progress=True)
+    except (OSError, ValueError) as error:  # URLError/HTTPError/timeouts are OSErrors; a bad URL is a ValueError
+        reason = getattr(error, "reason", None) or _first_line(error)
+        raise MultiboxError(f"{key}: cannot download {source} ({reason}): {by_hand}") from None
+    except RuntimeError as error:  # torch hub's hash check ("invalid hash value"); nothing is left in the cache
+        raise MultiboxError(f"{key}: {source}: {_first_line(error, 200)}; the file was not kept: {by_hand}") from None
+    return path
+
+
+def torchvision_detector_weights(spec: str, model_name: str) -> Path:
+    """``torchvision:SSD300_VGG16_Weights.COCO_V1`` -> the file's local path (downloaded when needed).
+
+    Refuses names torchvision does not have and weights of another model than ``model_name``."""
+    key = "model.weights"
+    enum_name, _, member = spec[len(TORCHVISION_PREFIX):].strip().partition(".")
+    fits = TORCHVISION_DETECTORS.get(enum_name)
+    if fits is None:
+        raise MultiboxError(f"{key}: {spec}: unknown; torchvision's detection weights here: "
+                            + ", ".join(f"{TORCHVISION_PREFIX}{e}.COCO_V1" for e in TORCHVISION_DETECTORS))
+    import torchvision.models.detection as detection
+
+    enum = getattr(detection, enum_name)
+    if member not in enum.__members__:
+        raise MultiboxError(f"{key}: {spec}: {enum_name} has {', '.join(enum.__members__)}, not {member or '(none)'}")
+    if fits != model_name:
+        raise MultiboxError(f"{key}: {spec} is for model.name={fits}, but model.name is {model_name}")
+    return fetch_torchvision_file(enum[member].url, f"{key}={spec}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,14 +370,7 @@ def load_backbone_weights(model: SSD, name: str, source: str | Path, backbone: s
     key = "model.backbone_weights"
     imagenet = isinstance(source, str) and source.strip().lower() == IMAGENET
     if imagenet:
-        path = imagenet_weights_path(name, backbone)
-        if not path.is_file():
-            url = family.imagenet().url
-            raise MultiboxError(
-                f"{key}=imagenet: torchvision's ImageNet {family.title} weights are not in the local cache: "
-                f"{path} does not exist, and multibox never downloads (this machine has no network); "
-                f"copy {path.name} (from {url}) to {path.parent}, or set {key} to the file's path"
-            )
+        path = fetch_torchvision_file(family.imagenet().url, f"{key}=imagenet")
     else:
         path = Path(source).expanduser()
     raw = _read(path, key)
@@ -489,7 +554,16 @@ def apply_weights(model: SSD, config: ModelConfig, load: bool = True) -> SSD:
         return model
     if with_backbone:
         assert config.backbone_weights is not None  # with_backbone says so
-        load_backbone_weights(model, config.name, config.backbone_weights, getattr(config, "backbone", None))
+        try:
+            load_backbone_weights(model, config.name, config.backbone_weights, getattr(config, "backbone", None))
+        except MultiboxError as error:
+            imagenet = str(config.backbone_weights).strip().lower() == IMAGENET
+            if not (imagenet and getattr(config, "pretrained_fallback", "error") == "scratch"):
+                raise
+            log.warning("%s; model.pretrained_fallback=scratch: training from scratch", error)
     if config.weights is not None and not _is_none(config.weights):
-        load_detector_weights(model, config.name, config.weights)
+        weights = str(config.weights)
+        if weights.startswith(TORCHVISION_PREFIX):
+            weights = str(torchvision_detector_weights(weights, config.name))
+        load_detector_weights(model, config.name, weights)
     return model

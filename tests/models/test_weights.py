@@ -1,6 +1,6 @@
 """Starting models from weight files: classification backbones, torchvision detectors, checkpoints.
 
-Nothing is downloaded: every weight file is made here. Mostly SSDLite320 MobileNetV3-Large at
+Nothing is downloaded: every weight file is made here (downloads: test_weights_download.py). Mostly SSDLite320 MobileNetV3-Large at
 width 0.5 and a 128x128 input (fast); VGG16 is built once, for its layout mapping.
 """
 
@@ -148,8 +148,9 @@ def test_other_backbones_from_classification_files(tmp_path, case) -> None:
         assert torch.equal(ours[key], reference[key]), key
 
 
-def test_imagenet_with_an_empty_cache_fails_without_network(tmp_path, monkeypatch) -> None:
+def test_imagenet_with_an_empty_cache_fails_offline(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("MULTIBOX_OFFLINE", "1")
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
 
     def no_network(*args, **kwargs):
@@ -164,7 +165,8 @@ def test_imagenet_with_an_empty_cache_fails_without_network(tmp_path, monkeypatc
 
     with pytest.raises(MultiboxError) as excinfo:
         build_detector(_config("model.backbone_weights=imagenet"), num_classes=4)
-    _one_line_error(excinfo, str(expected), "no network", "model.backbone_weights")
+    url = "https://download.pytorch.org/models/mobilenet_v3_large-8738ca79.pth"
+    _one_line_error(excinfo, str(expected), url, "MULTIBOX_OFFLINE", "model.backbone_weights")
     assert not expected.exists()
 
 

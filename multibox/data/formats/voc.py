@@ -72,9 +72,12 @@ def _split_ids(root: Path, split: str | Path | None) -> tuple[list[str], Path]:
         return sorted(p.stem for p in (root / "Annotations").glob("*.xml")), root / "Annotations"
     path = Path(split)
     if not path.is_file():
-        path = root / "ImageSets" / "Main" / f"{split}.txt"
+        # A split name: config loading has made it absolute against the working directory (resolve_paths), so its
+        # last part is the name (data.val.annotations: test -> <root>/ImageSets/Main/test.txt).
+        name = path.name
+        path = root / "ImageSets" / "Main" / f"{name}.txt"
         if not path.is_file():
-            raise MultiboxError(f"{path}: VOC split file not found (split {str(split)!r})")
+            raise MultiboxError(f"{path}: VOC split file not found (split {name!r})")
     ids = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         fields = line.split()

@@ -102,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript, checked against PyTorch")
     export.add_argument("--weights", required=True, type=Path, help="checkpoint (.ckpt)")
-    export.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="default onnx")
+    export.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "openvino"],
+                        help="default onnx; openvino writes NAME.xml + NAME.bin (pip install 'multibox[deploy]')")
     export.add_argument("--out", type=Path, help="output file (default: next to the checkpoint, CKPT[_nms].onnx|.torchscript)")
     export.add_argument("--nms", action="store_true", help="score threshold, per-class NMS and top-k inside the graph")
     export.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: fixed at --batch-size)")
@@ -110,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--sample-images", type=Path, metavar="DIR", help="images for the parity check (default: random pixels)")
     export.add_argument("--atol", type=float, default=1e-4, help="largest box/score difference from PyTorch allowed (default 1e-4)")
     export.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    export.add_argument("--int8", action="store_true", help="post-training INT8 (onnx: QDQ static; openvino: NNCF)")
+    export.add_argument("--calib-images", type=Path, metavar="DIR", help="INT8 calibration images (default: the config's training images)")
+    export.add_argument("--calib-count", type=int, default=200, help="INT8 calibration images used (default 200)")
+    export.add_argument("--fp32-layers", default="first", metavar="LAYERS",
+                        help="convolutions kept in float with --int8: first, head, none or name parts, comma-separated (default first)")
+    export.add_argument("--fp16", action="store_true", help="openvino: FP16 weights")
 
     bench = sub.add_parser("bench", help="latency and throughput: model, postprocess, end to end; PyTorch and ONNX Runtime")
     bench.add_argument("--weights", type=Path, help="checkpoint (.ckpt)")
@@ -207,11 +214,9 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "export":
         from multibox.inference.export import export_checkpoint
 
-        result = export_checkpoint(args.weights, args.format, args.out, args.nms, args.dynamic_batch, args.force,
-                                   args.sample_images, args.batch_size, args.atol)
-        for batch, parity in result.checks.items():
-            print(f"parity at batch {batch}: {parity.describe()}")
-        print(f"wrote {result.path}")
+        from multibox.commands.export import export_command
+
+        export_command(args)
     elif args.command == "bench":
         from multibox.inference.bench import bench_command
 

@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="COCO metrics of a checkpoint on the config's val set")
     evaluate.add_argument("-c", "--config", type=Path, help="config for data and eval settings (default: the checkpoint's)")
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    evaluate.add_argument("--weights", required=True, type=Path, help="checkpoint (.ckpt)")
+    evaluate.add_argument("--weights", required=True, type=Path, help="checkpoint (.ckpt) or exported model (.onnx, OpenVINO .xml)")
     evaluate.add_argument("--out", type=Path, help="write the metrics as JSON here")
     evaluate.add_argument("--plots", nargs="?", const=True, default=None, type=Path, metavar="DIR",
                           help="also write PR curves, confusion matrix, worst-image gallery and report.md/.html into DIR "
@@ -122,12 +122,19 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--weights", type=Path, help="checkpoint (.ckpt)")
     bench.add_argument("-c", "--config", type=Path, help="config: a random-init detector (no checkpoint needed)")
     bench.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.input_size=[512,512]")
-    bench.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
+    bench.add_argument("--batch-sizes", help="comma-separated (default 1,8,32; with --formats 1,8)")
     bench.add_argument("--device", default="auto", help="auto (CPU, and the GPU when present), cpu, cuda or cpu,cuda")
     bench.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
     bench.add_argument("--repeat", type=int, default=10, help="timed calls; the median is reported (default 10)")
     bench.add_argument("--no-onnx", action="store_true", help="PyTorch only")
     bench.add_argument("--json", type=Path, metavar="OUT", help="also write the timings and machine as JSON")
+    bench.add_argument("--formats", metavar="LIST", help="accuracy and speed per deployment format: pytorch,onnx,onnx-int8,"
+                       "openvino,openvino-fp16,openvino-int8 (CPU); onnx-cuda,onnx-trt-fp16,onnx-trt-int8 (--device cuda)")
+    bench.add_argument("--data", type=Path, metavar="CONFIG", help="--formats: config whose val set is scored (default: the checkpoint's)")
+    bench.add_argument("--out", type=Path, help="--formats: folder for bench.json and bench.md (default CKPT_bench/)")
+    bench.add_argument("--calib-images", type=Path, metavar="DIR", help="--formats: INT8 calibration images (default: training images)")
+    bench.add_argument("--calib-count", type=int, default=200, help="--formats: INT8 calibration images used (default 200)")
+    bench.add_argument("--fp32-layers", default="first", help="--formats: convolutions kept in float in INT8 (default first)")
 
     anchors = sub.add_parser("anchors", help="default-box tools").add_subparsers(dest="anchors_command", required=True)
     fit = anchors.add_parser("fit", help="fit default-box sizes and aspect ratios to the training boxes (scale-aware SSD)")
@@ -157,7 +164,12 @@ def _run(args: argparse.Namespace) -> int:
         from multibox.engine.report import save_metrics_json
 
         report_dir = None if args.plots is None else check_report_dir(default_report_dir(args.weights) if args.plots is True else args.plots)
-        metrics = evaluate_checkpoint(args.weights, args.config, args.overrides, report_dir, args.plot_conf)
+        if args.weights.suffix.lower() in (".onnx", ".xml"):  # an exported model, read through its metadata
+            from multibox.inference.exported_eval import evaluate_exported
+
+            metrics = evaluate_exported(args.weights, args.config, args.overrides, report_dir, args.plot_conf)
+        else:
+            metrics = evaluate_checkpoint(args.weights, args.config, args.overrides, report_dir, args.plot_conf)
         print_metrics(metrics)
         if args.out is not None:
             save_metrics_json(metrics, args.out)
@@ -218,9 +230,14 @@ def _run(args: argparse.Namespace) -> int:
 
         export_command(args)
     elif args.command == "bench":
+        if args.formats is not None:
+            from multibox.commands.bench import format_bench_command
+
+            format_bench_command(args)
+            return 0
         from multibox.inference.bench import bench_command
 
-        bench_command(args.weights, args.config, args.overrides, args.batch_sizes, args.device, args.warmup,
+        bench_command(args.weights, args.config, args.overrides, args.batch_sizes or "1,8,32", args.device, args.warmup,
                       args.repeat, args.json, onnx=not args.no_onnx)
     elif args.command == "anchors" and args.anchors_command == "fit":
         from multibox.boxes.anchor_fit import fit_command

@@ -138,7 +138,25 @@ class ExportedModel:
             raise MultiboxError(f"{self.path}: cannot load ONNX model ({str(error).splitlines()[0][:160]})") from None
         self.metadata = ExportMetadata.from_strings(session.get_modelmeta().custom_metadata_map, self.path)
         self._session = session
-        self.run = lambda images: session.run(None, {"images": images})
+        batch = session.get_inputs()[0].shape[0]
+        self.fixed_batch = batch if isinstance(batch, int) else None
+        self.run = self._chunked(lambda images: session.run(None, {"images": images}))
+
+    def _chunked(self, run: Any) -> Any:
+        """A graph exported at a fixed batch size takes any batch: chunks of that size, the last one padded."""
+
+        def call(images: np.ndarray) -> list[np.ndarray]:
+            size = self.fixed_batch
+            if size is None or len(images) == size:
+                return run(images)
+            parts = []
+            for start in range(0, len(images), size):
+                chunk = images[start:start + size]
+                padding = np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)
+                parts.append([o[:len(chunk)] for o in run(np.concatenate([chunk, padding]))])
+            return [np.concatenate(outputs) for outputs in zip(*parts)]
+
+        return call
 
     def _load_openvino(self, device: str, threads: int) -> None:
         ov = import_openvino()
@@ -153,7 +171,9 @@ class ExportedModel:
         compiled = core.compile_model(model, target, config)
         request = compiled.create_infer_request()
         outputs = compiled.outputs
-        self.run = lambda images: [request.infer({0: images})[o] for o in outputs]
+        batch = model.inputs[0].get_partial_shape()[0]
+        self.fixed_batch = batch.get_length() if batch.is_static else None
+        self.run = self._chunked(lambda images: [request.infer({0: images})[o] for o in outputs])
 
     @torch.no_grad()
     def detect(self, images: Tensor, original_sizes: Tensor) -> list[dict[str, Tensor]]:

@@ -135,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--calib-images", type=Path, metavar="DIR", help="--formats: INT8 calibration images (default: training images)")
     bench.add_argument("--calib-count", type=int, default=200, help="--formats: INT8 calibration images used (default 200)")
     bench.add_argument("--fp32-layers", default="first", help="--formats: convolutions kept in float in INT8 (default first)")
+    bench.add_argument("--no-map", action="store_true", help="--formats: speed and size only, no validation-set scores")
 
     anchors = sub.add_parser("anchors", help="default-box tools").add_subparsers(dest="anchors_command", required=True)
     fit = anchors.add_parser("fit", help="fit default-box sizes and aspect ratios to the training boxes (scale-aware SSD)")

@@ -84,7 +84,7 @@ def format_bench_command(args: argparse.Namespace) -> list[FormatResult]:
     with tempfile.TemporaryDirectory(prefix=".multibox-bench-", dir=out) as folder:
         results = bench_formats(args.weights, formats, sizes, Path(folder), config, device, args.warmup, args.repeat,
                                 args.calib_images, args.calib_count, parse_fp32_layers(args.fp32_layers),
-                                progress=lambda name: print(f"benchmarking {name} ...", flush=True))
+                                evaluate=not args.no_map, progress=lambda name: print(f"benchmarking {name} ...", flush=True))
     from multibox.engine.checkpoint import read_checkpoint
 
     trained = read_checkpoint(args.weights)["hyper_parameters"]["config"]

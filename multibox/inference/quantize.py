@@ -17,6 +17,7 @@ https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html, a
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import re
 import tempfile
@@ -191,13 +192,15 @@ def _inline_identities(model: Any) -> Any:
 @contextlib.contextmanager
 def _quiet_root_logger() -> Iterator[None]:
     """onnxruntime.quantization and NNCF log advice through the root logger; the library prints nothing."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(), logging.getLogger("nncf")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        root.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def openvino_conv_names(model: Any) -> list[str]:
@@ -216,7 +219,7 @@ def quantize_openvino(model: Any, calibration: Calibration, fp32_layers: list[st
     others = sorted({op.get_type_name() for op in model.get_ordered_ops()} - {"Convolution", "GroupConvolution"})
     ignored = nncf.IgnoredScope(names=excluded, types=others, validate=False)
     dataset = nncf.Dataset([image[None] for image in calibration.images])
-    with _quiet_root_logger():
+    with _quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         quantized = nncf.quantize(model, dataset, subset_size=len(calibration.images), ignored_scope=ignored)
     return quantized, excluded
 

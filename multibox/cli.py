@@ -225,8 +225,6 @@ def _run(args: argparse.Namespace) -> int:
         else:
             print_summary(summary)
     elif args.command == "export":
-        from multibox.inference.export import export_checkpoint
-
         from multibox.commands.export import export_command
 
         export_command(args)

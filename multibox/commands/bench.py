@@ -1,4 +1,5 @@
-"""`multibox bench --formats ...`: one accuracy-and-speed table per batch size, printed and saved as JSON and markdown."""
+"""`multibox bench --formats ...`: one accuracy-and-speed table per batch size, printed and saved as JSON and
+markdown."""
 
 from __future__ import annotations
 
@@ -20,12 +21,22 @@ from multibox.outputs import atomic_write, writable_dir
 COLUMNS = ("format", "file MB", "mAP@[.5:.95]", "mAP@0.5", "p50 ms", "p95 ms", "images/s")
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
 def _cells(r: FormatResult) -> list[str]:
     if r.error is not None:
         return [r.format, "–", "–", "–", "–", "–", "–"]
-    fmt = lambda value, spec: "–" if value is None else format(value, spec)
-    return [r.format, fmt(None if r.file_bytes is None else r.file_bytes / 1e6, ".2f"), fmt(r.map, ".4f"),
-            fmt(r.map_50, ".4f"), fmt(r.p50_ms, ".2f"), fmt(r.p95_ms, ".2f"), fmt(r.images_per_s, ".1f")]
+    return [
+        r.format,
+        _fmt(None if r.file_bytes is None else r.file_bytes / 1e6, ".2f"),
+        _fmt(r.map, ".4f"),
+        _fmt(r.map_50, ".4f"),
+        _fmt(r.p50_ms, ".2f"),
+        _fmt(r.p95_ms, ".2f"),
+        _fmt(r.images_per_s, ".1f"),
+    ]
 
 
 def markdown(results: list[FormatResult], title: str) -> str:
@@ -76,23 +87,43 @@ def format_bench_command(args: argparse.Namespace) -> list[FormatResult]:
     try:
         sizes = [int(part) for part in (args.batch_sizes or "1,8").split(",") if part.strip()]
     except ValueError:
-        raise MultiboxError(f"--batch-sizes: expected comma-separated integers such as 1,8, got {args.batch_sizes!r}") from None
+        raise MultiboxError(
+            f"--batch-sizes: expected comma-separated integers such as 1,8, got {args.batch_sizes!r}"
+        ) from None
     out = Path(args.out) if args.out is not None else args.weights.with_name(args.weights.stem + "_bench")
     writable_dir(out, "bench output")
     config = _config(args.weights, args.data, args.overrides)
     device = "cpu" if args.device in ("auto", "cpu") else "cuda"
     with tempfile.TemporaryDirectory(prefix=".multibox-bench-", dir=out) as folder:
-        results = bench_formats(args.weights, formats, sizes, Path(folder), config, device, args.warmup, args.repeat,
-                                args.calib_images, args.calib_count, parse_fp32_layers(args.fp32_layers),
-                                evaluate=not args.no_map, progress=lambda name: print(f"benchmarking {name} ...", flush=True))
+        results = bench_formats(
+            args.weights,
+            formats,
+            sizes,
+            Path(folder),
+            config,
+            device,
+            args.warmup,
+            args.repeat,
+            args.calib_images,
+            args.calib_count,
+            parse_fp32_layers(args.fp32_layers),
+            evaluate=not args.no_map,
+            progress=lambda name: print(f"benchmarking {name} ...", flush=True),
+        )
     from multibox.engine.checkpoint import read_checkpoint
 
     trained = read_checkpoint(args.weights)["hyper_parameters"]["config"]
     size = "×".join(map(str, trained["data"]["input_size"]))
     title = f"{trained['model']['name']} {size}, {torch.get_num_threads()} thread(s), {device} — {args.weights}"
     _print(results, title)
-    record = {"weights": str(args.weights), "title": title, "machine": machine_info(), "warmup": args.warmup,
-              "repeat": args.repeat, "results": [asdict(r) for r in results]}
+    record = {
+        "weights": str(args.weights),
+        "title": title,
+        "machine": machine_info(),
+        "warmup": args.warmup,
+        "repeat": args.repeat,
+        "results": [asdict(r) for r in results],
+    }
     atomic_write(out / "bench.json", lambda f: f.write(json.dumps(record, indent=2).encode()))
     atomic_write(out / "bench.md", lambda f: f.write(markdown(results, title).encode()))
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")

@@ -29,10 +29,14 @@ def exported_config(model: ExportedModel, config_path: Path | None, overrides: l
         config = resolve_paths(parse_config(raw, f"{model.path} (embedded config)"))
     else:
         raise MultiboxError(f"{model.path}: no embedded config; pass -c CONFIG for the validation set")
-    return config.model_copy(update={"data": config.data.model_copy(update={"input_size": list(model.metadata.input_size)})})
+    return config.model_copy(
+        update={"data": config.data.model_copy(update={"input_size": list(model.metadata.input_size)})}
+    )
 
 
-def evaluate_model(model: ExportedModel, config: Any, progress: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
+def evaluate_model(
+    model: ExportedModel, config: Any, progress: bool = True
+) -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
     """COCO metrics and detections of an exported model on `config`'s validation set (and that set)."""
     from multibox.data.datamodule import DetectionDataModule
     from multibox.engine.evaluate import detect_and_evaluate
@@ -42,10 +46,19 @@ def evaluate_model(model: ExportedModel, config: Any, progress: bool = True) -> 
         raise MultiboxError("config: no validation set; set data.val or data.val_split")
     meta = model.metadata
     if list(data.category_ids) != meta.category_ids:
-        raise MultiboxError(f"{model.path}: exported with categories {meta.category_ids}, but the val set has {list(data.category_ids)}")
+        raise MultiboxError(
+            f"{model.path}: exported with categories {meta.category_ids}, but the val set has {list(data.category_ids)}"
+        )
     metrics, detections = detect_and_evaluate(
-        None, data.val_dataloader(), data.val_set.to_coco_gt(), meta.category_ids, meta.class_names,
-        torch.device("cpu"), progress=progress, prepare_batch=data.prepare_batch, detect=model.detect,
+        None,
+        data.val_dataloader(),
+        data.val_set.to_coco_gt(),
+        meta.category_ids,
+        meta.class_names,
+        torch.device("cpu"),
+        progress=progress,
+        prepare_batch=data.prepare_batch,
+        detect=model.detect,
     )
     return metrics, detections, data.val_set
 

@@ -13,6 +13,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,10 @@ def parse_formats(text: str) -> list[str]:
     formats = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [f for f in formats if f not in CPU_FORMATS + GPU_FORMATS]
     if unknown or not formats:
-        raise MultiboxError(f"--formats: unknown {unknown[0] if unknown else '(none)'}; choose from "
-                            f"{', '.join(CPU_FORMATS + GPU_FORMATS)}")
+        raise MultiboxError(
+            f"--formats: unknown {unknown[0] if unknown else '(none)'}; choose from "
+            f"{', '.join(CPU_FORMATS + GPU_FORMATS)}"
+        )
     return formats
 
 
@@ -79,8 +82,15 @@ def _percentile(values: list[float], q: float) -> float:
 class FormatBench:
     """Exports on demand into `folder` and builds a runner per format (errors become the row's reason)."""
 
-    def __init__(self, weights: Path, folder: Path, device: str, calib_images: Path | None, calib_count: int,
-                 fp32_layers: list[str] | None) -> None:
+    def __init__(
+        self,
+        weights: Path,
+        folder: Path,
+        device: str,
+        calib_images: Path | None,
+        calib_count: int,
+        fp32_layers: list[str] | None,
+    ) -> None:
         from multibox.engine.checkpoint import load_checkpoint
 
         self.weights, self.folder, self.device = Path(weights), Path(folder), device
@@ -95,9 +105,19 @@ class FormatBench:
         key = f"{fmt}-{precision}"
         if key not in self._files:
             out = self.folder / f"model_{precision}{'.xml' if fmt == 'openvino' else '.onnx'}"
-            export_checkpoint(self.weights, fmt, out, nms=True, dynamic_batch=True, force=True,
-                              int8=precision == "int8", half=precision == "fp16", calib_images=self.calib_images,
-                              calib_count=self.calib_count, fp32_layers=self.fp32_layers)
+            export_checkpoint(
+                self.weights,
+                fmt,
+                out,
+                nms=True,
+                dynamic_batch=True,
+                force=True,
+                int8=precision == "int8",
+                half=precision == "fp16",
+                calib_images=self.calib_images,
+                calib_count=self.calib_count,
+                fp32_layers=self.fp32_layers,
+            )
             self._files[key] = out
         return self._files[key]
 
@@ -108,7 +128,9 @@ class FormatBench:
             if self.device != "cpu":
                 raise MultiboxError("pytorch: timed on the CPU here; use multibox bench --weights for the GPU")
             detector = self.loaded.detector.cpu().eval()
-            return _Runner(lambda images, sizes: detector.detect(images.float() / 255.0, sizes), self.weights.stat().st_size)
+            return _Runner(
+                lambda images, sizes: detector.detect(images.float() / 255.0, sizes), self.weights.stat().st_size
+            )
         if name in GPU_FORMATS and self.device == "cpu":
             raise MultiboxError(f"{name}: needs --device cuda")
         if name not in GPU_FORMATS and self.device != "cpu":
@@ -130,16 +152,16 @@ def _val_batches(config: Any, batch_sizes: list[int]) -> dict[int, tuple[Tensor,
     height, width = config.data.input_size
     images = None
     if config.data.val is not None:
-        from multibox.inference.quantize import load_calibration
-
         from multibox.data.datamodule import load_split
+        from multibox.inference.quantize import load_calibration
 
         records = load_split(config.data.val, "val", config.data.format, config.data).records
         loaded = load_calibration([r.file for r in records], max(batch_sizes), (height, width), "the val set")
         images = torch.from_numpy(loaded.images)
     if images is None:
-        images = torch.randint(0, 256, (max(batch_sizes), 3, height, width), dtype=torch.uint8,
-                               generator=torch.Generator().manual_seed(0))
+        images = torch.randint(
+            0, 256, (max(batch_sizes), 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+        )
     batches = {}
     for n in batch_sizes:
         chosen = images[torch.arange(n) % len(images)]
@@ -147,10 +169,21 @@ def _val_batches(config: Any, batch_sizes: list[int]) -> dict[int, tuple[Tensor,
     return batches
 
 
-def bench_formats(weights: Path, formats: list[str], batch_sizes: list[int], folder: Path, config: Any,
-                  device: str = "cpu", warmup: int = 2, repeat: int = 20, calib_images: Path | None = None,
-                  calib_count: int = 200, fp32_layers: list[str] | None = None, evaluate: bool = True,
-                  progress: Callable[[str], None] | None = None) -> list[FormatResult]:
+def bench_formats(
+    weights: Path,
+    formats: list[str],
+    batch_sizes: list[int],
+    folder: Path,
+    config: Any,
+    device: str = "cpu",
+    warmup: int = 2,
+    repeat: int = 20,
+    calib_images: Path | None = None,
+    calib_count: int = 200,
+    fp32_layers: list[str] | None = None,
+    evaluate: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> list[FormatResult]:
     """One result per (format, batch size): file size, COCO mAP on `config`'s val set, p50/p95 latency, images/s."""
     from multibox.data.datamodule import DetectionDataModule
     from multibox.engine.evaluate import detect_and_evaluate
@@ -158,7 +191,9 @@ def bench_formats(weights: Path, formats: list[str], batch_sizes: list[int], fol
     if not batch_sizes or min(batch_sizes) < 1:
         raise MultiboxError(f"--batch-sizes: need positive sizes, got {batch_sizes}")
     bench = FormatBench(weights, folder, device, calib_images, calib_count, fp32_layers)
-    config = config.model_copy(update={"data": config.data.model_copy(update={"input_size": list(bench.loaded.config.data.input_size)})})
+    config = config.model_copy(
+        update={"data": config.data.model_copy(update={"input_size": list(bench.loaded.config.data.input_size)})}
+    )
     data = DetectionDataModule(config) if evaluate else None
     batches = _val_batches(config, batch_sizes)
     results = []
@@ -169,14 +204,32 @@ def bench_formats(weights: Path, formats: list[str], batch_sizes: list[int], fol
             runner = bench.runner(name)
             scores: dict[str, Any] = {}
             if data is not None and data.val_set is not None:
-                scores, _ = detect_and_evaluate(None, data.val_dataloader(), data.val_set.to_coco_gt(), bench.loaded.category_ids,
-                                                bench.loaded.class_names, torch.device("cpu"), progress=False,
-                                                prepare_batch=data.prepare_batch, detect=runner.detect)
+                scores, _ = detect_and_evaluate(
+                    None,
+                    data.val_dataloader(),
+                    data.val_set.to_coco_gt(),
+                    bench.loaded.category_ids,
+                    bench.loaded.class_names,
+                    torch.device("cpu"),
+                    progress=False,
+                    prepare_batch=data.prepare_batch,
+                    detect=runner.detect,
+                )
             for n, (images, sizes) in batches.items():
-                times = latency_ms(lambda: runner.detect(images, sizes), warmup, repeat)
+                times = latency_ms(partial(runner.detect, images, sizes), warmup, repeat)
                 p50 = statistics.median(times)
-                results.append(FormatResult(name, n, runner.file_bytes, scores.get("map"), scores.get("map_50"), p50,
-                                            _percentile(times, 95), 1000.0 * n / p50))
+                results.append(
+                    FormatResult(
+                        name,
+                        n,
+                        runner.file_bytes,
+                        scores.get("map"),
+                        scores.get("map_50"),
+                        p50,
+                        _percentile(times, 95),
+                        1000.0 * n / p50,
+                    )
+                )
         except MultiboxError as error:
             results += [FormatResult(name, n, error=str(error)) for n in batch_sizes]
     return results

@@ -101,7 +101,9 @@ def resolve_fp32_layers(names: list[str], convs: list[str], what: str = "--fp32-
         else:
             matches = [c for c in convs if name in c]
         if not matches:
-            raise MultiboxError(f"{what}: {name!r} matches no convolution (names look like {convs[0] if convs else '-'})")
+            raise MultiboxError(
+                f"{what}: {name!r} matches no convolution (names look like {convs[0] if convs else '-'})"
+            )
         kept += [m for m in matches if m not in kept]
     return kept
 
@@ -157,9 +159,16 @@ def quantize_onnx(fp32_path: Path, out: Path, calibration: Calibration, fp32_lay
         staged, prepared = Path(scratch) / out.name, Path(scratch) / "prepared.onnx"
         onnx.save(_inline_identities(source), str(prepared))
         quantize_static(
-            str(prepared), str(staged), _Reader(calibration.images), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
+            str(prepared),
+            str(staged),
+            _Reader(calibration.images),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"],
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
+            calibrate_method=CalibrationMethod.MinMax,
             extra_options={"CalibStridedMinMax": _stride(len(calibration.images))},
         )
         model = onnx.load(str(staged))
@@ -212,8 +221,10 @@ def quantize_openvino(model: Any, calibration: Calibration, fp32_layers: list[st
     try:
         import nncf
     except ImportError:
-        raise MultiboxError("--int8 with --format openvino needs NNCF; pip install 'multibox[deploy]' (or: pip install "
-                            "nncf), or quantize to ONNX (--format onnx --int8) and run that file in OpenVINO") from None
+        raise MultiboxError(
+            "--int8 with --format openvino needs NNCF; pip install 'multibox[deploy]' (or: pip install "
+            "nncf), or quantize to ONNX (--format onnx --int8) and run that file in OpenVINO"
+        ) from None
     convs = openvino_conv_names(model)
     excluded = resolve_fp32_layers(fp32_layers, convs)
     others = sorted({op.get_type_name() for op in model.get_ordered_ops()} - {"Convolution", "GroupConvolution"})

@@ -48,9 +48,15 @@ class ExportMetadata:
             "input": f"images uint8 RGB (N, 3, {self.input_size[0]}, {self.input_size[1]})",
             "boxes": "xyxy normalised to [0, 1]",
             "score_activation": s.score_activation,
-            "postprocess": json.dumps({"nms": self.nms, "score_threshold": s.score_threshold,
-                                       "nms_threshold": s.nms_threshold, "topk_candidates": s.topk_candidates,
-                                       "max_detections": s.max_detections}),
+            "postprocess": json.dumps(
+                {
+                    "nms": self.nms,
+                    "score_threshold": s.score_threshold,
+                    "nms_threshold": s.nms_threshold,
+                    "topk_candidates": s.topk_candidates,
+                    "max_detections": s.max_detections,
+                }
+            ),
             "precision": self.precision,
             "config": json.dumps(self.config) if self.config is not None else "null",
         }
@@ -59,15 +65,28 @@ class ExportMetadata:
     def from_strings(cls, values: dict[str, str], path: Path) -> ExportMetadata:
         """Parse the stored strings; a file written by another tool has none of them."""
         if "multibox" not in values or "input_size" not in values:
-            raise MultiboxError(f"{path}: no multibox metadata (class names, input size); export it with multibox export")
+            raise MultiboxError(
+                f"{path}: no multibox metadata (class names, input size); export it with multibox export"
+            )
         try:
             post = json.loads(values["postprocess"])
-            settings = PostprocessSettings(post["score_threshold"], post["nms_threshold"], post["topk_candidates"],
-                                           post["max_detections"], values.get("score_activation", "softmax"))
+            settings = PostprocessSettings(
+                post["score_threshold"],
+                post["nms_threshold"],
+                post["topk_candidates"],
+                post["max_detections"],
+                values.get("score_activation", "softmax"),
+            )
             height, width = json.loads(values["input_size"])
-            return cls(list(json.loads(values["class_names"])), [int(i) for i in json.loads(values["category_ids"])],
-                       (int(height), int(width)), bool(post["nms"]), settings, values.get("precision", "fp32"),
-                       json.loads(values.get("config", "null")))
+            return cls(
+                list(json.loads(values["class_names"])),
+                [int(i) for i in json.loads(values["category_ids"])],
+                (int(height), int(width)),
+                bool(post["nms"]),
+                settings,
+                values.get("precision", "fp32"),
+                json.loads(values.get("config", "null")),
+            )
         except (KeyError, ValueError, TypeError) as error:
             raise MultiboxError(f"{path}: damaged multibox metadata ({type(error).__name__}: {error})") from None
 
@@ -100,8 +119,9 @@ def onnx_providers(device: str, tensorrt: str | None = None) -> list[Any]:
     available = ort.get_available_providers()
     wanted = "TensorrtExecutionProvider" if tensorrt else "CUDAExecutionProvider"
     if wanted not in available:
-        raise MultiboxError(f"--device {device}: this onnxruntime has no {wanted} (has {', '.join(available)}); "
-                            "install onnxruntime-gpu")
+        raise MultiboxError(
+            f"--device {device}: this onnxruntime has no {wanted} (has {', '.join(available)}); install onnxruntime-gpu"
+        )
     if tensorrt:
         options = {"trt_fp16_enable": True} if tensorrt == "fp16" else {"trt_int8_enable": True}
         return [("TensorrtExecutionProvider", options), "CUDAExecutionProvider"]
@@ -151,9 +171,9 @@ class ExportedModel:
                 return run(images)
             parts = []
             for start in range(0, len(images), size):
-                chunk = images[start:start + size]
+                chunk = images[start : start + size]
                 padding = np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)
-                parts.append([o[:len(chunk)] for o in run(np.concatenate([chunk, padding]))])
+                parts.append([o[: len(chunk)] for o in run(np.concatenate([chunk, padding]))])
             return [np.concatenate(outputs) for outputs in zip(*parts)]
 
         return call
@@ -164,7 +184,9 @@ class ExportedModel:
         try:
             model = core.read_model(str(self.path))
         except Exception as error:  # openvino raises RuntimeError subclasses with multi-line text
-            raise MultiboxError(f"{self.path}: cannot read OpenVINO model ({str(error).splitlines()[0][:160]})") from None
+            raise MultiboxError(
+                f"{self.path}: cannot read OpenVINO model ({str(error).splitlines()[0][:160]})"
+            ) from None
         self.metadata = ExportMetadata.from_strings(read_rt_info(model), self.path)
         target = {"cpu": "CPU", "cuda": "GPU"}.get(device.split(":")[0], device.upper())
         config = {"INFERENCE_NUM_THREADS": threads} if target == "CPU" else {}
@@ -183,11 +205,15 @@ class ExportedModel:
         if self.metadata.nms:
             boxes, scores, labels, counts = outputs
             boxes = boxes.float() * scale
-            return [{"boxes": boxes[i, :n], "scores": scores[i, :n].float(), "labels": labels[i, :n].long()}
-                    for i, n in enumerate(counts.tolist())]
+            return [
+                {"boxes": boxes[i, :n], "scores": scores[i, :n].float(), "labels": labels[i, :n].long()}
+                for i, n in enumerate(counts.tolist())
+            ]
         boxes, scores = outputs
         background = torch.zeros(*scores.shape[:2], 1, dtype=torch.float32)
-        return select_detections(boxes.float() * scale, torch.cat([background, scores.float()], dim=2), self.metadata.settings)
+        return select_detections(
+            boxes.float() * scale, torch.cat([background, scores.float()], dim=2), self.metadata.settings
+        )
 
 
 def read_rt_info(model: Any) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import onnx
 import pytest
@@ -14,8 +13,8 @@ import torch
 from multibox.cli import main
 from multibox.engine.checkpoint import load_checkpoint
 from multibox.engine.evaluate import evaluate_checkpoint
-from multibox.inference.exported_eval import evaluate_exported
 from multibox.inference.export import detection_agreement, export_checkpoint
+from multibox.inference.exported_eval import evaluate_exported
 from multibox.inference.runtime import ExportedModel
 
 CONFIG = """\
@@ -73,7 +72,9 @@ def test_exported_detections_and_eval_equal_the_checkpoint(deploy, tiny_checkpoi
     reference = _detections(lambda x, s: detector.detect(x.float() / 255.0, s), images)
     for kind in ("onnx", "openvino"):
         for ours, theirs in zip(_detections(ExportedModel(files[kind]).detect, images), reference):
-            assert torch.allclose(ours["boxes"], theirs["boxes"], atol=1e-3) and torch.equal(ours["labels"], theirs["labels"])
+            assert torch.allclose(ours["boxes"], theirs["boxes"], atol=1e-3) and torch.equal(
+                ours["labels"], theirs["labels"]
+            )
     config = folder / "config.yaml"
     os.chdir(folder)
     expected = evaluate_checkpoint(tiny_checkpoint, config)
@@ -84,8 +85,13 @@ def test_exported_detections_and_eval_equal_the_checkpoint(deploy, tiny_checkpoi
 
 def test_eval_of_an_onnx_file_from_the_console_script(deploy):
     folder, files = deploy
-    done = subprocess.run([sys.executable, "-m", "multibox", "eval", "--weights", "fp32.onnx", "-c", "config.yaml",
-                           "--out", "m.json"], cwd=folder, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "multibox", "eval", "--weights", "fp32.onnx", "-c", "config.yaml", "--out", "m.json"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert '"map"' in (folder / "m.json").read_text()
 
@@ -113,7 +119,16 @@ def test_unreadable_calibration_images(tmp_path, tiny_checkpoint, shapes_dataset
         (calib / name).write_bytes(b"not an image")
     out = tmp_path / "out"
     out.mkdir()
-    args = ["export", "--weights", str(tiny_checkpoint), "--int8", "--calib-images", str(calib), "--out", str(out / "m.onnx")]
+    args = [
+        "export",
+        "--weights",
+        str(tiny_checkpoint),
+        "--int8",
+        "--calib-images",
+        str(calib),
+        "--out",
+        str(out / "m.onnx"),
+    ]
     assert "none of the 2 calibration image(s) could be read" in _error(capsys, args)
     assert list(out.iterdir()) == []  # nothing half-written
     good = next((shapes_dataset / "images").iterdir())
@@ -126,18 +141,40 @@ def test_unreadable_calibration_images(tmp_path, tiny_checkpoint, shapes_dataset
 def test_int8_for_torchscript_and_missing_openvino(tmp_path, tiny_checkpoint, capsys, monkeypatch):
     out = tmp_path / "m.torchscript"
     assert "--int8: not supported for --format torchscript" in _error(
-        capsys, ["export", "--weights", str(tiny_checkpoint), "--format", "torchscript", "--int8", "--out", str(out)])
+        capsys, ["export", "--weights", str(tiny_checkpoint), "--format", "torchscript", "--int8", "--out", str(out)]
+    )
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino → ImportError, as when not installed
     assert "OpenVINO is not installed" in _error(
-        capsys, ["export", "--weights", str(tiny_checkpoint), "--format", "openvino", "--out", str(tmp_path / "m.xml")])
+        capsys, ["export", "--weights", str(tiny_checkpoint), "--format", "openvino", "--out", str(tmp_path / "m.xml")]
+    )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_bench_formats_lists_what_cannot_run(deploy, tiny_checkpoint, capsys):
     folder, _ = deploy
     out = folder / "bench"
-    assert main(["bench", "--weights", str(tiny_checkpoint), "--formats", "onnx,onnx-cuda", "--data",
-                 str(folder / "config.yaml"), "--batch-sizes", "1", "--repeat", "1", "--warmup", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--weights",
+                str(tiny_checkpoint),
+                "--formats",
+                "onnx,onnx-cuda",
+                "--data",
+                str(folder / "config.yaml"),
+                "--batch-sizes",
+                "1",
+                "--repeat",
+                "1",
+                "--warmup",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = (out / "bench.md").read_text()
     assert "| onnx |" in text and "onnx-cuda: needs --device cuda" in text
     assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.md"]

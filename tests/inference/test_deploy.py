@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -65,7 +64,7 @@ def test_int8_finds_most_fp32_detections(deploy, shapes_dataset):
     assert sum(node.op_type == "QuantizeLinear" for node in quantized.graph.node) > 10
 
 
-def test_exported_detections_and_eval_equal_the_checkpoint(deploy, tiny_checkpoint, shapes_dataset):
+def test_exported_detections_and_eval_equal_the_checkpoint(deploy, tiny_checkpoint, shapes_dataset, monkeypatch):
     folder, files = deploy
     detector = load_checkpoint(tiny_checkpoint).detector.eval()
     images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
@@ -76,7 +75,7 @@ def test_exported_detections_and_eval_equal_the_checkpoint(deploy, tiny_checkpoi
                 ours["labels"], theirs["labels"]
             )
     config = folder / "config.yaml"
-    os.chdir(folder)
+    monkeypatch.chdir(folder)  # the config's relative paths, as a user runs it from its folder
     expected = evaluate_checkpoint(tiny_checkpoint, config)
     for kind in ("onnx", "openvino"):
         metrics = evaluate_exported(files[kind], config)
@@ -103,8 +102,9 @@ def _error(capsys, argv: list[str]) -> str:
     return err
 
 
-def test_model_without_metadata_is_refused(deploy, capsys):
+def test_model_without_metadata_is_refused(deploy, capsys, monkeypatch):
     folder, files = deploy
+    monkeypatch.chdir(folder)
     model = onnx.load(str(files["onnx"]))
     del model.metadata_props[:]
     bare = folder / "bare.onnx"
@@ -150,8 +150,9 @@ def test_int8_for_torchscript_and_missing_openvino(tmp_path, tiny_checkpoint, ca
     assert list(tmp_path.iterdir()) == []
 
 
-def test_bench_formats_lists_what_cannot_run(deploy, tiny_checkpoint, capsys):
+def test_bench_formats_lists_what_cannot_run(deploy, tiny_checkpoint, capsys, monkeypatch):
     folder, _ = deploy
+    monkeypatch.chdir(folder)
     out = folder / "bench"
     assert (
         main(

@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="COCO metrics of a checkpoint on the config's val set")
     evaluate.add_argument("-c", "--config", type=Path, help="config for data and eval settings (default: the checkpoint's)")
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    evaluate.add_argument("--weights", required=True, type=Path, help="checkpoint (.ckpt)")
+    evaluate.add_argument("--weights", required=True, type=Path, help="checkpoint (.ckpt) or exported model (.onnx, OpenVINO .xml)")
     evaluate.add_argument("--out", type=Path, help="write the metrics as JSON here")
     evaluate.add_argument("--plots", nargs="?", const=True, default=None, type=Path, metavar="DIR",
                           help="also write PR curves, confusion matrix, worst-image gallery and report.md/.html into DIR "
@@ -107,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript, checked against PyTorch")
     export.add_argument("--weights", required=True, type=Path, help="checkpoint (.ckpt)")
-    export.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="default onnx")
+    export.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "openvino"],
+                        help="default onnx; openvino writes NAME.xml + NAME.bin (pip install 'multibox[deploy]')")
     export.add_argument("--out", type=Path, help="output file (default: next to the checkpoint, CKPT[_nms].onnx|.torchscript)")
     export.add_argument("--nms", action="store_true", help="score threshold, per-class NMS and top-k inside the graph")
     export.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: fixed at --batch-size)")
@@ -115,17 +116,31 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--sample-images", type=Path, metavar="DIR", help="images for the parity check (default: random pixels)")
     export.add_argument("--atol", type=float, default=1e-4, help="largest box/score difference from PyTorch allowed (default 1e-4)")
     export.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    export.add_argument("--int8", action="store_true", help="post-training INT8 (onnx: QDQ static; openvino: NNCF)")
+    export.add_argument("--calib-images", type=Path, metavar="DIR", help="INT8 calibration images (default: the config's training images)")
+    export.add_argument("--calib-count", type=int, default=200, help="INT8 calibration images used (default 200)")
+    export.add_argument("--fp32-layers", default="first", metavar="LAYERS",
+                        help="convolutions kept in float with --int8: first, head, none or name parts, comma-separated (default first)")
+    export.add_argument("--fp16", action="store_true", help="openvino: FP16 weights")
 
     bench = sub.add_parser("bench", help="latency and throughput: model, postprocess, end to end; PyTorch and ONNX Runtime")
     bench.add_argument("--weights", type=Path, help="checkpoint (.ckpt)")
     bench.add_argument("-c", "--config", type=Path, help="config: a random-init detector (no checkpoint needed)")
     bench.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.input_size=[512,512]")
-    bench.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
+    bench.add_argument("--batch-sizes", help="comma-separated (default 1,8,32; with --formats 1,8)")
     bench.add_argument("--device", default="auto", help="auto (CPU, and the GPU when present), cpu, cuda or cpu,cuda")
     bench.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
     bench.add_argument("--repeat", type=int, default=10, help="timed calls; the median is reported (default 10)")
     bench.add_argument("--no-onnx", action="store_true", help="PyTorch only")
     bench.add_argument("--json", type=Path, metavar="OUT", help="also write the timings and machine as JSON")
+    bench.add_argument("--formats", metavar="LIST", help="accuracy and speed per deployment format: pytorch,onnx,onnx-int8,"
+                       "openvino,openvino-fp16,openvino-int8 (CPU); onnx-cuda,onnx-trt-fp16,onnx-trt-int8 (--device cuda)")
+    bench.add_argument("--data", type=Path, metavar="CONFIG", help="--formats: config whose val set is scored (default: the checkpoint's)")
+    bench.add_argument("--out", type=Path, help="--formats: folder for bench.json and bench.md (default CKPT_bench/)")
+    bench.add_argument("--calib-images", type=Path, metavar="DIR", help="--formats: INT8 calibration images (default: training images)")
+    bench.add_argument("--calib-count", type=int, default=200, help="--formats: INT8 calibration images used (default 200)")
+    bench.add_argument("--fp32-layers", default="first", help="--formats: convolutions kept in float in INT8 (default first)")
+    bench.add_argument("--no-map", action="store_true", help="--formats: speed and size only, no validation-set scores")
 
     anchors = sub.add_parser("anchors", help="default-box tools").add_subparsers(dest="anchors_command", required=True)
     fit = anchors.add_parser("fit", help="fit default-box sizes and aspect ratios to the training boxes (scale-aware SSD)")
@@ -185,7 +200,12 @@ def _run(args: argparse.Namespace) -> int:
         from multibox.engine.report import save_metrics_json
 
         report_dir = None if args.plots is None else check_report_dir(default_report_dir(args.weights) if args.plots is True else args.plots)
-        metrics = evaluate_checkpoint(args.weights, args.config, args.overrides, report_dir, args.plot_conf)
+        if args.weights.suffix.lower() in (".onnx", ".xml"):  # an exported model, read through its metadata
+            from multibox.inference.exported_eval import evaluate_exported
+
+            metrics = evaluate_exported(args.weights, args.config, args.overrides, report_dir, args.plot_conf)
+        else:
+            metrics = evaluate_checkpoint(args.weights, args.config, args.overrides, report_dir, args.plot_conf)
         print_metrics(metrics)
         if args.out is not None:
             save_metrics_json(metrics, args.out)
@@ -244,17 +264,18 @@ def _run(args: argparse.Namespace) -> int:
         else:
             print_summary(summary)
     elif args.command == "export":
-        from multibox.inference.export import export_checkpoint
+        from multibox.commands.export import export_command
 
-        result = export_checkpoint(args.weights, args.format, args.out, args.nms, args.dynamic_batch, args.force,
-                                   args.sample_images, args.batch_size, args.atol)
-        for batch, parity in result.checks.items():
-            print(f"parity at batch {batch}: {parity.describe()}")
-        print(f"wrote {result.path}")
+        export_command(args)
     elif args.command == "bench":
+        if args.formats is not None:
+            from multibox.commands.bench import format_bench_command
+
+            format_bench_command(args)
+            return 0
         from multibox.inference.bench import bench_command
 
-        bench_command(args.weights, args.config, args.overrides, args.batch_sizes, args.device, args.warmup,
+        bench_command(args.weights, args.config, args.overrides, args.batch_sizes or "1,8,32", args.device, args.warmup,
                       args.repeat, args.json, onnx=not args.no_onnx)
     elif args.command == "config":
         from multibox.commands.config import config_command

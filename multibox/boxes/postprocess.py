@@ -140,7 +140,15 @@ def postprocess(
         scores = torch.sigmoid(cls_logits.float())  # (N, A, C)
     else:
         scores = torch.softmax(cls_logits.float(), dim=-1)  # (N, A, C)
+    return select_detections(boxes, scores, settings)
 
+
+def select_detections(boxes: Tensor, scores: Tensor, settings: PostprocessSettings) -> list[dict[str, Tensor]]:
+    """Threshold, top-k and per-class NMS of decoded boxes: :func:`postprocess` after its decoding, shared with
+    exported graphs that decode but leave NMS out (``multibox eval`` of an ONNX/OpenVINO model).
+
+    boxes (N, A, 4) xyxy in pixels; scores (N, A, C) with column 0 = background (ignored, overwritten).
+    """
     boxes_m, scores_m, labels_m, survivors = _nms_survivors(boxes, scores, settings, boxes.device.type == "cuda")
     rank = survivors.cumsum(dim=1)  # survivors come best first within each row
     keep = survivors & (rank <= settings.max_detections)

@@ -28,7 +28,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 @torch.no_grad()
 def detect_and_evaluate(
-    detector: SSDDetector,
+    detector: SSDDetector | None,
     loader: Iterable[dict[str, torch.Tensor]],
     ground_truth: dict,
     category_ids: list[int],
@@ -37,14 +37,18 @@ def detect_and_evaluate(
     progress: bool = True,
     prepare_batch: Callable[[dict[str, Any], torch.device], dict[str, Any]] | None = None,
     metric: str = "coco",
+    detect: Callable[[torch.Tensor, torch.Tensor], list[dict[str, torch.Tensor]]] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the detector over every batch; returns COCO metrics against `ground_truth` and the
     detections themselves (COCO results, dataset category ids), which the report's pictures need.
 
     `prepare_batch` readies a loader batch on the device (`DetectionDataModule.prepare_batch`: with
-    data.decode=gpu the loader's batches are still encoded files). `metric` (eval.metric): voc07/voc add VOC's."""
+    data.decode=gpu the loader's batches are still encoded files). `detect`, when given, replaces the
+    detector: uint8 images and original sizes → detections (an exported model, `multibox eval --weights x.onnx`).
+    `metric` (eval.metric): voc07/voc add VOC's."""
     device = device or pick_device()
-    detector = detector.to(device).eval()
+    if detect is None:
+        detector = detector.to(device).eval()
     lookup = torch.tensor([0, *category_ids], dtype=torch.long, device=device)
     accumulator = DetectionAccumulator()
     batches = track(loader, description="evaluating", transient=True) if progress else loader
@@ -56,8 +60,11 @@ def detect_and_evaluate(
         skipped += int(batch.get("skipped", 0))
         if not len(batch["image_ids"]):  # every image of the batch was unreadable
             continue
-        images = images_to_float(batch["images"].to(device, non_blocking=True))
-        detections = detector.detect(images, batch["orig_sizes"].to(device))
+        if detect is not None:
+            detections = [{k: v.to(device) for k, v in d.items()} for d in detect(batch["images"], batch["orig_sizes"])]
+        else:
+            images = images_to_float(batch["images"].to(device, non_blocking=True))
+            detections = detector.detect(images, batch["orig_sizes"].to(device))
         accumulator.add(
             batch["image_ids"],
             [d["boxes"] for d in detections],

@@ -16,12 +16,13 @@ The exported graph is the whole detector, decoding included, so a deployment nee
 
 from __future__ import annotations
 
-import json
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -36,9 +37,10 @@ from multibox.outputs import writable_dir
 if TYPE_CHECKING:
     from multibox.engine.checkpoint import LoadedCheckpoint
 
-ExportFormat = Literal["onnx", "torchscript"]
+ExportFormat = Literal["onnx", "torchscript", "openvino"]
 OPSET = 17
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript", "openvino": ".xml"}
+INT8_FORMATS = ("onnx", "openvino")
 
 
 def nms_indices(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float) -> Tensor:
@@ -253,66 +255,212 @@ def sample_images(input_size: tuple[int, int], count: int, folder: Path | None =
     return torch.from_numpy(np.stack([resized[i % len(resized)] for i in range(count)])).permute(0, 3, 1, 2).contiguous()
 
 
-def default_export_path(weights: Path, fmt: ExportFormat, nms: bool) -> Path:
-    return weights.with_name(weights.stem + ("_nms" if nms else "") + SUFFIXES[fmt])
+def default_export_path(weights: Path, fmt: ExportFormat, nms: bool, precision: str = "fp32") -> Path:
+    """CKPT[_nms][_int8|_fp16].onnx|.torchscript|.xml next to the checkpoint (best.ckpt → best_int8.onnx)."""
+    tag = "" if precision == "fp32" else f"_{precision}"
+    return weights.with_name(weights.stem + ("_nms" if nms else "") + tag + SUFFIXES[fmt])
 
 
 @dataclass
 class ExportResult:
     path: Path
-    checks: dict[int, Parity]  # batch size → parity
+    checks: dict[int, Parity]  # batch size → parity (FP32 exports)
+    precision: str = "fp32"
+    agreement: Agreement | None = None  # INT8/FP16: detections against the FP32 export
+    fp32_layers: list[str] = field(default_factory=list)  # INT8: convolutions kept in float
+    notes: list[str] = field(default_factory=list)  # e.g. skipped calibration images
 
 
-def _metadata(loaded: LoadedCheckpoint, nms: bool) -> dict[str, str]:
-    """What a deployment needs to read the outputs, stored in the ONNX file's metadata_props."""
-    s = loaded.detector.settings
-    return {
-        "class_names": json.dumps(loaded.class_names), "category_ids": json.dumps(loaded.category_ids),
-        "input": f"images uint8 RGB (N, 3, {loaded.config.data.input_size[0]}, {loaded.config.data.input_size[1]})",
-        "boxes": "xyxy normalised to [0, 1]", "score_activation": s.score_activation,
-        "postprocess": json.dumps({"nms": nms, "score_threshold": s.score_threshold, "nms_threshold": s.nms_threshold,
-                                   "topk_candidates": s.topk_candidates, "max_detections": s.max_detections}),
-    }
+def export_metadata(loaded: LoadedCheckpoint, nms: bool, precision: str = "fp32") -> dict[str, str]:
+    """What a deployment (and ``multibox eval``) needs to read the outputs, stored in the exported file."""
+    from multibox.inference.runtime import ExportMetadata
+
+    return ExportMetadata(list(loaded.class_names), list(loaded.category_ids), tuple(loaded.config.data.input_size),
+                          nms, loaded.detector.settings, precision, loaded.config.to_dict()).to_strings()
 
 
-def export_checkpoint(
-    weights: Path, fmt: ExportFormat = "onnx", out: Path | None = None, nms: bool = False, dynamic_batch: bool = False,
-    force: bool = False, images: Path | None = None, batch_size: int = 1, atol: float = 1e-4,
-) -> ExportResult:
-    """Export a checkpoint, then check it against PyTorch on sample images (a second batch size
-    too with `dynamic_batch`); a file that fails the check is removed."""
-    from multibox.engine.checkpoint import load_checkpoint
+@dataclass
+class Agreement:
+    """How many of the FP32 model's confident detections the reduced-precision model also finds."""
 
+    matched: int
+    total: int
+    score: float
+    iou: float
+
+    @property
+    def fraction(self) -> float:
+        return self.matched / self.total if self.total else 1.0
+
+    def describe(self) -> str:
+        return (f"{self.matched}/{self.total} FP32 detections (score >= {self.score:g}) found again "
+                f"(same class, IoU >= {self.iou:g}): {100 * self.fraction:.1f}%")
+
+
+def detection_agreement(reference: list[dict[str, Tensor]], other: list[dict[str, Tensor]], score: float = 0.3,
+                        iou: float = 0.5) -> Agreement:
+    """Per image, each reference detection above `score` matched to a same-label detection of `other`
+    (any score above the reference's threshold less 0.1) with IoU >= `iou`."""
+    from torchvision.ops import box_iou
+
+    matched = total = 0
+    for ref, out in zip(reference, other):
+        keep = ref["scores"] >= score
+        cand = out["scores"] >= max(score - 0.1, 0.0)
+        boxes, labels = ref["boxes"][keep], ref["labels"][keep]
+        total += len(boxes)
+        if not len(boxes) or not bool(cand.any()):
+            continue
+        overlaps = box_iou(boxes, out["boxes"][cand]) * (labels[:, None] == out["labels"][cand][None, :])
+        matched += int((overlaps.max(dim=1).values >= iou).sum())
+    return Agreement(matched, total, score, iou)
+
+
+def _stage_onnx(loaded: LoadedCheckpoint, wrapper: ExportableDetector, samples: Tensor, path: Path, nms: bool,
+                dynamic_batch: bool, batch_size: int) -> None:
+    export_onnx(wrapper, (samples[:batch_size],), path, ["images"], output_names(nms), dynamic_batch,
+                export_metadata(loaded, nms))
+
+
+def _fp32_checks(path: Path, detector: SSDDetector, samples: Tensor, sizes: list[int], nms: bool, atol: float,
+                 fmt: str) -> dict[int, Parity]:
+    """The exported FP32 graph against PyTorch at each batch size; raises when it differs."""
+    from multibox.inference.runtime import ExportedModel
+
+    model = ExportedModel(path)
+    checks = {n: check_parity(model.run, detector, samples[:n], nms, atol) for n in sizes}
+    for n, parity in checks.items():
+        if max(parity.box_diff, parity.score_diff) > atol or parity.mismatched:
+            raise MultiboxError(f"{path.name}: {fmt} output differs from PyTorch at batch {n} ({parity.describe()}; "
+                                f"tolerance {atol:g}); nothing written")
+    return checks
+
+
+def _agreement(fp32: Path, reduced: Path, images: Tensor) -> Agreement:
+    from multibox.inference.runtime import ExportedModel
+
+    sizes = torch.tensor([list(images.shape[-2:])] * len(images))
+    reference, other = ExportedModel(fp32), ExportedModel(reduced)
+    return detection_agreement(reference.detect(images, sizes), other.detect(images, sizes))
+
+
+def _check_request(fmt: str, batch_size: int, int8: bool, half: bool) -> None:
     if fmt not in SUFFIXES:
         raise MultiboxError(f"--format: expected one of {', '.join(SUFFIXES)}, got {fmt!r}")
     if batch_size < 1:
         raise MultiboxError(f"--batch-size: must be at least 1, got {batch_size}")
+    if int8 and fmt not in INT8_FORMATS:
+        raise MultiboxError(f"--int8: not supported for --format {fmt} (use {' or '.join(INT8_FORMATS)})")
+    if half and fmt != "openvino":
+        raise MultiboxError(f"--fp16: only for --format openvino, not {fmt}")
+    if half and int8:
+        raise MultiboxError("--fp16 and --int8: choose one precision")
+
+
+def _targets(path: Path) -> list[Path]:
+    """The files an export writes: an OpenVINO .xml has its weights in the .bin beside it."""
+    return [path.with_suffix(".bin"), path] if path.suffix == ".xml" else [path]
+
+
+def export_checkpoint(
+    weights: Path, fmt: ExportFormat = "onnx", out: Path | None = None, nms: bool = False, dynamic_batch: bool = False,
+    force: bool = False, images: Path | None = None, batch_size: int = 1, atol: float = 1e-4, int8: bool = False,
+    calib_images: Path | None = None, calib_count: int = 200, fp32_layers: list[str] | None = None, half: bool = False,
+) -> ExportResult:
+    """Export a checkpoint and check it before it is kept: an FP32 graph against PyTorch on sample images
+    (a second batch size too with `dynamic_batch`), an INT8/FP16 one by how many of the FP32 export's
+    detections it finds again. Everything is written into a scratch folder beside the target and moved in
+    place only when complete, so a failure leaves nothing half-written and overwrites nothing."""
+    from multibox.engine.checkpoint import load_checkpoint
+
+    _check_request(fmt, batch_size, int8, half)
+    ov = None
+    if fmt == "openvino":
+        from multibox.inference.runtime import import_openvino
+
+        ov = import_openvino()
+    precision = "int8" if int8 else "fp16" if half else "fp32"
     loaded = load_checkpoint(weights)
-    path = out if out is not None else default_export_path(weights, fmt, nms)
-    if path.exists() and not force:
+    path = out if out is not None else default_export_path(weights, fmt, nms, precision)
+    if fmt == "openvino" and path.suffix != ".xml":
+        raise MultiboxError(f"{path}: an OpenVINO model is written as NAME.xml (with NAME.bin)")
+    if any(p.exists() for p in _targets(path)) and not force:
         raise MultiboxError(f"{path}: already exists; pass --force to overwrite it")
     writable_dir(path.parent, "exported model")
+    input_size = tuple(loaded.config.data.input_size)
+    calibration = None
+    if int8:
+        from multibox.inference.quantize import calibration_files, load_calibration
+
+        files, source = calibration_files(calib_images, _train_files(loaded) if calib_images is None else None)
+        calibration = load_calibration(files, calib_count, input_size, source)
     detector = loaded.detector.cpu().eval()
     wrapper = ExportableDetector(detector, nms)
+    dynamic_batch = dynamic_batch or int8 or fmt == "openvino"  # calibration and OpenVINO take any batch
     sizes = [batch_size, batch_size + 1] if dynamic_batch else [batch_size]
-    samples = sample_images(loaded.config.data.input_size, max(sizes), images)
-    if fmt == "onnx":
-        import onnxruntime as ort
+    samples = sample_images(input_size, max(sizes), images)
+    with tempfile.TemporaryDirectory(prefix=".multibox-export-", dir=path.parent) as scratch:
+        staged = Path(scratch) / path.name
+        result = ExportResult(path, {}, precision)
+        if fmt == "torchscript":
+            traced = export_torchscript(wrapper, samples[:batch_size], staged)
+            run = lambda batch: [t.numpy() for t in traced(torch.from_numpy(batch))]
+            result.checks = {n: check_parity(run, detector, samples[:n], nms, atol) for n in sizes}
+            for n, parity in result.checks.items():
+                if max(parity.box_diff, parity.score_diff) > atol or parity.mismatched:
+                    raise MultiboxError(f"{path}: torchscript output differs from PyTorch at batch {n} "
+                                        f"({parity.describe()}; tolerance {atol:g}); nothing written")
+        else:
+            fp32 = Path(scratch) / "fp32.onnx"
+            _stage_onnx(loaded, wrapper, samples, fp32, nms, dynamic_batch, batch_size)
+            result.checks = _fp32_checks(fp32, detector, samples, sizes, nms, atol, "onnx")
+            check_images = samples if calibration is None else torch.from_numpy(calibration.images[:16])
+            if calibration is not None and calibration.skipped:
+                from multibox.inference.quantize import describe_skipped
 
-        export_onnx(wrapper, (samples[:batch_size],), path, ["images"], output_names(nms), dynamic_batch, _metadata(loaded, nms))
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                result.notes.append(describe_skipped(calibration) or "")
+            if fmt == "onnx" and int8:
+                from multibox.inference.quantize import quantize_onnx
 
-        def run(batch: np.ndarray) -> list[np.ndarray]:
-            return session.run(None, {"images": batch})
-    else:
-        traced = export_torchscript(wrapper, samples[:batch_size], path)
+                result.fp32_layers = quantize_onnx(fp32, staged, calibration, fp32_layers or [])
+                result.agreement = _agreement(fp32, staged, check_images)
+            elif fmt == "onnx":
+                fp32.replace(staged)
+            else:
+                result.fp32_layers = _stage_openvino(ov, fp32, staged, loaded, nms, precision, calibration, fp32_layers)
+                if precision == "fp32":
+                    result.checks = _fp32_checks(staged, detector, samples, sizes, nms, atol, "openvino")
+                else:
+                    result.agreement = _agreement(fp32, staged, check_images)
+        for target in _targets(path):
+            shutil.move(str(Path(scratch) / target.name), str(target))
+    return result
 
-        def run(batch: np.ndarray) -> list[np.ndarray]:
-            return [t.numpy() for t in traced(torch.from_numpy(batch))]
-    checks = {n: check_parity(run, detector, samples[:n], nms, atol) for n in sizes}
-    for n, parity in checks.items():
-        if max(parity.box_diff, parity.score_diff) > atol or parity.mismatched:
-            path.unlink()
-            raise MultiboxError(f"{path}: {fmt} output differs from PyTorch at batch {n} ({parity.describe()}; "
-                                f"tolerance {atol:g}); file removed")
-    return ExportResult(path, checks)
+
+def _train_files(loaded: LoadedCheckpoint) -> list[Path]:
+    """The training images of the checkpoint's config (the default calibration set)."""
+    from multibox.data.datamodule import load_split
+
+    data = loaded.config.data
+    if data.train is None:
+        return []
+    try:
+        return [record.file for record in load_split(data.train, "train", data.format, data).records]
+    except MultiboxError as error:
+        raise MultiboxError(f"--calib-images: the config's training images cannot be listed ({error}); give a folder") from None
+
+
+def _stage_openvino(ov: Any, fp32: Path, staged: Path, loaded: LoadedCheckpoint, nms: bool, precision: str,
+                    calibration: Any, fp32_layers: list[str] | None) -> list[str]:
+    """The FP32 ONNX graph converted with ``ov.convert_model``; INT8 by NNCF, FP16 by compressing the weights."""
+    model = ov.convert_model(str(fp32))
+    kept: list[str] = []
+    if precision == "int8":
+        from multibox.inference.quantize import quantize_openvino
+
+        model, kept = quantize_openvino(model, calibration, fp32_layers or [])
+    from multibox.inference.runtime import write_rt_info
+
+    write_rt_info(model, {**export_metadata(loaded, nms, precision), "fp32_layers": ",".join(kept)})
+    ov.save_model(model, str(staged), compress_to_fp16=precision == "fp16")
+    return kept

@@ -1,0 +1,130 @@
+"""`multibox bench --formats ...`: one accuracy-and-speed table per batch size, printed and saved as JSON and
+markdown."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from multibox.errors import MultiboxError
+from multibox.inference.format_bench import FormatResult, bench_formats, parse_formats
+from multibox.outputs import atomic_write, writable_dir
+
+COLUMNS = ("format", "file MB", "mAP@[.5:.95]", "mAP@0.5", "p50 ms", "p95 ms", "images/s")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _cells(r: FormatResult) -> list[str]:
+    if r.error is not None:
+        return [r.format, "–", "–", "–", "–", "–", "–"]
+    return [
+        r.format,
+        _fmt(None if r.file_bytes is None else r.file_bytes / 1e6, ".2f"),
+        _fmt(r.map, ".4f"),
+        _fmt(r.map_50, ".4f"),
+        _fmt(r.p50_ms, ".2f"),
+        _fmt(r.p95_ms, ".2f"),
+        _fmt(r.images_per_s, ".1f"),
+    ]
+
+
+def markdown(results: list[FormatResult], title: str) -> str:
+    """The tables as markdown, one per batch size, then the formats that could not run and why."""
+    lines = [f"# {title}", ""]
+    for n in dict.fromkeys(r.batch_size for r in results):
+        lines += [f"## batch {n}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(_cells(r)) + " |" for r in results if r.batch_size == n and r.error is None]
+        lines.append("")
+    failed = {r.format: r.error for r in results if r.error is not None}
+    if failed:
+        lines += ["## not run", ""] + [f"- {name}: {reason}" for name, reason in failed.items()] + [""]
+    return "\n".join(lines)
+
+
+def _print(results: list[FormatResult], title: str) -> None:
+    console = Console() if Console().is_terminal else Console(width=120)
+    for n in dict.fromkeys(r.batch_size for r in results):
+        table = Table(title=f"{title} — batch {n}")
+        for column in COLUMNS:
+            table.add_column(column, justify="left" if column == "format" else "right")
+        for r in results:
+            if r.batch_size == n and r.error is None:
+                table.add_row(*_cells(r))
+        console.print(table)
+    for name, reason in {r.format: r.error for r in results if r.error is not None}.items():
+        console.print(f"not run: {name}: {reason}", highlight=False)
+
+
+def _config(weights: Path, data: Path | None, overrides: list[str]) -> Any:
+    from multibox.config import apply_overrides, load_config, parse_config, resolve_paths
+    from multibox.engine.checkpoint import read_checkpoint
+
+    if data is not None:
+        return load_config(data, overrides)
+    embedded = read_checkpoint(weights)["hyper_parameters"]["config"]
+    return resolve_paths(parse_config(apply_overrides(embedded, overrides), f"{weights} (embedded config)"))
+
+
+def format_bench_command(args: argparse.Namespace) -> list[FormatResult]:
+    """Run every asked format; print the tables; write bench.json and bench.md into --out."""
+    from multibox.inference.bench import machine_info
+    from multibox.inference.quantize import parse_fp32_layers
+
+    if args.weights is None or args.config is not None:
+        raise MultiboxError("bench --formats: give --weights CKPT (and --data CONFIG for another validation set)")
+    formats = parse_formats(args.formats)
+    try:
+        sizes = [int(part) for part in (args.batch_sizes or "1,8").split(",") if part.strip()]
+    except ValueError:
+        raise MultiboxError(
+            f"--batch-sizes: expected comma-separated integers such as 1,8, got {args.batch_sizes!r}"
+        ) from None
+    out = Path(args.out) if args.out is not None else args.weights.with_name(args.weights.stem + "_bench")
+    writable_dir(out, "bench output")
+    config = _config(args.weights, args.data, args.overrides)
+    device = "cpu" if args.device in ("auto", "cpu") else "cuda"
+    with tempfile.TemporaryDirectory(prefix=".multibox-bench-", dir=out) as folder:
+        results = bench_formats(
+            args.weights,
+            formats,
+            sizes,
+            Path(folder),
+            config,
+            device,
+            args.warmup,
+            args.repeat,
+            args.calib_images,
+            args.calib_count,
+            parse_fp32_layers(args.fp32_layers),
+            evaluate=not args.no_map,
+            progress=lambda name: print(f"benchmarking {name} ...", flush=True),
+        )
+    from multibox.engine.checkpoint import read_checkpoint
+
+    trained = read_checkpoint(args.weights)["hyper_parameters"]["config"]
+    size = "×".join(map(str, trained["data"]["input_size"]))
+    title = f"{trained['model']['name']} {size}, {torch.get_num_threads()} thread(s), {device} — {args.weights}"
+    _print(results, title)
+    record = {
+        "weights": str(args.weights),
+        "title": title,
+        "machine": machine_info(),
+        "warmup": args.warmup,
+        "repeat": args.repeat,
+        "results": [asdict(r) for r in results],
+    }
+    atomic_write(out / "bench.json", lambda f: f.write(json.dumps(record, indent=2).encode()))
+    atomic_write(out / "bench.md", lambda f: f.write(markdown(results, title).encode()))
+    print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    return results

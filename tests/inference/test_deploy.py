@@ -1,0 +1,181 @@
+"""Deployment artefacts: INT8 ONNX, OpenVINO IR, evaluating an exported model, and their bad inputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import onnx
+import pytest
+import torch
+
+from multibox.cli import main
+from multibox.engine.checkpoint import load_checkpoint
+from multibox.engine.evaluate import evaluate_checkpoint
+from multibox.inference.export import detection_agreement, export_checkpoint
+from multibox.inference.exported_eval import evaluate_exported
+from multibox.inference.runtime import ExportedModel
+
+CONFIG = """\
+data:
+  train: {images: data/images, annotations: data/annotations.json}
+  val: {images: data/images, annotations: data/annotations.json}
+  input_size: [64, 64]
+train:
+  progress: false
+"""
+
+
+@pytest.fixture(scope="module")
+def deploy(tmp_path_factory, tiny_checkpoint, shapes_dataset):
+    """The tiny checkpoint exported as FP32 ONNX, INT8 ONNX and FP32 OpenVINO, with a hand-written config
+    (relative paths) whose train and val sets are the five shape images."""
+    folder = tmp_path_factory.mktemp("deploy")
+    (folder / "data").symlink_to(shapes_dataset)
+    (folder / "config.yaml").write_text(CONFIG)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    images = shapes_dataset / "images"
+    files = {
+        "onnx": export_checkpoint(tiny_checkpoint, "onnx", folder / "fp32.onnx", dynamic_batch=True).path,
+        "int8": export_checkpoint(tiny_checkpoint, "onnx", folder / "int8.onnx", int8=True, calib_images=images).path,
+        "openvino": export_checkpoint(tiny_checkpoint, "openvino", folder / "fp32.xml").path,
+    }
+    torch.set_num_threads(threads)
+    return folder, files
+
+
+def _detections(model, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    sizes = torch.tensor([list(images.shape[-2:])] * len(images))
+    return model(images, sizes)
+
+
+def test_int8_finds_most_fp32_detections(deploy, shapes_dataset):
+    from multibox.inference.quantize import load_calibration
+
+    folder, files = deploy
+    images = torch.from_numpy(load_calibration(sorted((shapes_dataset / "images").iterdir()), 5, (64, 64), "t").images)
+    fp32, int8 = ExportedModel(files["onnx"]), ExportedModel(files["int8"])
+    assert int8.metadata.precision == "int8" and int8.metadata.class_names == fp32.metadata.class_names
+    agreement = detection_agreement(_detections(fp32.detect, images), _detections(int8.detect, images))
+    assert agreement.total >= 10
+    assert agreement.fraction >= 0.6, agreement.describe()
+    quantized = onnx.load(str(files["int8"]))
+    assert sum(node.op_type == "QuantizeLinear" for node in quantized.graph.node) > 10
+
+
+def test_exported_detections_and_eval_equal_the_checkpoint(deploy, tiny_checkpoint, shapes_dataset, monkeypatch):
+    folder, files = deploy
+    detector = load_checkpoint(tiny_checkpoint).detector.eval()
+    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    reference = _detections(lambda x, s: detector.detect(x.float() / 255.0, s), images)
+    for kind in ("onnx", "openvino"):
+        for ours, theirs in zip(_detections(ExportedModel(files[kind]).detect, images), reference):
+            assert torch.allclose(ours["boxes"], theirs["boxes"], atol=1e-3) and torch.equal(
+                ours["labels"], theirs["labels"]
+            )
+    config = folder / "config.yaml"
+    monkeypatch.chdir(folder)  # the config's relative paths, as a user runs it from its folder
+    expected = evaluate_checkpoint(tiny_checkpoint, config)
+    for kind in ("onnx", "openvino"):
+        metrics = evaluate_exported(files[kind], config)
+        assert abs(metrics["map"] - expected["map"]) <= 0.001 and abs(metrics["map_50"] - expected["map_50"]) <= 0.001
+
+
+def test_eval_of_an_onnx_file_from_the_console_script(deploy):
+    folder, files = deploy
+    done = subprocess.run(
+        [sys.executable, "-m", "multibox", "eval", "--weights", "fp32.onnx", "-c", "config.yaml", "--out", "m.json"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"map"' in (folder / "m.json").read_text()
+
+
+def _error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+def test_model_without_metadata_is_refused(deploy, capsys, monkeypatch):
+    folder, files = deploy
+    monkeypatch.chdir(folder)
+    model = onnx.load(str(files["onnx"]))
+    del model.metadata_props[:]
+    bare = folder / "bare.onnx"
+    onnx.save(model, str(bare))
+    assert "no multibox metadata" in _error(capsys, ["eval", "--weights", str(bare), "-c", str(folder / "config.yaml")])
+
+
+def test_unreadable_calibration_images(tmp_path, tiny_checkpoint, shapes_dataset, capsys):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (calib / name).write_bytes(b"not an image")
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [
+        "export",
+        "--weights",
+        str(tiny_checkpoint),
+        "--int8",
+        "--calib-images",
+        str(calib),
+        "--out",
+        str(out / "m.onnx"),
+    ]
+    assert "none of the 2 calibration image(s) could be read" in _error(capsys, args)
+    assert list(out.iterdir()) == []  # nothing half-written
+    good = next((shapes_dataset / "images").iterdir())
+    (calib / "good.png").write_bytes(good.read_bytes())
+    assert main(args) == 0
+    assert "skipped 2 unreadable image(s)" in capsys.readouterr().out
+    assert [p.name for p in out.iterdir()] == ["m.onnx"]
+
+
+def test_int8_for_torchscript_and_missing_openvino(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    out = tmp_path / "m.torchscript"
+    assert "--int8: not supported for --format torchscript" in _error(
+        capsys, ["export", "--weights", str(tiny_checkpoint), "--format", "torchscript", "--int8", "--out", str(out)]
+    )
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino → ImportError, as when not installed
+    assert "OpenVINO is not installed" in _error(
+        capsys, ["export", "--weights", str(tiny_checkpoint), "--format", "openvino", "--out", str(tmp_path / "m.xml")]
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_formats_lists_what_cannot_run(deploy, tiny_checkpoint, capsys, monkeypatch):
+    folder, _ = deploy
+    monkeypatch.chdir(folder)
+    out = folder / "bench"
+    assert (
+        main(
+            [
+                "bench",
+                "--weights",
+                str(tiny_checkpoint),
+                "--formats",
+                "onnx,onnx-cuda",
+                "--data",
+                str(folder / "config.yaml"),
+                "--batch-sizes",
+                "1",
+                "--repeat",
+                "1",
+                "--warmup",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    text = (out / "bench.md").read_text()
+    assert "| onnx |" in text and "onnx-cuda: needs --device cuda" in text
+    assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.md"]

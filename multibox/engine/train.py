@@ -11,7 +11,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from multibox.boxes.anchor_fit import auto_fit_anchors
@@ -23,6 +22,7 @@ from multibox.engine.evaluate import detect_and_evaluate, pick_device
 from multibox.engine.callbacks import training_callbacks
 from multibox.engine.module import DetectionModule, resolve_class_weights
 from multibox.engine.report import plot_training_curves, save_metrics_json, write_evaluation_report
+from multibox.engine.tracking import build_loggers, check_tracking, finish_tracking
 from multibox.errors import MultiboxError
 from multibox.outputs import writable_dir
 
@@ -89,7 +89,8 @@ def resolve_strategy(config: Config) -> str:
     return "ddp" if many or train.num_nodes > 1 else "auto"
 
 
-def build_trainer(config: Config, has_val: bool) -> L.Trainer:
+def build_trainer(config: Config, has_val: bool, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
+    """The Lightning trainer of a run; `extra_callbacks` come last (e.g. `multibox tune`'s pruning)."""
     out = Path(config.train.output_dir)
     return L.Trainer(
         max_epochs=config.train.epochs,
@@ -99,8 +100,8 @@ def build_trainer(config: Config, has_val: bool) -> L.Trainer:
         strategy=resolve_strategy(config),
         precision=_PRECISION[config.train.precision],
         plugins=[AtomicCheckpointIO()],
-        logger=[CSVLogger(out, name="", version=""), TensorBoardLogger(out, name="", version="tensorboard")],
-        callbacks=_callbacks(config, has_val),
+        logger=build_loggers(config) or False,  # train.loggers: tensorboard, csv, mlflow, wandb
+        callbacks=_callbacks(config, has_val) + list(extra_callbacks or []),
         gradient_clip_val=config.train.gradient_clip,
         log_every_n_steps=config.train.log_every_n_steps,
         check_val_every_n_epoch=config.eval.every_n_epochs,
@@ -151,7 +152,7 @@ def limit_cpu_threads(config: Config) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
-def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | None:
+def train(config: Config, resume: str | bool | None = None, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any] | None:
     """Train as configured; returns the final COCO metrics on the val set (None without one, and on DDP ranks > 0).
 
     Under DDP every process runs this function (Lightning's launcher re-runs the command; torchrun
@@ -160,6 +161,7 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
     """
     resume_path = find_resume_checkpoint(config, resume)
     writable_dir(config.train.output_dir, "training outputs")  # before the data is read, not after an epoch
+    check_tracking(config)  # a missing logger package or an unreachable MLflow server: now, not after an epoch
     limit_cpu_threads(config)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     data = DetectionDataModule(config)
@@ -174,7 +176,7 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
     if rank_zero_only.rank == 0:  # from RANK / LOCAL_RANK / SLURM_PROCID: every rank runs this function
         save_config(module.config, out / "config.yaml")
     started = time.perf_counter()
-    trainer = build_trainer(config, has_val)
+    trainer = build_trainer(config, has_val, extra_callbacks)
     history = read_metrics_csv(out / "metrics.csv") if resume_path else []  # CSVLogger deletes it on start
     trainer.fit(module, datamodule=data, ckpt_path=resume_path)
     elapsed = time.perf_counter() - started
@@ -184,9 +186,10 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
         prepend_metrics_history(out / "metrics.csv", history)
     if (out / "metrics.csv").is_file():
         plot_training_curves(out / "metrics.csv", out / "results.png")
-    if not has_val:
-        return None
     best = checkpoint_dir(config) / "best.ckpt"
+    if not has_val:
+        finish_tracking(trainer.loggers, out, None, checkpoint_dir(config) / "last.ckpt")
+        return None
     loaded = load_checkpoint(best if best.is_file() else checkpoint_dir(config) / "last.ckpt", config)
     metrics, detections = detect_and_evaluate(
         loaded.detector, data.val_dataloader(), module.val_ground_truth, data.category_ids, data.class_names,
@@ -195,4 +198,5 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
     metrics["train_seconds"] = round(elapsed, 1)
     save_metrics_json(metrics, out / "metrics.json")
     write_evaluation_report(out, metrics, detections, data.val_set)  # report.md + pictures
+    finish_tracking(trainer.loggers, out, metrics, best if best.is_file() else None)  # MLflow artifacts, W&B summary
     return metrics

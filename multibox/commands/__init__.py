@@ -1,0 +1,1 @@
+"""CLI commands: argument handling, printing and file output over the library."""

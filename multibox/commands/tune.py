@@ -78,7 +78,7 @@ def tune_command(
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own one line per trial, no tracebacks
     study = open_study(open_storage(url), study_name, space)
-    console = Console()
+    console = Console(soft_wrap=True)  # whole lines, also into a log file
     before = len(study.trials)
     console.print(
         f"study {study_name!r} in {mask_password(url)}: {before} trials so far; running {trials} more into {out}"

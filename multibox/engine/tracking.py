@@ -153,7 +153,7 @@ def _log_wandb_run(logger: Any, metrics: dict[str, Any] | None) -> dict[str, str
     run = logger.experiment
     if metrics:
         run.summary.update(final_metrics(metrics))
-    folder = str(Path(run.dir).parent)
+    folder = str(Path(run.dir).resolve().parent)  # run.dir is relative when train.output_dir is
     run.finish()
     return {"run_dir": folder, "run_id": run.id}
 

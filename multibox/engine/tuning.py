@@ -152,19 +152,25 @@ def _first_line(error: BaseException) -> str:
 
 def open_storage(url: str) -> Any:
     """An Optuna RDB storage with heartbeats (a killed worker's trial is marked failed, not left running)."""
+    import warnings
+
     from optuna.storages import RDBStorage
 
     sqlite = url.startswith("sqlite")
     engine_kwargs = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
     error: Exception | None = None
-    for attempt in range(3):  # two workers creating the tables of a new SQLite file at once: one retries
+    for attempt in range(5):
         try:
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ExperimentalWarning: heartbeat_interval
+                return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120)
         except Exception as caught:  # bad URL, missing driver, unreachable server, unwritable file
             error = caught
-            if not sqlite or "locked" not in str(caught):
+            # Workers that start together on a new SQLite file race to create its tables (a UNIQUE constraint
+            # or "locked" error for the loser); the tables exist on the next try.
+            if not sqlite or "unable to open" in str(caught):
                 break
-            time.sleep(1.0 + attempt)
+            time.sleep(0.5 + attempt)
     raise MultiboxError(f"--storage: cannot open {mask_password(url)} ({_first_line(error or RuntimeError())})")
 
 

@@ -345,7 +345,7 @@ def write_plots(study: Any, out: Path) -> dict[str, str]:
     from optuna.visualization import matplotlib as optuna_plots
 
     made: dict[str, str] = {}
-    plots = {
+    plots: dict[str, Callable[..., Any]] = {
         "optimization_history.png": optuna_plots.plot_optimization_history,
         "param_importances.png": optuna_plots.plot_param_importances,
     }

@@ -30,7 +30,9 @@ def _free_port() -> int:
 
 def _multibox(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     command = [str(Path(sys.executable).with_name("multibox")), *args]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +40,20 @@ def mlflow_server(tmp_path_factory):
     """`mlflow server` with a SQLite backend and a local artifact folder, on a free port; stopped afterwards."""
     root = tmp_path_factory.mktemp("mlflow")
     port = _free_port()
-    command = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
-               "--workers", "1"]
+    command = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{root}/mlflow.db",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--workers",
+        "1",
+    ]
     log = (root / "server.log").open("w")
     server = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"
@@ -74,11 +87,18 @@ def tracked_run(tmp_path_factory, mlflow_server):
         "  val: {images: data/val/images, annotations: data/val/annotations.json}\n"
         "  input_size: [64, 64]\n  batch_size: 3\n  num_workers: 0\n  augment: none\n"
         "model: {name: ssdlite320_mobilenet_v3_large, width_mult: 0.25}\n"
-        "train:\n  epochs: 1\n  accelerator: cpu\n  progress: false\n  output_dir: runs/tracked\n  log_every_n_steps: 1\n"
-        f"  loggers: [csv, mlflow, wandb]\n  mlflow: {{tracking_uri: '{mlflow_server}', experiment: tiny, register_model: tiny-ssd}}\n"
+        "train:\n  epochs: 1\n  accelerator: cpu\n  progress: false\n  output_dir: runs/tracked\n"
+        "  log_every_n_steps: 1\n  loggers: [csv, mlflow, wandb]\n"
+        f"  mlflow: {{tracking_uri: '{mlflow_server}', experiment: tiny, register_model: tiny-ssd}}\n"
     )
-    wandb_env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(root), "WANDB_CONFIG_DIR": str(root / "wandb-config"),
-                 "WANDB_CACHE_DIR": str(root / "wandb-cache"), "WANDB_DATA_DIR": str(root / "wandb-data")}
+    wandb_env = {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": str(root),
+        "WANDB_CONFIG_DIR": str(root / "wandb-config"),
+        "WANDB_CACHE_DIR": str(root / "wandb-cache"),
+        "WANDB_DATA_DIR": str(root / "wandb-data"),
+    }
     result = _multibox(["train", "-c", "config.yaml"], root, wandb_env)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "runs" / "tracked", result
@@ -99,8 +119,17 @@ def test_mlflow_run_holds_params_metrics_artifacts_and_the_registered_model(trac
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [0, 1]  # every step
     assert len(client.get_metric_history(run.info.run_id, "val/map")) == 1  # every epoch
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "metrics.json", "metrics.csv", "report.md", "report.html", "pr_curves.png",
-            "confusion_matrix.png", "gallery", "checkpoints"} <= artifacts
+    assert {
+        "config.yaml",
+        "metrics.json",
+        "metrics.csv",
+        "report.md",
+        "report.html",
+        "pr_curves.png",
+        "confusion_matrix.png",
+        "gallery",
+        "checkpoints",
+    } <= artifacts
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
     versions = client.search_model_versions("name='tiny-ssd'")
     assert len(versions) == 1 and versions[0].run_id == run.info.run_id
@@ -129,5 +158,7 @@ def test_unreachable_tracking_uri_is_one_line_before_any_work(tmp_path):
 
 
 def test_a_missing_logger_package_names_the_extra_to_install():
-    with pytest.raises(MultiboxError, match=r"^train.loggers: no_such_pkg needs .* pip install 'multibox\[no_such_pkg\]'$"):
+    with pytest.raises(
+        MultiboxError, match=r"^train.loggers: no_such_pkg needs .* pip install 'multibox\[no_such_pkg\]'$"
+    ):
         require_package("no_such_pkg", "train.loggers")

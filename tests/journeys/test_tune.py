@@ -22,10 +22,27 @@ SPACE = "optimizer.lr: {log: [1.0e-3, 1.0e-2]}\n"
 
 
 def _tune(cwd: Path, *args: str) -> subprocess.Popen:
-    command = [str(Path(sys.executable).with_name("multibox")), "tune", "-c", "config.yaml", "--space", "space.yaml",
-               "--out", "tune", "--study", "s", *args]
-    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        str(Path(sys.executable).with_name("multibox")),
+        "tune",
+        "-c",
+        "config.yaml",
+        "--space",
+        "space.yaml",
+        "--out",
+        "tune",
+        "--study",
+        "s",
+        *args,
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +108,9 @@ def test_a_restarted_tune_continues_the_study_and_crashing_trials_do_not_end_it(
     assert "4 trials so far" in out
     failed = [t for t in _trials(root) if t.number >= 4]
     assert [t.state.name for t in failed] == ["FAIL", "FAIL"]
-    assert all("missing.ckpt" in t.user_attrs["reason"] and t.user_attrs["reason"].startswith("failed: ") for t in failed)
+    assert all(
+        "missing.ckpt" in t.user_attrs["reason"] and t.user_attrs["reason"].startswith("failed: ") for t in failed
+    )
     assert "trial 5 fail (failed: MultiboxError: " in out and "Traceback" not in err
     assert "| 5 | fail |" in (root / "tune" / "tune_report.md").read_text()
 
@@ -102,17 +121,40 @@ def test_a_restarted_tune_continues_the_study_and_crashing_trials_do_not_end_it(
         ("optimizer.lrr: {log: [1.0e-4, 1.0e-2]}\n", [], "space.yaml: optimizer.lrr: unknown config key"),
         ("optimizer.lr: {log: [0.01, 0.001]}\n", [], "space.yaml: optimizer.lr: low 0.01 must be below high 0.001"),
         ("loss.neg_pos_ratio: {int: [4, 4]}\n", [], "space.yaml: loss.neg_pos_ratio: low 4 must be below high 4"),
-        (SPACE, ["--storage", "sqlite:////no/such/folder/study.db"],
-         "--storage: cannot open sqlite:////no/such/folder/study.db ((sqlite3.OperationalError) unable to open database file)"),
-        ("loss.neg_pos_ratio: {int: [2, 5]}\n", [], "--study s: exists with a different space (keys optimizer.lr); "
-                                                    "use the same space file or another --study"),
+        (
+            SPACE,
+            ["--storage", "sqlite:////no/such/folder/study.db"],
+            "--storage: cannot open sqlite:////no/such/folder/study.db "
+            "((sqlite3.OperationalError) unable to open database file)",
+        ),
+        (
+            "loss.neg_pos_ratio: {int: [2, 5]}\n",
+            [],
+            "--study s: exists with a different space (keys optimizer.lr); use the same space file or another --study",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(study_dir, capsys, monkeypatch, space, args, message):
     root, _ = study_dir
     (root / "bad_space.yaml").write_text(space)
     monkeypatch.chdir(root)
-    code = main(["tune", "-c", "config.yaml", "--space", "bad_space.yaml", "--out", "tune", "--study", "s",
-                 "--trials", "1", *args])
+    code = main(
+        [
+            "tune",
+            "-c",
+            "config.yaml",
+            "--space",
+            "bad_space.yaml",
+            "--out",
+            "tune",
+            "--study",
+            "s",
+            "--trials",
+            "1",
+            *args,
+        ]
+    )
     assert code == 2
-    assert capsys.readouterr().err.strip().splitlines() == [f"error: {message.replace('space.yaml', 'bad_space.yaml', 1)}"]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {message.replace('space.yaml', 'bad_space.yaml', 1)}"
+    ]

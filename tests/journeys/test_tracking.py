@@ -31,7 +31,7 @@ def _free_port() -> int:
 def _multibox(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     command = [str(Path(sys.executable).with_name("multibox")), *args]
     return subprocess.run(
-        command, cwd=cwd, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}
+        command, cwd=cwd, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})}
     )
 
 
@@ -57,7 +57,7 @@ def mlflow_server(tmp_path_factory):
     log = (root / "server.log").open("w")
     server = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 300  # a loaded 2-core box needs minutes
     while True:
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2):

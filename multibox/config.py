@@ -251,7 +251,7 @@ class TrainConfig(_Section):
     log_every_n_steps: int = Field(10, ge=1, description="Logging interval in optimizer steps.")
     progress: bool = Field(True, description="Show the progress bar.")
     loggers: list[Literal["tensorboard", "csv", "mlflow", "wandb"]] = Field(
-        default_factory=lambda: ["tensorboard", "csv"],
+        default_factory=lambda: ["csv", "tensorboard"],
         description="Where metrics go: tensorboard and csv (metrics.csv, results.png, `multibox runs ls --plot`) write into "
         "train.output_dir; mlflow and wandb need `pip install 'multibox[mlflow]'` / `'multibox[wandb]'`.",
     )

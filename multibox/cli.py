@@ -158,6 +158,22 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--model", help="model.name, e.g. ssdlite320_mobilenet_v3_large (default ssd300_vgg16)")
     init.add_argument("--format", default="coco", choices=["coco", "voc", "yolo", "txt", "openimages", "cognata"],
                       help="data.format, with example paths laid out as that format's tools do (default coco)")
+
+    runs = sub.add_parser("runs", help="compare runs on disk").add_subparsers(dest="runs_command", required=True)
+    runs_ls = runs.add_parser("ls", help="a table of the runs under DIR: key metrics and the config keys that differ")
+    runs_ls.add_argument("dir", type=Path, help="folder holding run folders (each with config.yaml, metrics.json)")
+    runs_ls.add_argument("--plot", nargs="?", const=True, default=None, type=Path, metavar="PNG",
+                         help="also overlay the runs' val mAP curves in one PNG (default DIR/runs_val_map.png)")
+
+    tune = sub.add_parser("tune", help="hyper-parameter search with Optuna; each trial is a run in DIR/trial_NNN")
+    tune.add_argument("-c", "--config", required=True, type=Path, help="YAML or JSON config")
+    tune.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the config, for every trial")
+    tune.add_argument("--trials", required=True, type=int, help="trials this process runs (other workers add theirs)")
+    tune.add_argument("--space", required=True, type=Path, help="YAML: config key -> {log|int|float: [low, high]} or {choice: [...]}")
+    tune.add_argument("--out", type=Path, help="folder of the trials, study.db and the report (default train.output_dir)")
+    tune.add_argument("--storage", help="Optuna RDB URL shared by workers, e.g. postgresql://user:pw@host/db (default sqlite:///OUT/study.db)")
+    tune.add_argument("--study", default="multibox", help="study name; the same name continues it (default multibox)")
+    tune.add_argument("--timeout", type=float, metavar="S", help="start no new trial after S seconds")
     return parser
 
 
@@ -193,6 +209,11 @@ def _run(args: argparse.Namespace) -> int:
             return 130
         if metrics is not None:
             print_metrics(metrics)
+        if metrics is not None and config.train.mlflow.register_model and "mlflow" in config.train.loggers:
+            from multibox.inference.register import register_onnx
+
+            version = register_onnx(Path(config.train.output_dir), config.train.mlflow.register_model)
+            print(f"registered best.ckpt as ONNX model {config.train.mlflow.register_model!r} version {version} in MLflow")
         print(f"outputs in {config.train.output_dir}" + ("" if metrics is None else f"; report: {Path(config.train.output_dir) / 'report.md'}"))
     elif args.command == "eval":
         from multibox.engine.evaluate import check_report_dir, default_report_dir, evaluate_checkpoint
@@ -281,6 +302,15 @@ def _run(args: argparse.Namespace) -> int:
         from multibox.commands.config import config_command
 
         config_command(args)
+    elif args.command == "runs" and args.runs_command == "ls":
+        from multibox.commands.runs import runs_ls_command
+
+        return runs_ls_command(args.dir, args.plot)
+    elif args.command == "tune":
+        from multibox.commands.tune import tune_command
+
+        return tune_command(args.config, args.overrides, args.trials, args.space, args.out, args.storage, args.study,
+                            args.timeout)
     elif args.command == "anchors" and args.anchors_command == "fit":
         from multibox.boxes.anchor_fit import fit_command
 

@@ -234,6 +234,29 @@ class SchedulerConfig(_Section):
     pct_start: float = Field(0.3, gt=0.0, lt=1.0, description="onecycle: fraction of the run spent rising to the base rate.")
 
 
+class MlflowConfig(_Section):
+    """Where and how a run is logged to MLflow (train.loggers must include mlflow)."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI (http://host:5000, sqlite:///mlflow.db, postgresql://...); when not set, "
+        "MLFLOW_TRACKING_URI, else MLflow 3's own default: sqlite:///mlflow.db in the working directory, artifacts in ./mlruns.",
+    )
+    experiment: str = Field("multibox", description="MLflow experiment the run is logged under (created when missing).")
+    run_name: str | None = Field(None, description="MLflow run name; the name of train.output_dir when not set.")
+    register_model: str | None = Field(
+        None, description="After training, export best.ckpt to ONNX (with NMS) and register it under this model name."
+    )
+
+
+class WandbConfig(_Section):
+    """Weights & Biases settings (train.loggers must include wandb); WANDB_MODE=offline keeps it off the network."""
+
+    project: str = Field("multibox", description="W&B project.")
+    entity: str | None = Field(None, description="W&B team or user; the account's default when not set.")
+    offline: bool = Field(False, description="Write the run under train.output_dir/wandb only (sync later with `wandb sync`).")
+
+
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1, description="Training epochs.")
     output_dir: Path = Field(Path("runs/exp"), description="Where config, checkpoints, logs and metrics go.")
@@ -265,6 +288,13 @@ class TrainConfig(_Section):
     gradient_clip: float | None = Field(None, gt=0.0, description="Clip the gradients' global norm to this value.")
     log_every_n_steps: int = Field(10, ge=1, description="Logging interval in optimizer steps.")
     progress: bool = Field(True, description="Show the progress bar.")
+    loggers: list[Literal["tensorboard", "csv", "mlflow", "wandb"]] = Field(
+        default_factory=lambda: ["csv", "tensorboard"],
+        description="Where metrics go: tensorboard and csv (metrics.csv, results.png, `multibox runs ls --plot`) write into "
+        "train.output_dir; mlflow and wandb need `pip install 'multibox[mlflow]'` / `'multibox[wandb]'`.",
+    )
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description="MLflow tracking (train.loggers: mlflow).")
+    wandb: WandbConfig = Field(default_factory=WandbConfig, description="Weights & Biases (train.loggers: wandb).")
 
 
 class EvalConfig(_Section):

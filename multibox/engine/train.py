@@ -12,7 +12,6 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from multibox.boxes.anchor_fit import auto_fit_anchors
@@ -27,6 +26,7 @@ from multibox.engine.evaluate import detect_and_evaluate, pick_device
 from multibox.engine.interrupt import InterruptCallback, run_interruptible
 from multibox.engine.module import DetectionModule, resolve_class_weights
 from multibox.engine.report import plot_training_curves, save_metrics_json, write_evaluation_report
+from multibox.engine.tracking import build_loggers, check_tracking, finish_tracking
 from multibox.errors import MultiboxError, TrainingInterrupted
 from multibox.outputs import writable_dir
 
@@ -141,6 +141,7 @@ def resolve_strategy(config: Config) -> str:
 
 
 def build_trainer(config: Config, has_val: bool, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
+    """The Lightning trainer of a run; `extra_callbacks` come last (e.g. `multibox tune`'s pruning)."""
     out = Path(config.train.output_dir)
     return L.Trainer(
         max_epochs=config.train.epochs,
@@ -150,7 +151,7 @@ def build_trainer(config: Config, has_val: bool, extra_callbacks: list[L.Callbac
         strategy=resolve_strategy(config),
         precision=_PRECISION[config.train.precision],
         plugins=[AtomicCheckpointIO()],
-        logger=[CSVLogger(out, name="", version=""), TensorBoardLogger(out, name="", version="tensorboard")],
+        logger=build_loggers(config) or False,  # train.loggers: tensorboard, csv, mlflow, wandb
         callbacks=[*_callbacks(config, has_val), *(extra_callbacks or []), *_progress_bar(config)],
         gradient_clip_val=config.train.gradient_clip,
         log_every_n_steps=config.train.log_every_n_steps,
@@ -223,7 +224,9 @@ def resolve_input_size(config: Config, train_set: DetectionSet, show: bool = Tru
     return config.model_copy(update={"data": data})
 
 
-def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | None:
+def train(
+    config: Config, resume: str | bool | None = None, extra_callbacks: list[L.Callback] | None = None
+) -> dict[str, Any] | None:
     """Train as configured; returns the final COCO metrics on the val set (None without one, and on DDP ranks > 0).
 
     Under DDP every process runs this function (Lightning's launcher re-runs the command; torchrun
@@ -232,6 +235,7 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
     """
     resume_path = find_resume_checkpoint(config, resume)
     writable_dir(config.train.output_dir, "training outputs")  # before the data is read, not after an epoch
+    check_tracking(config)  # a missing logger package or an unreachable MLflow server: now, not after an epoch
     limit_cpu_threads(config)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     data = DetectionDataModule(config)
@@ -252,7 +256,7 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
         save_config(module.config, out / "config.yaml")
     started = time.perf_counter()
     interrupt = InterruptCallback(checkpoint_dir(config) / "last.ckpt")  # Ctrl-C / SIGTERM: checkpoint, then stop
-    trainer = build_trainer(config, has_val, [interrupt])
+    trainer = build_trainer(config, has_val, [interrupt, *(extra_callbacks or [])])
     history = read_metrics_csv(out / "metrics.csv") if resume_path else []  # CSVLogger deletes it on start
     try:
         run_interruptible(interrupt, trainer, lambda: trainer.fit(module, datamodule=data, ckpt_path=resume_path))
@@ -267,10 +271,11 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
         prepend_metrics_history(out / "metrics.csv", history)
     if (out / "metrics.csv").is_file():
         plot_training_curves(out / "metrics.csv", out / "results.png")
+    best = checkpoint_dir(config) / "best.ckpt"
     if not has_val:
+        finish_tracking(trainer.loggers, out, None, checkpoint_dir(config) / "last.ckpt")
         return None
     assert data.val_set is not None and module.val_ground_truth is not None  # has_val
-    best = checkpoint_dir(config) / "best.ckpt"
     loaded = load_checkpoint(best if best.is_file() else checkpoint_dir(config) / "last.ckpt", config)
     metrics, detections = detect_and_evaluate(
         loaded.detector, data.val_dataloader(), module.val_ground_truth, data.category_ids, data.class_names,
@@ -280,4 +285,5 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
     metrics["train_seconds"] = round(elapsed, 1)
     save_metrics_json(metrics, out / "metrics.json")
     write_evaluation_report(out, metrics, detections, data.val_set)  # report.md + pictures
+    finish_tracking(trainer.loggers, out, metrics, best if best.is_file() else None)  # MLflow artifacts, W&B summary
     return metrics

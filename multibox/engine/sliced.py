@@ -55,9 +55,14 @@ def smallest_stride(detector: SSDDetector, input_size: tuple[int, int]) -> int:
     return max(1, min(int(input_size[0]) // max(finest[0], 1), int(input_size[1]) // max(finest[1], 1)))
 
 
-def check_slicing(slicing: Slicing, detector: SSDDetector, input_size: tuple[int, int]) -> Slicing:
+def check_tile_for(tile: tuple[int, int], detector: SSDDetector, input_size: tuple[int, int], key: str = "tile") -> None:
     """Refuse a tile the network cannot see anything in (smaller than its smallest stride)."""
-    check_tile(slicing.tile, smallest_stride(detector, input_size))
+    check_tile(tile, smallest_stride(detector, input_size), key)
+
+
+def check_slicing(slicing: Slicing, detector: SSDDetector, input_size: tuple[int, int]) -> Slicing:
+    """`slicing` once its tile is checked against the network (see :func:`check_tile_for`)."""
+    check_tile_for(slicing.tile, detector, input_size)
     return slicing
 
 

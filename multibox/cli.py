@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--min-size", type=float, default=0.06, help="smallest shape, fraction of the shorter side")
     synth.add_argument("--max-size", type=float, default=0.5, help="largest shape, fraction of the shorter side")
+    synth.add_argument("--max-objects", type=int, default=6, help="most shapes per image (default 6; e.g. 40 for large frames)")
     validate = data.add_parser("validate", help="check every image and annotation of a dataset (exit 1 on errors)")
     validate.add_argument("-c", "--config", type=Path, help="config whose data.train / data.val are checked")
     validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the config")
@@ -191,7 +192,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "data" and args.data_command == "synth":
         from multibox.data.synth import make_synthetic_dataset
 
-        make_synthetic_dataset(args.out_dir, args.images, args.size, args.seed, object_sizes=(args.min_size, args.max_size))
+        make_synthetic_dataset(args.out_dir, args.images, args.size, args.seed, object_sizes=(args.min_size, args.max_size),
+                               max_objects=args.max_objects)
         print(f"wrote {args.images} images and annotations.json to {args.out_dir}")
     elif args.command == "data" and args.data_command == "validate":
         from multibox.data.validate import validate_command

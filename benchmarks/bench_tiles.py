@@ -68,7 +68,7 @@ def train_arm(root: Path, arm: str, epochs: int, batch: int) -> dict:
             "load_after": round(os.getloadavg()[0], 2)}
 
 
-def evaluate(checkpoint: Path, val: Path, variant: str) -> dict:
+def evaluate(checkpoint: Path, val: Path, variant: str, frames: int = 0) -> dict:
     """One evaluation, in this process: COCO metrics, median latency per frame, peak RSS."""
     import torch
 
@@ -94,36 +94,44 @@ def evaluate(checkpoint: Path, val: Path, variant: str) -> dict:
                     "full_frame": variant.endswith("+full"), "batch_size": 32}
     detector = Detector(network.eval(), input_size, loaded.class_names, loaded.category_ids, **options)
     dataset = load_coco(val / "images", val / "annotations.json")
+    records = dataset.records[:frames] if frames else dataset.records
     results, times = [], []
-    for record in dataset.records:
+    for record in records:
         image = read_image(record.file, (record.height, record.width))
         start = time.perf_counter()
         found = detector.detect_rgb([image])[0]
         times.append(time.perf_counter() - start)
         results += found.to_coco(record.image_id)
-    metrics = coco_evaluate(dataset.to_coco_gt(), results, loaded.class_names)
+    gt, ids = dataset.to_coco_gt(), {int(r.image_id) for r in records}
+    gt = {**gt, "images": [i for i in gt["images"] if i["id"] in ids],
+          "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
+    metrics = coco_evaluate(gt, results, loaded.class_names)
     keys = ("map", "map_50", "map_small", "map_medium", "map_large")
-    return {"variant": variant, **{k: round(float(metrics[k]), 4) for k in keys if k in metrics},
+    epoch = int(torch.load(checkpoint, map_location="cpu", weights_only=False).get("epoch", -1)) + 1
+    return {"variant": variant, "epochs_trained": epoch, "frames": len(records), **{k: round(float(metrics[k]), 4) for k in keys if k in metrics},
             "latency_ms": round(1000 * statistics.median(times), 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "load": round(os.getloadavg()[0], 2),
             "all_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
 
 
-def run(root: Path, epochs: int, batch: int, skip_train: bool) -> None:
-    rows = []
+VARIANTS = ["down", "native", "sliced", "sliced-merge", "sliced-merge+full"]
+
+
+def run(root: Path, epochs: int, batch: int, skip_train: bool, checkpoints: dict[str, Path] | None = None,
+        frames: int = 0, variants: list[str] | None = None) -> None:
+    rows: list[dict] = []
     for arm in ("down", "tiled"):
         if not skip_train:
             rows.append(train_arm(root, arm, epochs, batch))
             print(json.dumps(rows[-1]), flush=True)
-    evals = [("down", "down"), ("tiled", "native"), ("tiled", "sliced"), ("tiled", "sliced-merge"),
-             ("tiled", "sliced+full"), ("tiled", "sliced-merge+full")]
-    for arm, variant in evals:
-        checkpoint = root / f"arm_{arm}" / "checkpoints" / "last.ckpt"
-        out = subprocess.run([sys.executable, __file__, "eval", str(checkpoint), str(root / "val"), variant],
+    for variant in variants or VARIANTS:
+        arm = "down" if variant == "down" else "tiled"
+        checkpoint = (checkpoints or {}).get(arm) or root / f"arm_{arm}" / "checkpoints" / "last.ckpt"
+        out = subprocess.run([sys.executable, __file__, "eval", str(checkpoint), str(root / "val"), variant, str(frames)],
                              check=True, capture_output=True, text=True)
         rows.append({"arm": arm, **json.loads(out.stdout.strip().splitlines()[-1])})
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "all_metrics"}), flush=True)
-    (root / "results.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    (root / f"results_{int(time.time())}.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
 
 
 def main() -> None:
@@ -134,15 +142,21 @@ def main() -> None:
     go.add_argument("--epochs", type=int, default=8)
     go.add_argument("--batch", type=int, default=8)
     go.add_argument("--skip-train", action="store_true")
+    go.add_argument("--down-ckpt", type=Path, help="evaluate this checkpoint of the down arm (default its last.ckpt)")
+    go.add_argument("--tiled-ckpt", type=Path, help="evaluate this checkpoint of the tiled arm (default its last.ckpt)")
+    go.add_argument("--frames", type=int, default=0, help="first N validation frames only (default all)")
+    go.add_argument("--variants", default=",".join(VARIANTS))
     one = sub.add_parser("eval")
     one.add_argument("checkpoint", type=Path)
     one.add_argument("val", type=Path)
     one.add_argument("variant")
+    one.add_argument("frames", type=int, nargs="?", default=0)
     args = parser.parse_args()
     if args.command == "run":
-        run(args.root, args.epochs, args.batch, args.skip_train)
+        run(args.root, args.epochs, args.batch, args.skip_train, {"down": args.down_ckpt, "tiled": args.tiled_ckpt},
+            args.frames, args.variants.split(","))
     else:
-        print(json.dumps(evaluate(args.checkpoint, args.val, args.variant)))
+        print(json.dumps(evaluate(args.checkpoint, args.val, args.variant, args.frames)))
 
 
 if __name__ == "__main__":

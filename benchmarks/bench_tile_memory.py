@@ -36,8 +36,10 @@ def one(kind: str, height: int, width: int, batch: int) -> dict:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    config = load_config(None, ["model.name=ssd_resnet50", f"data.input_size=[{height},{width}]",
-                                "anchors.sizes=[21,45,99,153,207,261,315]"])
+    config = load_config(
+        None,
+        ["model.name=ssd_resnet50", f"data.input_size=[{height},{width}]", "anchors.sizes=[21,45,99,153,207,261,315]"],
+    )
     module = DetectionModule(config.to_dict(), [f"c{i}" for i in range(9)], list(range(1, 10)))
     optimizer = torch.optim.SGD(module.parameters(), lr=1e-4, momentum=0.9)
     boxes = np.array([[1000, 1000, 1030, 1020], [1200, 1100, 1400, 1300]], np.float32)
@@ -59,9 +61,15 @@ def one(kind: str, height: int, width: int, batch: int) -> dict:
     losses["loss"].backward()
     optimizer.step()
     step_s = time.perf_counter() - start
-    return {"case": kind, "input": f"{height}x{width}", "batch": batch, "step_s": round(step_s, 2),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "default_boxes": int(module.detector.default_boxes.shape[0]), "load": round(os.getloadavg()[0], 2)}
+    return {
+        "case": kind,
+        "input": f"{height}x{width}",
+        "batch": batch,
+        "step_s": round(step_s, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "default_boxes": int(module.detector.default_boxes.shape[0]),
+        "load": round(os.getloadavg()[0], 2),
+    }
 
 
 def main() -> None:

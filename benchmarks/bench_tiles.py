@@ -19,6 +19,7 @@ its peak RSS; latency is the median wall time per frame at batch 1 frame.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -30,8 +31,14 @@ from pathlib import Path
 
 import yaml
 
-MODEL = {"name": "custom", "backbone": "mobilenet_v3_large", "width_mult": 0.5, "strides": [8, 16, 32],
-         "head": "ssdlite", "norm_momentum": 0.1}
+MODEL = {
+    "name": "custom",
+    "backbone": "mobilenet_v3_large",
+    "width_mult": 0.5,
+    "strides": [8, 16, 32],
+    "head": "ssdlite",
+    "norm_momentum": 0.1,
+}
 NATIVE_SIZES = [[12, 20], [30, 48], [80, 130, 200]]  # default boxes in frame pixels (objects 8-200 px)
 TILE = [256, 256]
 DOWN = [216, 384]  # 1080x1920 / 5
@@ -41,11 +48,19 @@ def arm_config(root: Path, arm: str, epochs: int, batch: int) -> dict:
     """The training config of one arm; both share model, optimizer, schedule, epochs and batch."""
     scale = 1.0 if arm == "tiled" else DOWN[0] / 1080
     config = {
-        "data": {"format": "coco", "train": {"images": str(root / "train/images"), "annotations": str(root / "train/annotations.json")},
-                 "input_size": TILE if arm == "tiled" else DOWN, "batch_size": batch, "num_workers": 1, "augment": "none"},
+        "data": {
+            "format": "coco",
+            "train": {"images": str(root / "train/images"), "annotations": str(root / "train/annotations.json")},
+            "input_size": TILE if arm == "tiled" else DOWN,
+            "batch_size": batch,
+            "num_workers": 1,
+            "augment": "none",
+        },
         "model": MODEL,
-        "anchors": {"box_sizes": [[round(s * scale, 2) for s in level] for level in NATIVE_SIZES],
-                    "aspect_ratios": [[2], [2], [2]]},
+        "anchors": {
+            "box_sizes": [[round(s * scale, 2) for s in level] for level in NATIVE_SIZES],
+            "aspect_ratios": [[2], [2], [2]],
+        },
         "optimizer": {"name": "adamw", "lr": 0.004, "weight_decay": 0.0001},
         "scheduler": {"name": "cosine", "warmup_steps": 30},
         "train": {"epochs": epochs, "output_dir": str(root / f"arm_{arm}"), "progress": False, "log_every_n_steps": 10},
@@ -64,8 +79,12 @@ def train_arm(root: Path, arm: str, epochs: int, batch: int) -> dict:
     load, start = os.getloadavg()[0], time.perf_counter()
     with open(out / "train.log", "w") as log:
         subprocess.run(["multibox", "train", "-c", str(path)], check=True, stdout=log, stderr=subprocess.STDOUT)
-    return {"arm": arm, "train_s": round(time.perf_counter() - start, 1), "load_before": round(load, 2),
-            "load_after": round(os.getloadavg()[0], 2)}
+    return {
+        "arm": arm,
+        "train_s": round(time.perf_counter() - start, 1),
+        "load_before": round(load, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+    }
 
 
 def evaluate(checkpoint: Path, val: Path, variant: str, frames: int = 0) -> dict:
@@ -90,8 +109,13 @@ def evaluate(checkpoint: Path, val: Path, variant: str, frames: int = 0) -> dict
         network.load_state_dict(loaded.detector.state_dict())
         input_size = (1080, 1920)
     elif variant.startswith("sliced"):
-        options |= {"tile": tuple(TILE), "overlap": 0.2, "merge": "merge" if "merge" in variant else "nms",
-                    "full_frame": variant.endswith("+full"), "batch_size": 32}
+        options |= {
+            "tile": tuple(TILE),
+            "overlap": 0.2,
+            "merge": "merge" if "merge" in variant else "nms",
+            "full_frame": variant.endswith("+full"),
+            "batch_size": 32,
+        }
     detector = Detector(network.eval(), input_size, loaded.class_names, loaded.category_ids, **options)
     dataset = load_coco(val / "images", val / "annotations.json")
     records = dataset.records[:frames] if frames else dataset.records
@@ -103,22 +127,119 @@ def evaluate(checkpoint: Path, val: Path, variant: str, frames: int = 0) -> dict
         times.append(time.perf_counter() - start)
         results += found.to_coco(record.image_id)
     gt, ids = dataset.to_coco_gt(), {int(r.image_id) for r in records}
-    gt = {**gt, "images": [i for i in gt["images"] if i["id"] in ids],
-          "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
+    gt = {
+        **gt,
+        "images": [i for i in gt["images"] if i["id"] in ids],
+        "annotations": [a for a in gt["annotations"] if a["image_id"] in ids],
+    }
     metrics = coco_evaluate(gt, results, loaded.class_names)
     keys = ("map", "map_50", "map_small", "map_medium", "map_large")
     epoch = int(torch.load(checkpoint, map_location="cpu", weights_only=False).get("epoch", -1)) + 1
-    return {"variant": variant, "epochs_trained": epoch, "frames": len(records), **{k: round(float(metrics[k]), 4) for k in keys if k in metrics},
-            "latency_ms": round(1000 * statistics.median(times), 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "load": round(os.getloadavg()[0], 2),
-            "all_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+    return {
+        "variant": variant,
+        "epochs_trained": epoch,
+        "frames": len(records),
+        **{k: round(float(metrics[k]), 4) for k in keys if k in metrics},
+        "latency_ms": round(1000 * statistics.median(times), 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "load": round(os.getloadavg()[0], 2),
+        "all_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+    }
+
+
+def evaluate_sliced_variants(checkpoint: Path, val: Path, frames: int = 0) -> list[dict]:
+    """All four sliced variants (nms / merge, with and without the full-frame pass) from ONE pass over the
+    tiles: the tiles' and the full frame's detections are computed once per frame and merged four ways.
+    Latency per variant = forward time x (its passes / all passes) + its own merge time."""
+    import torch
+
+    import multibox.engine.sliced as sliced
+    from multibox.data.coco import load_coco
+    from multibox.data.dataset import read_image
+    from multibox.engine.checkpoint import load_checkpoint
+    from multibox.engine.evaluation import coco_evaluate
+
+    torch.set_num_threads(1)
+    loaded = load_checkpoint(checkpoint)
+    network, input_size = loaded.detector.eval(), tuple(loaded.config.data.input_size)
+    network.settings = dataclasses.replace(network.settings, max_detections=100)  # as Detector(max_det=100)
+    dataset = load_coco(val / "images", val / "annotations.json")
+    records = dataset.records[:frames] if frames else dataset.records
+    captured: list = []
+    real_merge = sliced._merge_frame
+    sliced._merge_frame = lambda parts, frame, detector, slicing: captured.append((parts, frame)) or {}  # type: ignore
+    variants: dict[str, tuple[list, list]] = {
+        n: ([], []) for n in ("sliced", "sliced-merge", "sliced+full", "sliced-merge+full")
+    }
+    lookup = torch.tensor([0, *loaded.category_ids])
+    for record in records:
+        image = read_image(record.file, (record.height, record.width))
+        captured.clear()
+        start = time.perf_counter()
+        slicing = sliced.Slicing(tuple(TILE), 0.2, True, "nms")
+        sliced.detect_sliced(network, [sliced.frame_tensor(image, torch.device("cpu"))], input_size, slicing, 32)
+        forward = time.perf_counter() - start
+        parts, frame = captured[0]
+        tiles = max(tile_id for _, _, tile_id in parts)  # the full-frame pass has the last id
+        for name, (results, times) in variants.items():
+            full = name.endswith("+full")
+            chosen = parts if full else [p for p in parts if p[2] != tiles]
+            start = time.perf_counter()
+            merge = "merge" if "merge" in name else "nms"
+            found = real_merge(chosen, frame, network, sliced.Slicing(tuple(TILE), 0.2, full, merge))
+            times.append(forward * (tiles + full) / (tiles + 1) + time.perf_counter() - start)
+            keep = found["scores"] >= 0.01
+            rows = zip(
+                found["boxes"][keep].tolist(),
+                found["scores"][keep].tolist(),
+                lookup[found["labels"][keep]].tolist(),
+                strict=True,
+            )
+            results += [
+                {
+                    "image_id": int(record.image_id),
+                    "category_id": int(label),
+                    "score": float(score),
+                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                }
+                for box, score, label in rows
+            ]
+    gt, ids = dataset.to_coco_gt(), {int(r.image_id) for r in records}
+    gt = {
+        **gt,
+        "images": [i for i in gt["images"] if i["id"] in ids],
+        "annotations": [a for a in gt["annotations"] if a["image_id"] in ids],
+    }
+    epoch = int(torch.load(checkpoint, map_location="cpu", weights_only=False).get("epoch", -1)) + 1
+    out = []
+    for name, (results, times) in variants.items():
+        metrics = coco_evaluate(gt, results, loaded.class_names)
+        out.append(
+            {
+                "variant": name,
+                "epochs_trained": epoch,
+                "frames": len(records),
+                **{k: round(float(metrics[k]), 4) for k in ("map", "map_50", "map_small", "map_medium", "map_large")},
+                "latency_ms": round(1000 * statistics.median(times), 1),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "load": round(os.getloadavg()[0], 2),
+            }
+        )
+    return out
 
 
 VARIANTS = ["down", "native", "sliced", "sliced-merge", "sliced-merge+full"]
 
 
-def run(root: Path, epochs: int, batch: int, skip_train: bool, checkpoints: dict[str, Path] | None = None,
-        frames: int = 0, variants: list[str] | None = None) -> None:
+def run(
+    root: Path,
+    epochs: int,
+    batch: int,
+    skip_train: bool,
+    checkpoints: dict[str, Path] | None = None,
+    frames: int = 0,
+    variants: list[str] | None = None,
+) -> None:
     rows: list[dict] = []
     for arm in ("down", "tiled"):
         if not skip_train:
@@ -127,8 +248,12 @@ def run(root: Path, epochs: int, batch: int, skip_train: bool, checkpoints: dict
     for variant in variants or VARIANTS:
         arm = "down" if variant == "down" else "tiled"
         checkpoint = (checkpoints or {}).get(arm) or root / f"arm_{arm}" / "checkpoints" / "last.ckpt"
-        out = subprocess.run([sys.executable, __file__, "eval", str(checkpoint), str(root / "val"), variant, str(frames)],
-                             check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "eval", str(checkpoint), str(root / "val"), variant, str(frames)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         rows.append({"arm": arm, **json.loads(out.stdout.strip().splitlines()[-1])})
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "all_metrics"}), flush=True)
     (root / f"results_{int(time.time())}.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
@@ -151,10 +276,24 @@ def main() -> None:
     one.add_argument("val", type=Path)
     one.add_argument("variant")
     one.add_argument("frames", type=int, nargs="?", default=0)
+    all_sliced = sub.add_parser("sliced", help="the four sliced variants from one pass over the tiles")
+    all_sliced.add_argument("checkpoint", type=Path)
+    all_sliced.add_argument("val", type=Path)
+    all_sliced.add_argument("frames", type=int, nargs="?", default=0)
     args = parser.parse_args()
     if args.command == "run":
-        run(args.root, args.epochs, args.batch, args.skip_train, {"down": args.down_ckpt, "tiled": args.tiled_ckpt},
-            args.frames, args.variants.split(","))
+        run(
+            args.root,
+            args.epochs,
+            args.batch,
+            args.skip_train,
+            {"down": args.down_ckpt, "tiled": args.tiled_ckpt},
+            args.frames,
+            args.variants.split(","),
+        )
+    elif args.command == "sliced":
+        for row in evaluate_sliced_variants(args.checkpoint, args.val, args.frames):
+            print(json.dumps(row), flush=True)
     else:
         print(json.dumps(evaluate(args.checkpoint, args.val, args.variant, args.frames)))
 

@@ -25,10 +25,12 @@ def _size(text: str) -> tuple[int, int]:
 
 def _add_tile_options(parser: argparse.ArgumentParser) -> None:
     """Sliced inference for large frames (see multibox.engine.sliced)."""
-    parser.add_argument("--tile", type=_size, metavar="HxW", help="slice each frame into HxW tiles (native pixels), run them "
-                        "as batches and merge their detections (small objects in large frames)")
-    parser.add_argument("--overlap", type=float, default=0.2, help="tile overlap, fraction of the tile in [0, 1) (default 0.2)")
-    parser.add_argument("--full-frame", action="store_true", help="with --tile: also run the whole frame downscaled (large objects)")
+    parser.add_argument("--tile", type=_size, metavar="HxW", help="slice each frame into HxW tiles (native pixels), "
+                        "run them as batches and merge their detections (small objects in large frames)")
+    parser.add_argument("--overlap", type=float, default=0.2,
+                        help="tile overlap, fraction of the tile in [0, 1) (default 0.2)")
+    parser.add_argument("--full-frame", action="store_true",
+                        help="with --tile: also run the whole frame downscaled (large objects)")
     parser.add_argument("--merge", choices=["nms", "merge"], default=None,
                         help="with --tile: class-wise NMS, or join boxes cut by a tile edge first (default nms)")
 
@@ -88,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--min-size", type=float, default=0.06, help="smallest shape, fraction of the shorter side")
     synth.add_argument("--max-size", type=float, default=0.5, help="largest shape, fraction of the shorter side")
-    synth.add_argument("--max-objects", type=int, default=6, help="most shapes per image (default 6; e.g. 40 for large frames)")
+    synth.add_argument("--max-objects", type=int, default=6,
+                       help="most shapes per image (default 6; e.g. 40 for large frames)")
     validate = data.add_parser("validate", help="check every image and annotation of a dataset (exit 1 on errors)")
     validate.add_argument("-c", "--config", type=Path, help="config whose data.train / data.val are checked")
     validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the config")
@@ -192,8 +195,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "data" and args.data_command == "synth":
         from multibox.data.synth import make_synthetic_dataset
 
-        make_synthetic_dataset(args.out_dir, args.images, args.size, args.seed, object_sizes=(args.min_size, args.max_size),
-                               max_objects=args.max_objects)
+        make_synthetic_dataset(args.out_dir, args.images, args.size, args.seed,
+                               object_sizes=(args.min_size, args.max_size), max_objects=args.max_objects)
         print(f"wrote {args.images} images and annotations.json to {args.out_dir}")
     elif args.command == "data" and args.data_command == "validate":
         from multibox.data.validate import validate_command

@@ -47,14 +47,20 @@ class CognataConfig(_Section):
 class TilesConfig(_Section):
     """Tiled training for small objects in large frames (see multibox.data.tiles)."""
 
-    size: tuple[int, int] = Field(description="Crop [H, W] in frame pixels (after scale); data.input_size keeps objects at native scale.")
-    overlap: float = Field(0.2, ge=0.0, lt=1.0, description="Overlap of the tile grid the uniform sampler draws from (as sliced inference uses).")
+    size: tuple[int, int] = Field(
+        description="Crop [H, W] in frame pixels (after scale); equal to data.input_size, objects keep their native scale."
+    )
+    overlap: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Overlap of the tile grid the uniform sampler draws from (as sliced inference)."
+    )
     sampler: Literal["objects", "uniform"] = Field(
-        "objects", description="objects: centre the crop near a random object (with probability object_prob); uniform: a random grid tile."
+        "objects",
+        description="objects: centre the crop near a random object (with probability object_prob); uniform: a grid tile.",
     )
     object_prob: float = Field(0.7, ge=0.0, le=1.0, description="objects sampler: chance of a crop centred near an object.")
     keep_min_visible: float = Field(
-        0.5, ge=0.0, le=1.0, description="A box cut by the crop keeping less of its area is dropped, and its visible part ignored by the loss."
+        0.5, ge=0.0, le=1.0,
+        description="A box cut by the crop keeping less of its area is dropped, and its visible part ignored by the loss.",
     )
     scale: float = Field(1.0, gt=0.0, description="Resize each frame by this factor before cropping (1: native resolution).")
 
@@ -88,7 +94,8 @@ class DataConfig(_Section):
         "([{name: HorizontalFlip, p: 0.5}, ...]; also ZoomOut, IoUCrop, PhotometricDistort); the resize to input_size is added.",
     )
     tiles: TilesConfig | None = Field(
-        None, description="Train on crops of each frame ({size: [H, W], overlap, sampler, keep_min_visible}); none: whole frames."
+        None,
+        description="Train on crops of each frame ({size: [H, W], overlap, sampler, keep_min_visible}); none: whole frames.",
     )
     decode: Literal["cpu", "gpu"] = Field(
         "cpu",

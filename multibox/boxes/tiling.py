@@ -95,7 +95,9 @@ def _components(adjacency: Tensor) -> Tensor:
     return label
 
 
-def join_cut_halves(boxes: Tensor, scores: Tensor, labels: Tensor, cut: Tensor, tile_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def join_cut_halves(
+    boxes: Tensor, scores: Tensor, labels: Tensor, cut: Tensor, tile_ids: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Union the boxes of one object cut by tile edges; returns boxes, scores, labels and whether still cut.
 
     Two boxes join when they share a class, come from different tiles, overlap (or touch), one is
@@ -104,7 +106,9 @@ def join_cut_halves(boxes: Tensor, scores: Tensor, labels: Tensor, cut: Tensor, 
     if len(candidates) < 2:
         return boxes, scores, labels, cut.any(dim=1)
     b, c, lab, tid = boxes[candidates], cut[candidates], labels[candidates], tile_ids[candidates]
-    touching = (torch.minimum(b[:, None, 2:], b[None, :, 2:]) - torch.maximum(b[:, None, :2], b[None, :, :2]) >= -1.0).all(-1)
+    touching = (
+        torch.minimum(b[:, None, 2:], b[None, :, 2:]) - torch.maximum(b[:, None, :2], b[None, :, :2]) >= -1.0
+    ).all(-1)
     # i's right edge is cut and j lies to its right (j's left edge left of i's right edge), and so on per side.
     faces_x = (c[:, None, 2] & (b[None, :, 2] > b[:, None, 2])) | (c[:, None, 0] & (b[None, :, 0] < b[:, None, 0]))
     faces_y = (c[:, None, 3] & (b[None, :, 3] > b[:, None, 3])) | (c[:, None, 1] & (b[None, :, 1] < b[:, None, 1]))
@@ -116,8 +120,12 @@ def join_cut_halves(boxes: Tensor, scores: Tensor, labels: Tensor, cut: Tensor, 
     if torch.equal(group, torch.arange(len(candidates), device=group.device)):
         return boxes, scores, labels, cut.any(dim=1)
     union = b.clone()
-    union[:, :2] = torch.full_like(b[:, :2], float("inf")).scatter_reduce(0, group[:, None].expand(-1, 2), b[:, :2], "amin")[group]
-    union[:, 2:] = torch.full_like(b[:, 2:], -float("inf")).scatter_reduce(0, group[:, None].expand(-1, 2), b[:, 2:], "amax")[group]
+    union[:, :2] = torch.full_like(b[:, :2], float("inf")).scatter_reduce(
+        0, group[:, None].expand(-1, 2), b[:, :2], "amin"
+    )[group]
+    union[:, 2:] = torch.full_like(b[:, 2:], -float("inf")).scatter_reduce(
+        0, group[:, None].expand(-1, 2), b[:, 2:], "amax"
+    )[group]
     best = torch.zeros_like(scores[candidates]).scatter_reduce(0, group, scores[candidates], "amax")[group]
     leader = group == torch.arange(len(candidates), device=group.device)
     single = torch.bincount(group, minlength=len(candidates))[group] == 1
@@ -137,7 +145,11 @@ def drop_fragments(boxes: Tensor, labels: Tensor, cut: Tensor) -> Tensor:
     if not len(parts) or not len(wholes):
         return keep
     p, w = boxes[parts], boxes[wholes]
-    inter = (torch.minimum(p[:, None, 2:], w[None, :, 2:]) - torch.maximum(p[:, None, :2], w[None, :, :2])).clamp(min=0).prod(-1)
+    inter = (
+        (torch.minimum(p[:, None, 2:], w[None, :, 2:]) - torch.maximum(p[:, None, :2], w[None, :, :2]))
+        .clamp(min=0)
+        .prod(-1)
+    )
     area = ((p[:, 2:] - p[:, :2]).prod(-1)).clamp(min=1e-6)
     inside = (inter / area[:, None] >= INSIDE) & (labels[parts][:, None] == labels[wholes][None])
     keep[parts[inside.any(dim=1)]] = False

@@ -28,8 +28,9 @@ from multibox.boxes.tiling import starts
 _WARNED: set[tuple[int, int, int, int]] = set()
 
 
-def crop_targets(boxes: np.ndarray, labels: np.ndarray, window: tuple[int, int, int, int],
-                 keep_min_visible: float) -> tuple[np.ndarray, np.ndarray]:
+def crop_targets(
+    boxes: np.ndarray, labels: np.ndarray, window: tuple[int, int, int, int], keep_min_visible: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (xyxy, frame pixels) and labels of a crop `window` (x0, y0, x1, y1), in crop pixels.
 
     Boxes outside are dropped; those cut keep their visible part; a box with less than
@@ -37,7 +38,9 @@ def crop_targets(boxes: np.ndarray, labels: np.ndarray, window: tuple[int, int, 
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     labels = np.asarray(labels, np.int64).reshape(-1)
     x0, y0, x1, y1 = window
-    clipped = np.stack([boxes[:, 0].clip(x0, x1), boxes[:, 1].clip(y0, y1), boxes[:, 2].clip(x0, x1), boxes[:, 3].clip(y0, y1)], 1)
+    clipped = np.stack(
+        [boxes[:, 0].clip(x0, x1), boxes[:, 1].clip(y0, y1), boxes[:, 2].clip(x0, x1), boxes[:, 3].clip(y0, y1)], 1
+    )
     area = lambda b: (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)  # noqa: E731
     visible = area(clipped) / np.maximum(area(boxes), 1e-6)
     inside = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
@@ -68,7 +71,9 @@ class TileCrop:
     def reseed(self, seed: int | None) -> None:
         self.inner.reseed(seed)
 
-    def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(
+        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         if self.scale != 1.0:
             height, width = image.shape[:2]
@@ -86,8 +91,12 @@ class TileCrop:
         tile_h, tile_w = min(self.size[0], height), min(self.size[1], width)
         if (tile_h, tile_w) != self.size and (*self.size, height, width) not in _WARNED:
             _WARNED.add((*self.size, height, width))
-            warnings.warn(f"data.tiles.size: {self.size[0]}x{self.size[1]} is larger than a {height}x{width} frame; "
-                          "the frame itself is used along that side", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"data.tiles.size: {self.size[0]}x{self.size[1]} is larger than a {height}x{width} frame; "
+                "the frame itself is used along that side",
+                UserWarning,
+                stacklevel=2,
+            )
         rng = self.compose.random_generator
         if self.sampler == "objects" and len(boxes) and rng.random() < self.object_prob:
             box = boxes[int(rng.integers(len(boxes)))]

@@ -126,8 +126,8 @@ def evaluate_checkpoint(
         from multibox.engine.sliced import evaluate_sliced
 
         metrics, detections = evaluate_sliced(
-            loaded.detector, data.val_set, loaded.category_ids, loaded.class_names, tuple(loaded.config.data.input_size),
-            slicing, pick_device(config.train.accelerator), config.data.batch_size)
+            loaded.detector, data.val_set, loaded.category_ids, loaded.class_names,
+            tuple(loaded.config.data.input_size), slicing, pick_device(config.train.accelerator), config.data.batch_size)
     else:
         metrics, detections = detect_and_evaluate(
             loaded.detector, data.val_dataloader(), data.val_set.to_coco_gt(), loaded.category_ids, loaded.class_names,

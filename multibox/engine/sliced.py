@@ -55,7 +55,9 @@ def smallest_stride(detector: SSDDetector, input_size: tuple[int, int]) -> int:
     return max(1, min(int(input_size[0]) // max(finest[0], 1), int(input_size[1]) // max(finest[1], 1)))
 
 
-def check_tile_for(tile: tuple[int, int], detector: SSDDetector, input_size: tuple[int, int], key: str = "tile") -> None:
+def check_tile_for(
+    tile: tuple[int, int], detector: SSDDetector, input_size: tuple[int, int], key: str = "tile"
+) -> None:
     """Refuse a tile the network cannot see anything in (smaller than its smallest stride)."""
     check_tile(tile, smallest_stride(detector, input_size), key)
 
@@ -70,8 +72,12 @@ def _warn_large(tile: tuple[int, int], frame: tuple[int, int]) -> None:
     key = (*tile, *frame)
     if (tile[0] > frame[0] or tile[1] > frame[1]) and key not in _WARNED_LARGE:
         _WARNED_LARGE.add(key)
-        warnings.warn(f"tile: {tile[0]}x{tile[1]} is larger than a {frame[0]}x{frame[1]} frame; "
-                      "the frame itself is used along that side", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"tile: {tile[0]}x{tile[1]} is larger than a {frame[0]}x{frame[1]} frame; "
+            "the frame itself is used along that side",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _to_input(crops: list[Tensor], input_size: tuple[int, int]) -> Tensor:
@@ -111,13 +117,19 @@ def detect_sliced(
         batch = _to_input(crops, input_size).to(dtype)
         sizes = torch.tensor([[int(w[3] - w[1]), int(w[2] - w[0])] for _, w, _ in chunk], device=batch.device)
         box_regression, cls_logits = detector(batch)
-        for (index, window, tile_id), result in zip(chunk, detector.postprocess(box_regression.float(), cls_logits.float(), sizes)):
+        for (index, window, tile_id), result in zip(
+            chunk, detector.postprocess(box_regression.float(), cls_logits.float(), sizes), strict=True
+        ):
             found[index].append((result, window, tile_id))
-    return [_merge_frame(parts, tuple(frame.shape[-2:]), detector, slicing) for parts, frame in zip(found, frames)]
+    return [
+        _merge_frame(parts, tuple(frame.shape[-2:]), detector, slicing)
+        for parts, frame in zip(found, frames, strict=True)
+    ]
 
 
-def _merge_frame(parts: list[tuple[dict[str, Tensor], Tensor, int]], frame: tuple[int, int], detector: SSDDetector,
-                 slicing: Slicing) -> dict[str, Tensor]:
+def _merge_frame(
+    parts: list[tuple[dict[str, Tensor], Tensor, int]], frame: tuple[int, int], detector: SSDDetector, slicing: Slicing
+) -> dict[str, Tensor]:
     """Shift each tile's boxes into the frame and merge them."""
     device = detector.default_boxes.device
     boxes, scores, labels, windows, tile_ids = [], [], [], [], []
@@ -133,8 +145,17 @@ def _merge_frame(parts: list[tuple[dict[str, Tensor], Tensor, int]], frame: tupl
         empty = torch.zeros((0, 4), device=device)
         return {"boxes": empty, "scores": empty[:, 0], "labels": torch.zeros(0, dtype=torch.int64, device=device)}
     settings = detector.settings
-    return merge_detections(torch.cat(boxes), torch.cat(scores), torch.cat(labels), torch.cat(windows), torch.cat(tile_ids),
-                            (int(frame[0]), int(frame[1])), settings.nms_threshold, settings.max_detections, slicing.merge)
+    return merge_detections(
+        torch.cat(boxes),
+        torch.cat(scores),
+        torch.cat(labels),
+        torch.cat(windows),
+        torch.cat(tile_ids),
+        (int(frame[0]), int(frame[1])),
+        settings.nms_threshold,
+        settings.max_detections,
+        slicing.merge,
+    )
 
 
 def frame_tensor(image: np.ndarray, device: torch.device) -> Tensor:
@@ -160,10 +181,13 @@ def evaluate_sliced(
     lookup = torch.tensor([0, *category_ids], dtype=torch.long, device=device)
     accumulator = DetectionAccumulator()
     records = list(dataset.records)
-    frames_per_call = max(1, batch_size // max(1, len(tile_grid(records[0].height, records[0].width, slicing.tile,
-                                                                    slicing.overlap)))) if records else 1
+    frames_per_call = (
+        max(1, batch_size // max(1, len(tile_grid(records[0].height, records[0].width, slicing.tile, slicing.overlap))))
+        if records
+        else 1
+    )
     chunks = [records[i : i + frames_per_call] for i in range(0, len(records), frames_per_call)]
-    for chunk in (progress(chunks) if callable(progress) else chunks):
+    for chunk in progress(chunks) if callable(progress) else chunks:
         frames, ids = [], []
         for record in chunk:
             try:
@@ -174,7 +198,9 @@ def evaluate_sliced(
         if not frames:
             continue
         found = detect_sliced(detector, frames, input_size, slicing, batch_size)
-        accumulator.add(ids, [d["boxes"] for d in found], [d["scores"] for d in found], [lookup[d["labels"]] for d in found])
+        accumulator.add(
+            ids, [d["boxes"] for d in found], [d["scores"] for d in found], [lookup[d["labels"]] for d in found]
+        )
     ground_truth = accumulator.evaluated_ground_truth(dataset.to_coco_gt())
     if not ground_truth["images"]:
         raise MultiboxError("evaluation: no image of the evaluation set could be read")

@@ -7,7 +7,9 @@ from multibox.boxes.tiling import check_overlap, merge_detections, starts, tile_
 from multibox.errors import MultiboxError
 
 
-@pytest.mark.parametrize("length,tile,overlap", [(1920, 640, 0.2), (1080, 640, 0.2), (100, 64, 0.0), (64, 64, 0.5), (50, 64, 0.2)])
+@pytest.mark.parametrize(
+    "length,tile,overlap", [(1920, 640, 0.2), (1080, 640, 0.2), (100, 64, 0.0), (64, 64, 0.5), (50, 64, 0.2)]
+)
 def test_grid_covers_every_pixel_with_at_least_the_overlap(length, tile, overlap):
     origins = starts(length, tile, overlap)
     size = min(tile, length)
@@ -15,7 +17,7 @@ def test_grid_covers_every_pixel_with_at_least_the_overlap(length, tile, overlap
     for origin in origins:
         covered[origin : origin + size] = True
     assert covered.all() and origins[-1] + size == length and origins[0] == 0
-    assert all(b - a <= size * (1 - overlap) + 1 for a, b in zip(origins, origins[1:]))
+    assert all(b - a <= size * (1 - overlap) + 1 for a, b in zip(origins[:-1], origins[1:], strict=True))
 
 
 def test_grid_clamps_a_tile_larger_than_the_frame():
@@ -56,7 +58,14 @@ def test_merge_keeps_halves_of_different_classes_and_the_frame_edge_is_not_a_cut
 
 def test_nms_removes_duplicates_from_overlapping_tiles_and_caps():
     boxes = torch.tensor([[50.0, 10, 60, 20], [50.5, 10, 60, 20], [5, 5, 9, 9]])
-    merged = merge_detections(boxes, torch.tensor([0.6, 0.9, 0.5]), torch.tensor([1, 1, 2]),
-                              torch.tensor([[0, 0, 64, 64], [40, 0, 104, 64], [0, 0, 64, 64]]), torch.tensor([0, 1, 0]),
-                              (64, 104), 0.45, 1)
+    merged = merge_detections(
+        boxes,
+        torch.tensor([0.6, 0.9, 0.5]),
+        torch.tensor([1, 1, 2]),
+        torch.tensor([[0, 0, 64, 64], [40, 0, 104, 64], [0, 0, 64, 64]]),
+        torch.tensor([0, 1, 0]),
+        (64, 104),
+        0.45,
+        1,
+    )
     assert merged["boxes"].tolist() == [[50.5, 10, 60, 20]]

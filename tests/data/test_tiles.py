@@ -55,4 +55,6 @@ def test_ignore_regions_are_neither_positives_nor_negatives(loss):
     as_background = loss(torch.zeros(1, 3, 4), logits, defaults, gt, torch.tensor([[1, 0]]))
     assert ignored["num_positives"] == 1 and ignored["loss_cls"] < as_background["loss_cls"]
     logits[0, 1, 2] = -5.0
-    assert torch.isclose(loss(torch.zeros(1, 3, 4), logits, defaults, gt, torch.tensor([[1, -2]]))["loss_cls"], ignored["loss_cls"])
+    assert torch.isclose(
+        loss(torch.zeros(1, 3, 4), logits, defaults, gt, torch.tensor([[1, -2]]))["loss_cls"], ignored["loss_cls"]
+    )

@@ -39,7 +39,7 @@ def multibox_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     script = Path(sys.executable).with_name("multibox")
     command = [str(script)] if script.is_file() else [shutil.which("multibox") or "multibox"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,7 @@ def test_sliced_eval_and_predict_through_the_cli(trained: Path):
         "0.25",
         "--out",
         "m.json",
-        "data.val.images=data/images",
-        "data.val.annotations=data/annotations.json",
+        "data.val={images: data/images, annotations: data/annotations.json}",
     )
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((trained / "m.json").read_text())

@@ -19,7 +19,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import batched_nms
 
 from multibox.errors import MultiboxError
 
@@ -38,7 +38,7 @@ def check_overlap(overlap: float, key: str = "overlap") -> float:
 
 
 def check_tile(tile: tuple[int, int], min_side: int, key: str = "tile") -> tuple[int, int]:
-    """A tile must span at least the model's coarsest stride... at least its finest one, so a feature map exists."""
+    """A tile must span at least the model's smallest stride: one cell of its finest feature map."""
     height, width = int(tile[0]), int(tile[1])
     if min(height, width) < min_side:
         raise MultiboxError(f"{key}: {height}x{width} is smaller than the model's smallest stride ({min_side} px)")
@@ -180,8 +180,3 @@ def merge_detections(
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
     keep = batched_nms(boxes, scores, labels, iou_threshold)[:max_detections]  # sorted by score
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
-
-
-def pairwise_iou(a: Tensor, b: Tensor) -> Tensor:
-    """torchvision's box_iou, re-exported for the tests and benchmarks of this module."""
-    return box_iou(a, b)

@@ -27,6 +27,29 @@ def _size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def _add_tile_options(parser: argparse.ArgumentParser) -> None:
+    """Sliced inference for large frames (see multibox.engine.sliced)."""
+    parser.add_argument("--tile", type=_size, metavar="HxW", help="slice each frame into HxW tiles (native pixels), "
+                        "run them as batches and merge their detections (small objects in large frames)")
+    parser.add_argument("--overlap", type=float, default=0.2,
+                        help="tile overlap, fraction of the tile in [0, 1) (default 0.2)")
+    parser.add_argument("--full-frame", action="store_true",
+                        help="with --tile: also run the whole frame downscaled (large objects)")
+    parser.add_argument("--merge", choices=["nms", "merge"], default=None,
+                        help="with --tile: class-wise NMS, or join boxes cut by a tile edge first (default nms)")
+
+
+def _slicing(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The Slicing of --tile/--overlap/--full-frame/--merge, or None without --tile."""
+    if args.tile is None:
+        if args.full_frame or args.merge is not None or args.overlap != 0.2:
+            raise MultiboxError("--overlap/--full-frame/--merge: need --tile HxW")
+        return None
+    from multibox.engine.sliced import DEFAULT_MERGE, Slicing
+
+    return Slicing(args.tile, args.overlap, args.full_frame, args.merge or DEFAULT_MERGE)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="multibox", description="Train, evaluate and run SSD object detectors.")
     parser.add_argument("--version", action="version", version=f"multibox {_version()}")
@@ -48,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
                                "(default: <run>/eval, or eval-2, ... when that holds a report)")
     evaluate.add_argument("--plot-conf", type=float, default=0.3, metavar="SCORE",
                           help="score threshold of the confusion matrix and gallery (default 0.3; metrics use every detection)")
+    _add_tile_options(evaluate)
 
     predict = sub.add_parser("predict", help="detect objects in an image, a folder of images or a video")
     predict.add_argument("--weights", required=True, type=Path, help="checkpoint (.ckpt)")
@@ -61,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=8, help="images or frames per forward pass (default 8)")
     predict.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
     predict.add_argument("--half", action="store_true", help="fp16 inference (CUDA only)")
+    _add_tile_options(predict)
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="write a synthetic COCO dataset of coloured shapes")
@@ -70,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--min-size", type=float, default=0.06, help="smallest shape, fraction of the shorter side")
     synth.add_argument("--max-size", type=float, default=0.5, help="largest shape, fraction of the shorter side")
+    synth.add_argument("--max-objects", type=int, default=6,
+                       help="most shapes per image (default 6; e.g. 40 for large frames)")
     validate = data.add_parser("validate", help="check every image and annotation of a dataset (exit 1 on errors)")
     validate.add_argument("-c", "--config", type=Path, help="config whose data.train / data.val are checked")
     validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the config")
@@ -222,11 +249,14 @@ def _run(args: argparse.Namespace) -> int:
 
         report_dir = None if args.plots is None else check_report_dir(default_report_dir(args.weights) if args.plots is True else args.plots)
         if args.weights.suffix.lower() in (".onnx", ".xml"):  # an exported model, read through its metadata
+            if args.tile is not None:
+                raise MultiboxError("--tile: sliced evaluation takes a checkpoint (.ckpt), not an exported model")
             from multibox.inference.exported_eval import evaluate_exported
 
             metrics = evaluate_exported(args.weights, args.config, args.overrides, report_dir, args.plot_conf)
         else:
-            metrics = evaluate_checkpoint(args.weights, args.config, args.overrides, report_dir, args.plot_conf)
+            metrics = evaluate_checkpoint(args.weights, args.config, args.overrides, report_dir, args.plot_conf,
+                                          slicing=_slicing(args))
         print_metrics(metrics)
         if args.out is not None:
             save_metrics_json(metrics, args.out)
@@ -237,12 +267,14 @@ def _run(args: argparse.Namespace) -> int:
 
         classes = [c.strip() for item in args.classes for c in item.split(",") if c.strip()] if args.classes else None
         results = predict(args.weights, args.source, args.out, args.conf, args.batch_size, args.device, iou=args.iou,
-                          max_det=args.max_det, classes=classes, half=args.half, save_txt=args.save_txt)
+                          max_det=args.max_det, classes=classes, half=args.half, save_txt=args.save_txt,
+                          **_tile_kwargs(_slicing(args)))
         print(f"{len(results)} detections written to {args.out / 'predictions.json'}")
     elif args.command == "data" and args.data_command == "synth":
         from multibox.data.synth import make_synthetic_dataset
 
-        make_synthetic_dataset(args.out_dir, args.images, args.size, args.seed, object_sizes=(args.min_size, args.max_size))
+        make_synthetic_dataset(args.out_dir, args.images, args.size, args.seed,
+                               object_sizes=(args.min_size, args.max_size), max_objects=args.max_objects)
         print(f"wrote {args.images} images and annotations.json to {args.out_dir}")
     elif args.command == "data" and args.data_command == "validate":
         from multibox.data.validate import validate_command
@@ -316,6 +348,12 @@ def _run(args: argparse.Namespace) -> int:
 
         fit_command(args.config, args.overrides, args.out, args.budget)
     return 0
+
+
+def _tile_kwargs(slicing) -> dict:  # type: ignore[no-untyped-def]
+    if slicing is None:
+        return {}
+    return {"tile": slicing.tile, "overlap": slicing.overlap, "full_frame": slicing.full_frame, "merge": slicing.merge}
 
 
 def _one_line(error: MultiboxError) -> str:

@@ -46,6 +46,34 @@ class CognataConfig(_Section):
     cameras: list[str] | None = Field(None, description="Cameras to read, e.g. Cognata_Camera_01_8M (all when not set).")
 
 
+class TilesConfig(_Section):
+    """Tiled training for small objects in large frames (see multibox.data.tiles)."""
+
+    size: tuple[int, int] = Field(
+        description="Crop [H, W] in frame pixels (after scale); equal to data.input_size, objects keep their native scale."
+    )
+    overlap: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Overlap of the tile grid the uniform sampler draws from (as sliced inference)."
+    )
+    sampler: Literal["objects", "uniform"] = Field(
+        "objects",
+        description="objects: centre the crop near a random object (with probability object_prob); uniform: a grid tile.",
+    )
+    object_prob: float = Field(0.7, ge=0.0, le=1.0, description="objects sampler: chance of a crop centred near an object.")
+    keep_min_visible: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="A box cut by the crop keeping less of its area is dropped, and its visible part ignored by the loss.",
+    )
+    scale: float = Field(1.0, gt=0.0, description="Resize each frame by this factor before cropping (1: native resolution).")
+
+    @field_validator("size")
+    @classmethod
+    def _positive_tile(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 1:
+            raise ValueError("both sides must be positive")
+        return value
+
+
 class DataConfig(_Section):
     format: Literal["coco", "voc", "yolo", "txt", "openimages", "cognata"] = Field(
         "coco", description="Annotation format of train/val (see multibox.data.formats)."
@@ -80,6 +108,10 @@ class DataConfig(_Section):
         "([{name: HorizontalFlip, p: 0.5}, ...]; also ZoomOut, IoUCrop, PhotometricDistort); "
         "the resize to input_size is added.",
     )
+    tiles: TilesConfig | None = Field(
+        None,
+        description="Train on crops of each frame ({size: [H, W], overlap, sampler, keep_min_visible}); none: whole frames.",
+    )
     decode: Literal["cpu", "gpu"] = Field(
         "cpu",
         description="Where images are decoded and augmented: cpu (loader workers: OpenCV + albumentations) or gpu "
@@ -92,6 +124,9 @@ class DataConfig(_Section):
     def _decode_preset(cls, value: str, info: Any) -> str:
         if value == "gpu" and isinstance(info.data.get("augment"), (list, tuple)):
             message = "gpu takes an augment preset (ssd, ssdlite, none), not a list of albumentations transforms"
+            raise PydanticCustomError("decode", "{message}", {"message": message})
+        if value == "gpu" and info.data.get("tiles") is not None:
+            message = "gpu does not crop tiles; use decode: cpu with data.tiles"
             raise PydanticCustomError("decode", "{message}", {"message": message})
         return value
 

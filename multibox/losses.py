@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from multibox.boxes.coding import BoxCoder
-from multibox.boxes.matching import gather_targets, match
+from multibox.boxes.matching import gather_targets, ignored_defaults, match
 from multibox.data.records import DetectionSet
 
 
@@ -127,6 +127,12 @@ class _MatchedLoss(nn.Module):
         normaliser = num_positives.clamp(min=1).to(torch.float32)
         return target_labels, positive, num_positives, self._box_loss(box_regression, default_cxcywh, target_boxes, positive) / normaliser
 
+    def _ignored(self, default_cxcywh: Tensor, gt_boxes: Tensor, gt_labels: Tensor, positive: Tensor) -> Tensor | None:
+        """(N, A) default boxes on ignore regions (labels < 0, see multibox.data.tiles), None when there are none."""
+        if not bool((gt_labels < 0).any()):
+            return None
+        return ignored_defaults(gt_boxes, gt_labels, default_cxcywh, self.iou_threshold) & ~positive
+
     def _box_loss(self, box_regression: Tensor, default_cxcywh: Tensor, target_boxes: Tensor, positive: Tensor) -> Tensor:
         """Sum over positives of smooth L1 on encoded offsets, or of the GIoU loss on decoded xyxy boxes."""
         if self.box == "giou":
@@ -193,7 +199,12 @@ class MultiBoxLoss(_MatchedLoss):
         cls = F.cross_entropy(
             cls_logits.float().reshape(-1, num_classes), target_labels.reshape(-1), weight=self.class_weights, reduction="none"
         ).reshape(target_labels.shape)
+        ignored = self._ignored(default_cxcywh, gt_boxes, gt_labels, positive)
+        if ignored is not None:  # ignore regions (tiled training): no loss, never a mined negative
+            cls = cls.masked_fill(ignored, 0.0)
         selected = positive | self.negative_mask(cls, cls_logits, positive)
+        if ignored is not None:
+            selected &= ~ignored
         loss_cls = (cls * selected).sum() / num_positives.clamp(min=1)
         return self._result(loss_bbox, loss_cls, num_positives)
 
@@ -245,6 +256,9 @@ class FocalLoss(_MatchedLoss):
         # One-hot over all C classes, then drop the background column: background boxes -> all zeros.
         targets = F.one_hot(target_labels, cls_logits.shape[-1])[..., 1:].to(torch.float32)
         cls = sigmoid_focal_loss(cls_logits[..., 1:].float(), targets, self.alpha, self.gamma, reduction="none")
+        ignored = self._ignored(default_cxcywh, gt_boxes, gt_labels, target_labels > 0)
+        if ignored is not None:  # ignore regions (tiled training) add nothing
+            cls = cls.masked_fill(ignored[..., None], 0.0)
         if self.class_weights is not None:
             cls = cls * self.class_weights
         loss_cls = cls.sum() / num_positives.clamp(min=1)

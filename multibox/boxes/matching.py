@@ -47,3 +47,24 @@ def gather_targets(gt_boxes: Tensor, gt_labels: Tensor, matched: Tensor) -> tupl
     labels = torch.gather(gt_labels, 1, index)
     labels = torch.where(matched >= 0, labels, torch.zeros_like(labels))
     return boxes, labels
+
+
+def ignored_defaults(gt_boxes: Tensor, gt_labels: Tensor, default_cxcywh: Tensor, iou_threshold: float = 0.5,
+                     min_inside: float = 0.5) -> Tensor:
+    """(N, A) bool: default boxes on an ignore region (ground truth with a negative label, e.g. the
+    visible sliver of an object cut by a training crop, see multibox.data.tiles).
+
+    A default box is ignored when it would have matched the region (IoU >= `iou_threshold`) or lies
+    mostly inside it (at least `min_inside` of its area): it is neither a positive nor a negative.
+    """
+    ignore = gt_labels < 0
+    n, g = gt_labels.shape
+    defaults = box_convert(default_cxcywh, "cxcywh", "xyxy")
+    boxes = gt_boxes.reshape(-1, 4)
+    iou = box_iou(boxes, defaults).reshape(n, g, -1)
+    lt = torch.maximum(boxes[:, None, :2], defaults[None, :, :2])
+    rb = torch.minimum(boxes[:, None, 2:], defaults[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=-1).reshape(n, g, -1)
+    area = (defaults[:, 2:] - defaults[:, :2]).prod(dim=-1).clamp(min=1e-12)
+    hit = (iou >= iou_threshold) | (inter / area >= min_inside)
+    return (hit & ignore[..., None]).any(dim=1)

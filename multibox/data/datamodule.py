@@ -108,6 +108,10 @@ class DetectionDataModule(L.LightningDataModule):
             encoded = EncodedDetectionDataset(self.train_set)
             return self._loader(encoded, shuffle=True, drop_last=len(encoded) > data.batch_size, persistent=False, train=True)
         transform = build_train_transform(data.augment, data.input_size)
+        if data.tiles is not None:  # crop first, then augment and resize (multibox.data.tiles)
+            from multibox.data.tiles import TileCrop
+
+            transform = TileCrop(data.tiles, transform)
         dataset = DetectionDataset(self.train_set, transform, data.input_size, skip_bad=True)
         if self._augment_state is not None:
             _restore_augment_state(dataset, self._augment_state)

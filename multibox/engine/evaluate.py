@@ -106,12 +106,14 @@ def evaluate_checkpoint(
     overrides: list[str] | None = None,
     report_dir: Path | None = None,
     score_threshold: float = REPORT_SCORE_THRESHOLD,
+    slicing: Any = None,
 ) -> dict[str, Any]:
     """`multibox eval`: the checkpoint's detector on the val set of `config_path` (or of its own config).
 
     With `report_dir`, also writes the pictures and report.md there (see
     :func:`~multibox.engine.report.write_evaluation_report`), with the training curves when the
-    checkpoint sits in a run folder that has its ``metrics.csv``.
+    checkpoint sits in a run folder that has its ``metrics.csv``. With `slicing` (a
+    :class:`~multibox.engine.sliced.Slicing`), frames are read at native resolution and sliced.
     """
     from multibox.config import apply_overrides, load_config, parse_config, resolve_paths
     from multibox.data.datamodule import DetectionDataModule
@@ -129,11 +131,18 @@ def evaluate_checkpoint(
         raise MultiboxError("config: no validation set; set data.val or data.val_split")
     if list(data.category_ids) != loaded.category_ids:
         raise MultiboxError(f"{weights}: trained on categories {loaded.category_ids}, but the val set has {list(data.category_ids)}")
-    metrics, detections = detect_and_evaluate(
-        loaded.detector, data.val_dataloader(), data.val_set.to_coco_gt(), loaded.category_ids, loaded.class_names,
-        pick_device(config.train.accelerator), progress=config.train.progress, prepare_batch=data.prepare_batch,
-        metric=config.eval.metric,
-    )
+    if slicing is not None:
+        from multibox.engine.sliced import evaluate_sliced
+
+        metrics, detections = evaluate_sliced(
+            loaded.detector, data.val_set, loaded.category_ids, loaded.class_names,
+            tuple(loaded.config.data.input_size), slicing, pick_device(config.train.accelerator), config.data.batch_size)
+    else:
+        metrics, detections = detect_and_evaluate(
+            loaded.detector, data.val_dataloader(), data.val_set.to_coco_gt(), loaded.category_ids, loaded.class_names,
+            pick_device(config.train.accelerator), progress=config.train.progress, prepare_batch=data.prepare_batch,
+            metric=config.eval.metric,
+        )
     if report_dir is not None:
         from multibox.engine.report import save_metrics_json, write_evaluation_report
 

@@ -248,6 +248,10 @@ def train(
     if config.anchors.auto:  # scale-aware boxes fitted to the training set (`multibox anchors fit`), saved as such
         config = auto_fit_anchors(config, data.train_set, show=_global_rank() == 0)
     module = DetectionModule(config.to_dict(), data.class_names, data.category_ids)
+    if config.data.tiles is not None:  # a crop smaller than one cell of the finest feature map sees nothing
+        from multibox.engine.sliced import check_tile_for
+
+        check_tile_for(config.data.tiles.size, module.detector, tuple(config.data.input_size), "data.tiles.size")
     has_val = data.val_set is not None
     if data.val_set is not None:
         module.val_ground_truth = data.val_set.to_coco_gt()

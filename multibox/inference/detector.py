@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 from multibox.boxes.postprocess import PostprocessSettings
 from multibox.data.transforms import build_eval_transform
 from multibox.engine.checkpoint import load_checkpoint
+from multibox.engine.sliced import DEFAULT_MERGE, Slicing, check_slicing, detect_sliced, frame_tensor
 from multibox.errors import MultiboxError
 from multibox.models.detector import SSDDetector
 
@@ -147,6 +148,9 @@ class Detector:
     ``half`` runs the network in fp16, on CUDA only (on the CPU it is refused: fp16 convolutions
     there are slow or missing). Boxes are decoded and filtered in fp32 either way. The Detector
     takes over `network` (its postprocess settings are replaced), so pass a fresh one.
+    ``tile`` (H, W) slices each image into tiles overlapping by ``overlap``, run in batches of
+    ``batch_size`` tiles and merged by ``merge`` (nms or merge); ``full_frame`` adds a downscaled
+    pass of the whole image (see :mod:`multibox.engine.sliced`).
     """
 
     def __init__(
@@ -163,6 +167,10 @@ class Detector:
         classes: Iterable[str | int] | None = None,
         half: bool = False,
         batch_size: int = 8,
+        tile: tuple[int, int] | None = None,
+        overlap: float = 0.2,
+        full_frame: bool = False,
+        merge: str = DEFAULT_MERGE,
     ) -> None:
         self.class_names = list(class_names)
         self.category_ids = np.asarray(category_ids, dtype=np.int64)
@@ -183,6 +191,8 @@ class Detector:
         self.network = network.eval().to(self.device)
         self.network.model.to(self.dtype)  # the default boxes stay fp32
         self._transform = build_eval_transform(self.input_size)
+        self.slicing = None if tile is None else check_slicing(
+            Slicing(tuple(tile), overlap, full_frame, merge), self.network, self.input_size)  # type: ignore[arg-type]
 
     def _postprocess_settings(self, settings: PostprocessSettings, iou: float | None) -> PostprocessSettings:
         """The checkpoint's settings with conf as the pre-NMS threshold, and iou and max_det applied.
@@ -242,6 +252,10 @@ class Detector:
         """One batch of HxWx3 uint8 RGB arrays (any sizes) through resize, network and postprocess."""
         if not images:
             return []
+        if self.slicing is not None:
+            frames = [frame_tensor(image, self.device) for image in images]
+            found = detect_sliced(self.network, frames, self.input_size, self.slicing, self.batch_size, self.dtype)
+            return [self._detections(d, image.shape[:2]) for d, image in zip(found, images)]
         no_boxes, no_labels = np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
         resized = np.stack([self._transform(image, no_boxes, no_labels)[0] for image in images])
         batch = torch.from_numpy(resized).to(self.device).permute(0, 3, 1, 2).to(self.dtype).div_(255.0)

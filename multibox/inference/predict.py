@@ -91,8 +91,11 @@ def predict(
     classes: Iterable[str | int] | None = None,
     half: bool = False,
     save_txt: bool = False,
+    **slicing: Any,
 ) -> list[dict[str, Any]]:
-    """Detect objects in an image, a folder of images or a video; return the COCO results written."""
+    """Detect objects in an image, a folder of images or a video; return the COCO results written.
+
+    `slicing`: tile, overlap, full_frame, merge for sliced inference (see ``Detector``)."""
     source, out_dir = Path(source), Path(out_dir)
     video = is_video(source)
     root = source if source.is_dir() else source.parent
@@ -102,7 +105,7 @@ def predict(
         VideoReader(source).close()  # an undecodable video fails before the checkpoint is loaded
     writable_dir(out_dir, "predictions")  # and so does an output folder that cannot be written
     detector = Detector.from_checkpoint(weights, device=device, conf=conf, iou=iou, max_det=max_det, classes=classes,
-                                        half=half, batch_size=batch_size)
+                                        half=half, batch_size=batch_size, **slicing)
     _leave_a_core_free(detector.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     if video:

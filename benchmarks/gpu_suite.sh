@@ -53,7 +53,8 @@ if [[ -z ${PYTHON:-} ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 SITE=$ROOT/.gpu-site
-if compgen -G ".whl/*.whl" >/dev/null; then
+NEEDED="import pydantic, albumentations, faster_coco_eval, pycocotools"
+if compgen -G ".whl/*.whl" >/dev/null && ! "$PYTHON" -c "$NEEDED" 2>/dev/null; then
     "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --upgrade --target "$SITE" .whl/*.whl \
         >"$LOGS/wheels.log" 2>&1 || echo "warning: installing .whl/ failed (see $LOGS/wheels.log)" >&2
 fi
@@ -64,7 +65,7 @@ export PYTHON WORK DEVICE
 
 # --- sizes: a full run on the GPU, or tiny ones for the CPU dry run ----------------------------------------
 if [[ $QUICK == 1 ]]; then
-    STEP_ARGS=(--batch 2 --steps 1 --warmup 1 --no-memory)
+    STEP_ARGS=(--model ssdlite320_mobilenet_v3_large --batch 2 --steps 1 --warmup 1 --no-memory)
     EPOCH_ARGS=(--images 16 --size 96x128 --workers 1 --epochs 1)
     POST_ARGS=(--batch 2 --repeats 1)
     EVAL_IMAGES=50

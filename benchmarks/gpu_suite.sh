@@ -61,7 +61,8 @@ fi
 export PYTHONPATH=$ROOT${SITE:+:$SITE}${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore MPLBACKEND=Agg
 if [[ $DEVICE == cpu ]]; then export MULTIBOX_GPU_TESTS_DEVICE=cpu OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}; fi
-export PYTHON WORK DEVICE
+CORES=$(getconf _NPROCESSORS_ONLN)  # (nproc follows OMP_NUM_THREADS)
+export PYTHON WORK DEVICE CORES
 
 # --- sizes: a full run on the GPU, or tiny ones for the CPU dry run ----------------------------------------
 if [[ $QUICK == 1 ]]; then
@@ -71,9 +72,11 @@ if [[ $QUICK == 1 ]]; then
     EVAL_IMAGES=50
     CLI_IMAGES=16
     CLI_SIZE=64x64
+    LIMIT_SCALE=${LIMIT_SCALE:-4}
 else
+    LIMIT_SCALE=${LIMIT_SCALE:-1}
     STEP_ARGS=(--batch 64 --steps 10 --warmup 3)
-    EPOCH_ARGS=(--images 1024 --size 480x640 --workers "$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))" --epochs 2)
+    EPOCH_ARGS=(--images 1024 --size 480x640 --workers "$(( $CORES > 2 ? $CORES - 2 : 1 ))" --epochs 2)
     POST_ARGS=(--batch 64 --repeats 20)
     EVAL_IMAGES=5000
     CLI_IMAGES=512
@@ -95,6 +98,7 @@ part() {
         FAILED=$((FAILED + 1))
         return 0
     fi
+    limit=$(( limit * LIMIT_SCALE ))  # the CPU dry run is slower than a GPU; a loaded machine more so
     (( limit > left )) && limit=$left
     echo "[$(date -u +%H:%M:%S)] $name (limit ${limit} s): $*" >&2
     begin=$(date +%s.%N)
@@ -140,7 +144,7 @@ part() {
     echo
     echo '```'
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-    echo "$(nproc) CPU cores, load $(cut -d' ' -f1 /proc/loadavg)"
+    echo "$CORES CPU cores, load $(cut -d' ' -f1 /proc/loadavg)"
     "$PYTHON" - <<'PY' 2>&1 || true
 import importlib, platform
 print("python", platform.python_version())
@@ -170,13 +174,13 @@ part tests 150 "GPU tests (tests/gpu)" "$PYTHON" -m pytest -q -p no:cacheprovide
 cli_path() {
     set -euo pipefail
     local data=$WORK/cli_data run=$WORK/cli_run accelerator=gpu decode=gpu precision=bf16-mixed
-    if [[ $DEVICE == cpu ]]; then accelerator=cpu; precision=32; fi
+    if [[ $DEVICE == cpu ]]; then accelerator=cpu; precision="'32'"; fi
     "$PYTHON" -m multibox data synth "$data" --images "$CLI_IMAGES" --size "$CLI_SIZE" --seed 0 >/dev/null
     local t0 t1 t2 t3
     t0=$(date +%s.%N)
     "$PYTHON" -m multibox train -c configs/demo.yaml "data.train.images=$data/images" \
         "data.train.annotations=$data/annotations.json" data.val_split=0.2 "data.decode=$decode" \
-        "data.num_workers=$(( $(nproc) > 2 ? 4 : 1 ))" "train.accelerator=$accelerator" "train.precision=$precision" \
+        "data.num_workers=$(( $CORES > 2 ? 4 : 1 ))" "train.accelerator=$accelerator" "train.precision=$precision" \
         train.channels_last=true train.epochs=2 train.progress=false "train.output_dir=$run" >/dev/null
     t1=$(date +%s.%N)
     "$PYTHON" -m multibox eval --weights "$run/checkpoints/last.ckpt" "train.accelerator=$accelerator" \

@@ -1,4 +1,5 @@
-"""Shared test setup: two CPU threads, deterministic seeds, a tiny checkpoint and a few synthetic images."""
+"""Shared test setup: two CPU threads, deterministic seeds, a tiny checkpoint, a tiny trained run and a few synthetic
+images. Session-scoped: built once for every test that asks (the default run must stay within ~4 minutes)."""
 
 import os
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from multibox.cli import main
 from multibox.config import load_config
 from multibox.data.synth import SHAPES, make_synthetic_dataset
 from multibox.engine.module import DetectionModule
@@ -62,3 +64,30 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def shapes_dataset(tmp_path_factory) -> Path:
     """Five 64x64 synthetic images in ``images/`` with their COCO ``annotations.json`` (ids 1..5)."""
     return make_synthetic_dataset(tmp_path_factory.mktemp("shapes") / "data", 5, (64, 64), seed=3)
+
+
+TINY_RUN = ["model.name=ssdlite320_mobilenet_v3_large", "model.width_mult=0.25", "data.input_size=[64,64]",
+            "data.batch_size=4", "data.num_workers=0", "train.epochs=1", "train.progress=false",
+            "train.accelerator=cpu", "optimizer.name=adamw", "optimizer.lr=0.003", "eval.max_detections=50"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One real `multibox train` run, shared by the eval, predict, report and CLI tests (treat it as read-only):
+    ``train/`` (8) and ``val/`` (5) synthetic 64x64 images, ``config.yaml`` naming them, and ``run/`` as training
+    leaves it (checkpoints, metrics, report) after one epoch of a tiny SSDLite with the TINY_RUN settings."""
+    root = tmp_path_factory.mktemp("tiny_run")
+    make_synthetic_dataset(root / "train", 8, (64, 64), seed=0)
+    make_synthetic_dataset(root / "val", 5, (64, 64), seed=1)
+    config = root / "config.yaml"
+    config.write_text(
+        f"data:\n  train: {{images: {root}/train/images, annotations: {root}/train/annotations.json}}\n"
+        f"  val: {{images: {root}/val/images, annotations: {root}/val/annotations.json}}\n"
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see one_thread
+    try:
+        assert main(["train", "-c", str(config), f"train.output_dir={root / 'run'}", *TINY_RUN]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return root

@@ -19,17 +19,20 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(tiny_run, tmp_path_factory) -> Path:
+    """The shared tiny run (tests/conftest.py: 8 train, 5 val 64x64 images), its data and run/ linked into a
+    folder of this module's own, where its outputs go."""
     root = tmp_path_factory.mktemp("cli")
-    assert main(["data", "synth", str(root / "train"), "--images", "16", "--size", "96x96", "--seed", "0"]) == 0
-    assert main(["data", "synth", str(root / "val"), "--images", "6", "--size", "96x96", "--seed", "1"]) == 0
-    config = root / "config.yaml"
-    config.write_text(
-        f"data:\n  train: {{images: {root}/train/images, annotations: {root}/train/annotations.json}}\n"
-        f"  val: {{images: {root}/val/images, annotations: {root}/val/annotations.json}}\n"
-    )
-    assert main(["train", "-c", str(config), f"train.output_dir={root / 'run'}", *TINY]) == 0
+    for name in ("train", "val", "run", "config.yaml"):
+        (root / name).symlink_to(tiny_run / name)
     return root
+
+
+def test_synth_writes_a_coco_dataset(tmp_path):
+    assert main(["data", "synth", str(tmp_path / "d"), "--images", "3", "--size", "48x40", "--seed", "0"]) == 0
+    coco = json.loads((tmp_path / "d/annotations.json").read_text())
+    assert [(i["width"], i["height"]) for i in coco["images"]] == [(40, 48)] * 3
+    assert len(list((tmp_path / "d/images").glob("*.jpg"))) == 3
 
 
 def test_train_writes_every_promised_output(trained):
@@ -60,13 +63,13 @@ def test_predict_writes_annotated_images_and_coco_results(trained):
     out = trained / "pred"
     weights = trained / "run/checkpoints/best.ckpt"
     assert main(["predict", "--weights", str(weights), "--source", str(trained / "val/images"), "--out", str(out), "--conf", "0.01"]) == 0
-    assert len(list(out.glob("*.jpg"))) == 6
+    assert len(list(out.glob("*.jpg"))) == 5
     results = json.loads((out / "predictions.json").read_text())
     assert results, "a 0.01 threshold keeps some detections even for a barely trained model"
     first = results[0]
     assert {"image_id", "file_name", "category_id", "bbox", "score"} <= first.keys()
     assert first["file_name"].endswith(".jpg") and len(first["bbox"]) == 4
-    assert all(0 <= r["bbox"][0] <= 96 and r["bbox"][2] >= 0 for r in results)
+    assert all(0 <= r["bbox"][0] <= 64 and r["bbox"][2] >= 0 for r in results)
 
 
 def test_new_run_refuses_a_directory_with_checkpoints(trained, capsys):

@@ -174,17 +174,10 @@ def test_default_and_explicit_report_dirs(tmp_path: Path) -> None:
         check_report_dir(tmp_path / "model.ckpt")
 
 
-def test_training_writes_the_report(val_set: DetectionSet, tmp_path: Path, one_thread: None) -> None:
-    from multibox.engine.train import train
-
-    data = val_set.records[0].file.parent.parent
-    paths = [f"data.{split}.{key}={data / ('images' if key == 'images' else 'annotations.json')}"
-             for split in ("train", "val") for key in ("images", "annotations")]
-    config = load_config(None, [*paths, "model.name=ssdlite320_mobilenet_v3_large", "model.width_mult=0.25",
-                                "data.input_size=[64,64]", "data.num_workers=0", "train.progress=false", "train.epochs=1",
-                                "train.accelerator=cpu", f"train.output_dir={tmp_path / 'run'}"])
-    metrics = train(config)
-    run = tmp_path / "run"
+def test_training_writes_the_report(tiny_run: Path) -> None:
+    """The shared tiny run (tests/conftest.py): `multibox train` with a val set ends with the report."""
+    run = tiny_run / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
     for name in ("report.md", "report.html", "results.png", "pr_curves.png", "confusion_matrix.png", "gallery.json"):
         assert (run / name).is_file(), name
     assert json.loads((run / "pr_curves.json").read_text())["iou"]["0.75"]["ap"] == pytest.approx(metrics["map_75"], abs=1e-9)

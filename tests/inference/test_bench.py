@@ -25,14 +25,14 @@ def test_timing_and_table_rows():
 def test_cli_bench_times_every_stage_in_both_runtimes(tmp_path, one_thread, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text("model: {name: ssdlite320_mobilenet_v3_large, width_mult: 0.25, num_classes: 3}\n"
-                      "data: {input_size: [96, 96]}\n")
+                      "data: {input_size: [64, 64]}\n")
     out = tmp_path / "bench.json"
     argv = ["bench", "-c", str(config), "--batch-sizes", "1,2", "--device", "cpu", "--warmup", "0", "--repeat", "1", "--json", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "end-to-end" in printed and "ORT img/s" in printed
     record = json.loads(out.read_text())
-    assert record["input_size"] == [96, 96] and record["machine"]["torch"]
+    assert record["input_size"] == [64, 64] and record["machine"]["torch"]
     found = {(t["runtime"], t["stage"], t["batch_size"]) for t in record["timings"]}
     assert found == {(r, s, n) for r in ("pytorch", "onnxruntime") for s in STAGES for n in (1, 2)}
     assert all(t["ms_per_batch"] > 0 for t in record["timings"])

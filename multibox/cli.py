@@ -286,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     for noise in (".*does not have many workers.*", ".*exists and is not empty.*", ".*LeafSpec.*is deprecated.*",
                   ".*Total length of .* across ranks is zero.*", ".*training_step.*returned `None`.*"):
         warnings.filterwarnings("ignore", message=noise)
+    from multibox.commands.warning_output import install
+
+    printer = install()
     try:
         return _run(args)
     except MultiboxError as error:
@@ -298,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        summary = printer.summary()
+        if summary is not None:
+            print(summary, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -35,12 +35,14 @@ def detect_and_evaluate(
     device: torch.device | None = None,
     progress: bool = True,
     prepare_batch: Callable[[dict[str, Any], torch.device], dict[str, Any]] | None = None,
+    evaluated: set[int] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the detector over every batch; returns COCO metrics against `ground_truth` and the
     detections themselves (COCO results, dataset category ids), which the report's pictures need.
 
     `prepare_batch` readies a loader batch on the device (`DetectionDataModule.prepare_batch`: with
-    data.decode=gpu the loader's batches are still encoded files)."""
+    data.decode=gpu the loader's batches are still encoded files). `evaluated`, when given, receives the ids
+    of the images the metrics cover (unreadable ones are left out), for a report that must agree with them."""
     device = device or pick_device()
     detector = detector.to(device).eval()
     lookup = torch.tensor([0, *category_ids], dtype=torch.long, device=device)
@@ -64,6 +66,8 @@ def detect_and_evaluate(
         )
     results = accumulator.results()
     ground_truth = accumulator.evaluated_ground_truth(ground_truth)
+    if evaluated is not None:
+        evaluated.update(int(image["id"]) for image in ground_truth["images"])
     if skipped:
         print(f"evaluation: {skipped} unreadable image(s) left out of the metrics (see the warnings above)")
     if skipped and not ground_truth["images"]:
@@ -120,15 +124,17 @@ def evaluate_checkpoint(
         raise MultiboxError("config: no validation set; set data.val or data.val_split")
     if list(data.category_ids) != loaded.category_ids:
         raise MultiboxError(f"{weights}: trained on categories {loaded.category_ids}, but the val set has {list(data.category_ids)}")
+    evaluated: set[int] = set()
     metrics, detections = detect_and_evaluate(
         loaded.detector, data.val_dataloader(), data.val_set.to_coco_gt(), loaded.category_ids, loaded.class_names,
         pick_device(config.train.accelerator), progress=config.train.progress, prepare_batch=data.prepare_batch,
+        evaluated=evaluated,
     )
     if report_dir is not None:
         from multibox.engine.report import save_metrics_json, write_evaluation_report
 
         save_metrics_json(metrics, Path(report_dir) / "metrics.json")
         run_log = Path(weights).parent.parent / "metrics.csv"
-        write_evaluation_report(report_dir, metrics, detections, data.val_set, score_threshold,
+        write_evaluation_report(report_dir, metrics, detections, data.val_set, score_threshold, evaluated=evaluated,
                                 training_log=run_log if Path(weights).parent.name == "checkpoints" else None)
     return metrics

@@ -188,11 +188,13 @@ def train(config: Config, resume: str | bool | None = None) -> dict[str, Any] | 
         return None
     best = checkpoint_dir(config) / "best.ckpt"
     loaded = load_checkpoint(best if best.is_file() else checkpoint_dir(config) / "last.ckpt", config)
+    evaluated: set[int] = set()
     metrics, detections = detect_and_evaluate(
         loaded.detector, data.val_dataloader(), module.val_ground_truth, data.category_ids, data.class_names,
         pick_device(config.train.accelerator), progress=config.train.progress, prepare_batch=data.prepare_batch,
+        evaluated=evaluated,
     )
     metrics["train_seconds"] = round(elapsed, 1)
     save_metrics_json(metrics, out / "metrics.json")
-    write_evaluation_report(out, metrics, detections, data.val_set)  # report.md + pictures
+    write_evaluation_report(out, metrics, detections, data.val_set, evaluated=evaluated)  # report.md + pictures
     return metrics

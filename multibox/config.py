@@ -66,6 +66,10 @@ class DataConfig(_Section):
         description="Training augmentation preset, or a list of albumentations transforms with arguments "
         "([{name: HorizontalFlip, p: 0.5}, ...]; also ZoomOut, IoUCrop, PhotometricDistort); the resize to input_size is added.",
     )
+    max_image_pixels: int = Field(
+        89_478_485, ge=1, description="Images larger than this (width x height, read from the file's header) are skipped "
+        "undecoded with a warning; Pillow's decompression-bomb limit (an 8 MP camera frame is far below).",
+    )
     decode: Literal["cpu", "gpu"] = Field(
         "cpu",
         description="Where images are decoded and augmented: cpu (loader workers: OpenCV + albumentations) or gpu "

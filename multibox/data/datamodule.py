@@ -82,7 +82,7 @@ class DetectionDataModule(L.LightningDataModule):
             encoded = EncodedDetectionDataset(self.train_set)
             return self._loader(encoded, shuffle=True, drop_last=len(encoded) > data.batch_size, persistent=False, train=True)
         transform = build_train_transform(data.augment, data.input_size)
-        dataset = DetectionDataset(self.train_set, transform, data.input_size, skip_bad=True)
+        dataset = DetectionDataset(self.train_set, transform, data.input_size, skip_bad=True, max_pixels=data.max_image_pixels)
         if self._augment_state is not None:
             _restore_augment_state(dataset, self._augment_state)
         self._train_dataset = dataset
@@ -111,7 +111,7 @@ class DetectionDataModule(L.LightningDataModule):
         data = self.config.data
         if data.decode == "gpu":
             return self._loader(EncodedDetectionDataset(self.val_set), shuffle=False, drop_last=False, train=False)
-        dataset = DetectionDataset(self.val_set, build_eval_transform(data.input_size), data.input_size, skip_bad=True)
+        dataset = DetectionDataset(self.val_set, build_eval_transform(data.input_size), data.input_size, skip_bad=True, max_pixels=data.max_image_pixels)
         return self._loader(dataset, shuffle=False, drop_last=False)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:

@@ -20,8 +20,15 @@ class WarningPrinter:
         self.seen: set[str] = set()
         self.repeats = 0
 
-    def show(self, message: Any, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None,
-             line: str | None = None) -> None:
+    def show(
+        self,
+        message: Any,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
         """Print ``warning: <first line of the message>`` the first time that message comes."""
         text = " ".join(str(message).split()) or category.__name__
         if text in self.seen:

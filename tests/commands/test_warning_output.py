@@ -31,9 +31,15 @@ def test_the_console_script_shows_no_python_warning_format(tmp_path):
     coco = json.loads((source / "annotations.json").read_text())
     coco["annotations"][0]["iscrowd"] = 1
     (source / "annotations.json").write_text(json.dumps(coco))
-    done = subprocess.run(["multibox", "data", "convert", "--from", "coco", "--to", "yolo", "src", "out"],
-                          cwd=tmp_path, capture_output=True, text=True)
+    done = subprocess.run(
+        ["multibox", "data", "convert", "--from", "coco", "--to", "yolo", "src", "out"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
-    assert lines == ["warning: out: YOLO has no crowd/difficult flag: 1 crowd boxes left out",
-                     "1 warning (see above)"], done.stderr
+    assert lines == [
+        "warning: out: YOLO has no crowd/difficult flag: 1 crowd boxes left out",
+        "1 warning (see above)",
+    ], done.stderr

@@ -1,4 +1,5 @@
-"""Images are sized from their header before decoding: a 1 MB PNG of 32000x32000 must not take 10 GB (issue 13, item 7)."""
+"""Images are sized from their header before decoding: a 1 MB PNG of 32000x32000 must not take 10 GB
+(issue 13, item 7)."""
 
 import struct
 import zlib
@@ -13,6 +14,7 @@ from multibox.errors import MultiboxError
 
 def _png_header_only(path, width: int, height: int) -> None:
     """A PNG whose IHDR says width x height; its pixel data would take gigabytes to decode."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 

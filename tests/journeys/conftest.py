@@ -3,13 +3,14 @@ relative paths and split names, and the real `multibox` console script run in a 
 
 Reuse in a new ``tests/journeys/test_<topic>.py``:
 
-- ``journey.write_dataset(folder, fmt)`` (the ``journey`` fixture holds these helpers) writes a tiny dataset of that format under ``folder/<fmt>`` and returns the
+- ``journey.write_dataset(folder, fmt)`` (the ``journey`` fixture holds these helpers) writes a tiny dataset
+  of that format under ``folder/<fmt>`` and returns the
   ``data:`` section (paths relative to ``folder/cfg``, where :func:`write_config` puts the config);
 - ``write_config(folder, data, **sections)`` writes ``folder/cfg/<name>.yaml`` with the tiny model settings;
 - ``multibox(*args, cwd=...)`` runs the console script and returns the finished process; ``ok(...)`` also
   asserts exit status 0 and shows stderr when not;
-- the session fixtures ``journey_root`` (a working folder outside the repo) and ``format_runs`` (one trained run
-  per format, see test_formats.py) are shared so that each dataset is written and trained once.
+- the session fixtures ``journey_root`` (a working folder outside the repo) and ``format_run`` (test_formats.py: one trained run
+  per format) are shared so that each dataset is written and trained once.
 
 Paths in these configs resolve from the config's folder; the commands run with the working directory elsewhere
 (``journey_root/work``), so a path that resolved from the working directory would fail.
@@ -53,7 +54,9 @@ def multibox(*args: str | Path, cwd: Path, timeout: float = 600) -> subprocess.C
     """The installed console script, as a user runs it (one thread, as tests/conftest.py sets)."""
     assert MULTIBOX is not None, "the multibox console script is not installed (pip install -e .)"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
-    return subprocess.run([MULTIBOX, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [MULTIBOX, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def ok(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
@@ -66,7 +69,9 @@ def ok(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
@@ -79,10 +84,19 @@ def write_config(folder: Path, data: dict[str, Any], name: str = "journey", **se
     return path
 
 
-def write_dataset(folder: Path, fmt: str, seed: int = 0, train: int = TRAIN_IMAGES, val: int = VAL_IMAGES) -> dict[str, Any]:
+def write_dataset(
+    folder: Path, fmt: str, seed: int = 0, train: int = TRAIN_IMAGES, val: int = VAL_IMAGES
+) -> dict[str, Any]:
     """A tiny dataset of `fmt` under ``folder/<fmt>``; returns the config's data section, relative to folder/cfg."""
-    source = make_synthetic_dataset(folder / ".synth" / f"{fmt}-{seed}", train + val, IMAGE_SIZE, seed,
-                                    max_objects=3, image_ext=".png", object_sizes=(0.25, 0.6))
+    source = make_synthetic_dataset(
+        folder / ".synth" / f"{fmt}-{seed}",
+        train + val,
+        IMAGE_SIZE,
+        seed,
+        max_objects=3,
+        image_ext=".png",
+        object_sizes=(0.25, 0.6),
+    )
     dataset = load_dataset("coco", source / "images", source / "annotations.json")
     parts = dataset.subset(range(train)), dataset.subset(range(train, train + val)), dataset
     root = folder / fmt
@@ -93,12 +107,15 @@ def write_dataset(folder: Path, fmt: str, seed: int = 0, train: int = TRAIN_IMAG
 def _write_coco(root: Path, parts: tuple) -> dict[str, Any]:
     """COCO's own layout: images/<split>/ and annotations/instances_<split>.json."""
     data = {}
-    for split, part in zip(("train", "val"), parts):
+    for split, part in zip(("train", "val"), parts, strict=False):
         write_format("coco", part, root / ".tmp" / split)
         shutil.move(root / ".tmp" / split / "images", root / "images" / split)
         (root / "annotations").mkdir(parents=True, exist_ok=True)
         shutil.move(root / ".tmp" / split / "annotations.json", root / "annotations" / f"instances_{split}.json")
-        data[split] = {"images": f"../coco/images/{split}", "annotations": f"../coco/annotations/instances_{split}.json"}
+        data[split] = {
+            "images": f"../coco/images/{split}",
+            "annotations": f"../coco/annotations/instances_{split}.json",
+        }
     shutil.rmtree(root / ".tmp")
     return data
 
@@ -108,7 +125,7 @@ def _write_voc(root: Path, parts: tuple) -> dict[str, Any]:
     voc = root / "VOCdevkit" / "VOC2012"
     both = parts[2]
     write_voc(both, voc, split="trainval")
-    for split, part in zip(("train", "val"), parts):
+    for split, part in zip(("train", "val"), parts, strict=False):
         ids = "".join(f"{record.file.stem}\n" for record in part.records)
         (voc / "ImageSets" / "Main" / f"{split}.txt").write_text(ids, encoding="utf-8")
     return {split: {"images": "../voc/VOCdevkit/VOC2012", "annotations": split} for split in ("train", "val")}
@@ -116,7 +133,7 @@ def _write_voc(root: Path, parts: tuple) -> dict[str, Any]:
 
 def _write_yolo(root: Path, parts: tuple) -> dict[str, Any]:
     """Ultralytics: images/<split>, labels/<split> and data.yaml with the names."""
-    for split, part in zip(("train", "val"), parts):
+    for split, part in zip(("train", "val"), parts, strict=False):
         write_format("yolo", part, root / ".tmp" / split)
         for kind in ("images", "labels"):
             (root / kind).mkdir(parents=True, exist_ok=True)
@@ -125,8 +142,13 @@ def _write_yolo(root: Path, parts: tuple) -> dict[str, Any]:
     text = yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/val", "names": names}, sort_keys=False)
     (root / "data.yaml").write_text(text, encoding="utf-8")
     shutil.rmtree(root / ".tmp")
-    return {"class_names": "../yolo/data.yaml",
-            **{split: {"images": f"../yolo/images/{split}", "annotations": f"../yolo/labels/{split}"} for split in ("train", "val")}}
+    return {
+        "class_names": "../yolo/data.yaml",
+        **{
+            split: {"images": f"../yolo/images/{split}", "annotations": f"../yolo/labels/{split}"}
+            for split in ("train", "val")
+        },
+    }
 
 
 def _write_txt(root: Path, parts: tuple) -> dict[str, Any]:
@@ -136,9 +158,11 @@ def _write_txt(root: Path, parts: tuple) -> dict[str, Any]:
     lines = (root / "annotations.txt").read_text(encoding="utf-8").splitlines(keepends=True)
     (root / "annotations.txt").unlink()
     (root / "train.txt").write_text("".join(lines[: len(parts[0])]), encoding="utf-8")
-    (root / "val.txt").write_text("".join(lines[len(parts[0]):]), encoding="utf-8")
-    return {"class_names": "../txt/classes.txt",
-            **{split: {"images": "../txt/images", "annotations": f"../txt/{split}.txt"} for split in ("train", "val")}}
+    (root / "val.txt").write_text("".join(lines[len(parts[0]) :]), encoding="utf-8")
+    return {
+        "class_names": "../txt/classes.txt",
+        **{split: {"images": "../txt/images", "annotations": f"../txt/{split}.txt"} for split in ("train", "val")},
+    }
 
 
 def _write_openimages(root: Path, parts: tuple) -> dict[str, Any]:
@@ -148,14 +172,16 @@ def _write_openimages(root: Path, parts: tuple) -> dict[str, Any]:
     shutil.move(root / ".tmp" / "validation", root / "validation")
     shutil.move(root / ".tmp" / "sub-validation-annotations-bbox.csv", root / "sub-validation-annotations-bbox.csv")
     shutil.rmtree(root / ".tmp")
-    return {"train": {"images": "../openimages", "annotations": "train"},
-            "val": {"images": "../openimages", "annotations": "validation"}}
+    return {
+        "train": {"images": "../openimages", "annotations": "train"},
+        "val": {"images": "../openimages", "annotations": "validation"},
+    }
 
 
 def _write_cognata(root: Path, parts: tuple) -> dict[str, Any]:
     """MLCommons Cognata: <split>/<recording>/<camera>_png/*.png paired with <camera>_ann/*.csv."""
     raw_ids = list(LABEL_MAP)  # label k of the synthetic set becomes the k-th Cognata class
-    for split, part in zip(("train", "val"), parts):
+    for split, part in zip(("train", "val"), parts, strict=False):
         recording = root / split / f"recording_{split}"
         for folder in ("Cognata_Camera_01_8M_png", "Cognata_Camera_01_8M_ann"):
             (recording / folder).mkdir(parents=True, exist_ok=True)
@@ -164,7 +190,7 @@ def _write_cognata(root: Path, parts: tuple) -> dict[str, Any]:
             with (recording / "Cognata_Camera_01_8M_ann" / f"{index:05d}.csv").open("w", newline="") as handle:
                 writer = csv.writer(handle)
                 writer.writerow(["bounding_box_2D", "object_class", "object_class_name", "center_distance"])
-                for box, label in zip(record.boxes.tolist(), record.labels.tolist()):
+                for box, label in zip(record.boxes.tolist(), record.labels.tolist(), strict=False):
                     raw = raw_ids[label - 1]
                     writer.writerow([str([round(v, 2) for v in box]), raw, LABEL_MAP[raw], 20.0])
     return {split: {"images": f"../cognata/{split}"} for split in ("train", "val")}
@@ -201,5 +227,5 @@ class Journey:
 
 @pytest.fixture(scope="session")
 def journey() -> type[Journey]:
-    """``journey.write_dataset(folder, "voc")``, ``journey.write_config(...)``, ``journey.ok("train", ..., cwd=...)``."""
+    """``journey.write_dataset(folder, "voc")``, ``journey.write_config(...)``, ``journey.ok("train", cwd=...)``."""
     return Journey

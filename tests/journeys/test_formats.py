@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from faster_coco_eval import COCO
 
-
 MODELS = {  # format -> the model section it trains
     "coco": {"name": "ssdlite320_mobilenet_v3_large", "width_mult": 0.25},
     "voc": {"name": "ssdlite_mobilenet_v2", "width_mult": 0.25},
@@ -34,7 +33,9 @@ def format_run(journey_root, journey):
 
     def run(fmt: str) -> tuple[Path, Path]:
         if fmt not in runs:
-            config = journey.write_config(journey_root, journey.write_dataset(journey_root, fmt), name=fmt, model=MODELS[fmt])
+            config = journey.write_config(
+                journey_root, journey.write_dataset(journey_root, fmt), name=fmt, model=MODELS[fmt]
+            )
             work = journey_root / "work"
             journey.ok("train", "train.output_dir=runs/" + fmt, "-c", f"../cfg/{fmt}.yaml", "train.seed=1", cwd=work)
             runs[fmt] = config, work / "runs" / fmt
@@ -54,20 +55,54 @@ def test_train_eval_predict_export(fmt, format_run, journey_root, journey):
     assert set(trained["per_class"]) <= set(names) and trained["per_class"], trained["per_class"]
 
     # --plots takes no value here: the override after it must stay an override.
-    journey.ok("eval", "data.num_workers=0", "--weights", best, "--plots", f"data.input_size={EVAL_SIZE}",
-       "-c", f"../cfg/{fmt}.yaml", "--out", f"{fmt}-eval.json", "eval.nms_threshold=0.5", cwd=work)
+    journey.ok(
+        "eval",
+        "data.num_workers=0",
+        "--weights",
+        best,
+        "--plots",
+        f"data.input_size={EVAL_SIZE}",
+        "-c",
+        f"../cfg/{fmt}.yaml",
+        "--out",
+        f"{fmt}-eval.json",
+        "eval.nms_threshold=0.5",
+        cwd=work,
+    )
     evaluated = json.loads((work / f"{fmt}-eval.json").read_text())
     assert list(evaluated["per_class"]) == list(trained["per_class"])
     assert (run / "eval" / "report.md").is_file() and not list(work.glob("data.input_size*"))
 
-    images = {"coco": "coco/images/val", "voc": "voc/VOCdevkit/VOC2012/JPEGImages", "yolo": "yolo/images/val",
-              "txt": "txt/images", "openimages": "openimages/validation", "cognata": "cognata/val"}[fmt]
-    journey.ok("predict", "--weights", best, "--source", f"../{images}", "--out", f"{fmt}-predictions", "--conf", "0.0", cwd=work)
+    images = {
+        "coco": "coco/images/val",
+        "voc": "voc/VOCdevkit/VOC2012/JPEGImages",
+        "yolo": "yolo/images/val",
+        "txt": "txt/images",
+        "openimages": "openimages/validation",
+        "cognata": "cognata/val",
+    }[fmt]
+    journey.ok(
+        "predict",
+        "--weights",
+        best,
+        "--source",
+        f"../{images}",
+        "--out",
+        f"{fmt}-predictions",
+        "--conf",
+        "0.0",
+        cwd=work,
+    )
     predictions = json.loads((work / f"{fmt}-predictions" / "predictions.json").read_text())
     assert predictions, "a tiny untrained model still gives low-score boxes at --conf 0"
     files = sorted({p["file_name"] for p in predictions})
-    ground_truth = COCO({"images": [{"id": i + 1, "file_name": f, "width": 64, "height": 48} for i, f in enumerate(files)],
-                         "annotations": [], "categories": [{"id": c} for c in {p["category_id"] for p in predictions}]})
+    ground_truth = COCO(
+        {
+            "images": [{"id": i + 1, "file_name": f, "width": 64, "height": 48} for i, f in enumerate(files)],
+            "annotations": [],
+            "categories": [{"id": c} for c in {p["category_id"] for p in predictions}],
+        }
+    )
     assert len(ground_truth.loadRes(predictions).getAnnIds()) == len(predictions)
 
     journey.ok("export", "--weights", best, "--format", "onnx", "--out", f"{fmt}.onnx", cwd=work)

@@ -25,12 +25,18 @@ def zoo_data(journey_root, journey):
 @pytest.mark.parametrize("model", sorted(SIZES))
 def test_one_step_then_eval_at_another_size(model, zoo_data, journey_root, journey):
     train_size, eval_size = SIZES[model]
-    config = journey.write_config(journey_root / "zoo", zoo_data, name=model, model={"name": model},
-                                  data={"input_size": train_size, "batch_size": 2})
+    config = journey.write_config(
+        journey_root / "zoo",
+        zoo_data,
+        name=model,
+        model={"name": model},
+        data={"input_size": train_size, "batch_size": 2},
+    )
     work = journey_root / "work"
     journey.ok("train", "-c", config, f"train.output_dir=runs/zoo-{model}", cwd=work)
     best = work / "runs" / f"zoo-{model}" / "checkpoints" / "best.ckpt"
-    journey.ok("eval", "--weights", best, f"data.input_size={eval_size}", "-c", config, "--out", f"zoo-{model}.json",
-               cwd=work)
+    journey.ok(
+        "eval", "--weights", best, f"data.input_size={eval_size}", "-c", config, "--out", f"zoo-{model}.json", cwd=work
+    )
     metrics = json.loads((work / f"zoo-{model}.json").read_text())
     assert 0.0 <= metrics["map_50"] <= 1.0 and metrics["per_class"]

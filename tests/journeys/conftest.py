@@ -9,7 +9,8 @@ Reuse in a new ``tests/journeys/test_<topic>.py``:
 - ``write_config(folder, data, **sections)`` writes ``folder/cfg/<name>.yaml`` with the tiny model settings;
 - ``multibox(*args, cwd=...)`` runs the console script and returns the finished process; ``ok(...)`` also
   asserts exit status 0 and shows stderr when not;
-- the session fixtures ``journey_root`` (a working folder outside the repo) and ``format_run`` (test_formats.py: one trained run
+- the session fixtures ``journey_root`` (a working folder outside the repo) and ``format_run``
+  (test_formats.py: one trained run
   per format) are shared so that each dataset is written and trained once.
 
 Paths in these configs resolve from the config's folder; the commands run with the working directory elsewhere

@@ -396,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", message=noise)
     if threading.current_thread() is threading.main_thread():  # SIGTERM (SLURM, Kubernetes) as Ctrl-C: exit 130
         signal.signal(signal.SIGTERM, _terminate)
+    from multibox.commands.warning_output import install
+
+    printer = install()
     try:
         return _run(args)
     except MultiboxError as error:
@@ -408,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        summary = printer.summary()
+        if summary is not None:
+            print(summary, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,10 @@ class DataConfig(_Section):
         None,
         description="Train on crops of each frame ({size: [H, W], overlap, sampler, keep_min_visible}); none: whole frames.",
     )
+    max_image_pixels: int = Field(
+        89_478_485, ge=1, description="Images larger than this (width x height, read from the file's header) are skipped "
+        "undecoded with a warning; Pillow's decompression-bomb limit (an 8 MP camera frame is far below).",
+    )
     decode: Literal["cpu", "gpu"] = Field(
         "cpu",
         description="Where images are decoded and augmented: cpu (loader workers: OpenCV + albumentations) or gpu "

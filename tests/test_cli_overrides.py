@@ -25,3 +25,8 @@ def test_a_command_without_overrides_refuses_them(capsys):
         main(["export", "--weights", "x.ckpt", "eval.nms_threshold=0.5"])
     assert stop.value.code == 2
     assert "takes no KEY=VALUE overrides" in capsys.readouterr().err
+
+
+def test_demo_options_around_overrides():
+    args = parse_args(["demo", "train.seed=1", "--out", "d", "train.epochs=1"])
+    assert str(args.out) == "d" and args.overrides == ["train.seed=1", "train.epochs=1"]

@@ -15,8 +15,11 @@ def _write(folder: Path, text: str) -> Path:
 
 
 def test_file_paths_resolve_from_the_config_folder_normalised(tmp_path, monkeypatch):
-    cfg = _write(tmp_path / "ds" / "cfg", "data:\n  train: {images: ../coco/train, annotations: ../coco/train/a.json}\n"
-                                          "  class_names: names.txt\nmodel: {weights: w.ckpt}\n")
+    _write(
+        tmp_path / "ds" / "cfg",
+        "data:\n  train: {images: ../coco/train, annotations: ../coco/train/a.json}\n"
+        "  class_names: names.txt\nmodel: {weights: w.ckpt}\n",
+    )
     monkeypatch.chdir(tmp_path)
     config = load_config(Path("ds/cfg/cfg.yaml"))
     assert config.data.train.images == tmp_path / "ds" / "coco" / "train"
@@ -36,11 +39,16 @@ def test_overrides_resolve_from_the_working_directory(tmp_path, monkeypatch):
     assert config.data.val.images == tmp_path / "v"
 
 
-@pytest.mark.parametrize(("fmt", "name", "file"), [("voc", "trainval", "sets/trainval.txt"),
-                                                     ("openimages", "validation", "sub-validation-annotations-bbox.csv")])
+@pytest.mark.parametrize(
+    ("fmt", "name", "file"),
+    [("voc", "trainval", "sets/trainval.txt"), ("openimages", "validation", "sub-validation-annotations-bbox.csv")],
+)
 def test_split_names_stay_names(tmp_path, monkeypatch, fmt, name, file):
-    cfg = _write(tmp_path / "cfg", f"data:\n  format: {fmt}\n  train: {{images: root, annotations: {name}}}\n"
-                                   f"  val: {{images: root, annotations: {file}}}\n")
+    cfg = _write(
+        tmp_path / "cfg",
+        f"data:\n  format: {fmt}\n  train: {{images: root, annotations: {name}}}\n"
+        f"  val: {{images: root, annotations: {file}}}\n",
+    )
     monkeypatch.chdir(tmp_path)
     config = load_config(cfg)
     assert str(config.data.train.annotations) == name

@@ -19,14 +19,26 @@ from multibox.config import Config, load_config, parse_config
 
 # Where each format's own tools put a dataset, relative to the config file (see the README's data formats).
 EXAMPLE_SPLITS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
-    "coco": ({"images": "coco/train2017", "annotations": "coco/annotations/instances_train2017.json"},
-             {"images": "coco/val2017", "annotations": "coco/annotations/instances_val2017.json"}),
-    "voc": ({"images": "VOCdevkit/VOC2012", "annotations": "train"}, {"images": "VOCdevkit/VOC2012", "annotations": "val"}),
-    "yolo": ({"images": "dataset/images/train", "annotations": "dataset/labels/train"},
-             {"images": "dataset/images/val", "annotations": "dataset/labels/val"}),
-    "txt": ({"images": "dataset/images", "annotations": "dataset/train.txt"},
-            {"images": "dataset/images", "annotations": "dataset/val.txt"}),
-    "openimages": ({"images": "openimages", "annotations": "train"}, {"images": "openimages", "annotations": "validation"}),
+    "coco": (
+        {"images": "coco/train2017", "annotations": "coco/annotations/instances_train2017.json"},
+        {"images": "coco/val2017", "annotations": "coco/annotations/instances_val2017.json"},
+    ),
+    "voc": (
+        {"images": "VOCdevkit/VOC2012", "annotations": "train"},
+        {"images": "VOCdevkit/VOC2012", "annotations": "val"},
+    ),
+    "yolo": (
+        {"images": "dataset/images/train", "annotations": "dataset/labels/train"},
+        {"images": "dataset/images/val", "annotations": "dataset/labels/val"},
+    ),
+    "txt": (
+        {"images": "dataset/images", "annotations": "dataset/train.txt"},
+        {"images": "dataset/images", "annotations": "dataset/val.txt"},
+    ),
+    "openimages": (
+        {"images": "openimages", "annotations": "train"},
+        {"images": "openimages", "annotations": "validation"},
+    ),
     "cognata": ({"images": "cognata/train"}, {"images": "cognata/val"}),
 }
 HELP_WIDTH = 110

@@ -112,7 +112,8 @@ class DetectionDataModule(L.LightningDataModule):
             from multibox.data.tiles import TileCrop
 
             transform = TileCrop(data.tiles, transform)
-        dataset = DetectionDataset(self.train_set, transform, data.input_size, skip_bad=True)
+        dataset = DetectionDataset(self.train_set, transform, data.input_size, skip_bad=True,
+                                   max_pixels=data.max_image_pixels)
         if self._augment_state is not None:
             _restore_augment_state(dataset, self._augment_state)
         self._train_dataset = dataset
@@ -143,7 +144,7 @@ class DetectionDataModule(L.LightningDataModule):
         data = self.config.data
         if data.decode == "gpu":
             return self._loader(EncodedDetectionDataset(self.val_set), shuffle=False, drop_last=False, train=False)
-        dataset = DetectionDataset(self.val_set, build_eval_transform(data.input_size), data.input_size, skip_bad=True)
+        dataset = DetectionDataset(self.val_set, build_eval_transform(data.input_size), data.input_size, skip_bad=True, max_pixels=data.max_image_pixels)
         return self._loader(dataset, shuffle=False, drop_last=False)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:

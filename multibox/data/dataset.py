@@ -6,7 +6,9 @@ default-box matcher never need to know the input size or the original image size
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,7 +74,28 @@ def invalid_box_reason(boxes: np.ndarray, labels: np.ndarray, width: int, height
     return None
 
 
-def read_image(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS); data.max_image_pixels
+
+
+def header_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from an encoded image's header, without decoding its pixels (None: no header PIL knows).
+    A 1 MB PNG can hold a 32000x32000 image that decodes to 3 GB: the header tells before any of it is decoded."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data.tobytes())) as image:
+                return int(image.size[0]), int(image.size[1])
+    except Image.DecompressionBombError as error:  # above twice Pillow's limit: its message holds the pixel count
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        return (int(found.group(1)), 1) if found else (2 * DEFAULT_MAX_IMAGE_PIXELS + 1, 1)
+    except Exception:  # not an image PIL reads: OpenCV decides below
+        return None
+
+
+def read_image(path: Path, expected_size: tuple[int, int] | None = None,
+               max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """RGB uint8 (H, W, 3) as displayed: JPEG EXIF orientation applied, as labelling tools, browsers
     and `multibox predict` show the image. Grayscale, RGBA and 16-bit files become 8-bit RGB.
 
@@ -85,6 +108,16 @@ def read_image(path: Path, expected_size: tuple[int, int] | None = None) -> np.n
         data = np.fromfile(path, np.uint8)
     except OSError:  # missing, a folder, no permission
         data = np.zeros(0, np.uint8)
+    size = header_size(data) if data.size else None
+    if size is not None:
+        (w, h), pixels = size, size[0] * size[1]
+        shown = f"{w}x{h}" if h > 1 else f"{pixels} pixels"
+        if max_pixels is not None and pixels > max_pixels:
+            raise MultiboxError(f"{path}: image is {shown} ({pixels / 1e6:.0f} MP), above data.max_image_pixels "
+                                f"({max_pixels / 1e6:.0f} MP); not decoded")
+        if expected_size is not None and tuple(expected_size) not in ((h, w), (w, h)):
+            eh, ew = expected_size
+            raise MultiboxError(f"{path}: image is {shown} but its annotations say {ew}x{eh}; not decoded")
     cut = truncation(data) if data.size else None
     if cut:
         raise MultiboxError(f"{path}: cannot read image ({cut})")
@@ -119,9 +152,12 @@ class DetectionDataset(Dataset):
     ``image_id`` int and ``orig_size`` (height, width) of the original image.
     """
 
-    def __init__(self, dataset: DetectionSet, transform: Transform, input_size: tuple[int, int], skip_bad: bool = False):
+    def __init__(self, dataset: DetectionSet, transform: Transform, input_size: tuple[int, int], skip_bad: bool = False,
+                 max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
         """`skip_bad`: an unreadable image or invalid boxes give a :class:`SkippedSample` (warned once
-        per file) instead of raising, for `collate_detections` to drop and count."""
+        per file) instead of raising, for `collate_detections` to drop and count. `max_pixels`: larger
+        images (by their header) are refused undecoded."""
+        self.max_pixels = max_pixels
         self.dataset = dataset
         self.transform = transform
         self.input_size = (int(input_size[0]), int(input_size[1]))
@@ -136,14 +172,14 @@ class DetectionDataset(Dataset):
         record = self.dataset.records[index]
         keep = ~record.iscrowd
         if not self.skip_bad:
-            image = read_image(record.file, (record.height, record.width))
+            image = read_image(record.file, (record.height, record.width), self.max_pixels)
             image, boxes, labels = self.transform(image, record.boxes[keep], record.labels[keep])
         else:
             reason = invalid_box_reason(record.boxes[keep], record.labels[keep], record.width, record.height,
                                         self.dataset.num_classes)
             try:
                 if reason is None:
-                    image = read_image(record.file, (record.height, record.width))
+                    image = read_image(record.file, (record.height, record.width), self.max_pixels)
                     image, boxes, labels = self.transform(image, record.boxes[keep], record.labels[keep])
             except MultiboxError as error:
                 reason = str(error).split(": ", 1)[-1] if str(error).startswith(str(record.file)) else str(error)

@@ -38,6 +38,7 @@ def detect_and_evaluate(
     prepare_batch: Callable[[dict[str, Any], torch.device], dict[str, Any]] | None = None,
     metric: str = "coco",
     detect: Callable[[torch.Tensor, torch.Tensor], list[dict[str, torch.Tensor]]] | None = None,
+    evaluated: set[int] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the detector over every batch; returns COCO metrics against `ground_truth` and the
     detections themselves (COCO results, dataset category ids), which the report's pictures need.
@@ -45,7 +46,8 @@ def detect_and_evaluate(
     `prepare_batch` readies a loader batch on the device (`DetectionDataModule.prepare_batch`: with
     data.decode=gpu the loader's batches are still encoded files). `detect`, when given, replaces the
     detector: uint8 images and original sizes → detections (an exported model, `multibox eval --weights x.onnx`).
-    `metric` (eval.metric): voc07/voc add VOC's."""
+    `metric` (eval.metric): voc07/voc add VOC's. `evaluated`, when given, receives the ids of the images the
+    metrics cover (unreadable ones are left out), for a report that must agree with them."""
     device = device or pick_device()
     if detect is None:
         detector = detector.to(device).eval()
@@ -73,6 +75,8 @@ def detect_and_evaluate(
         )
     results = accumulator.results()
     ground_truth = accumulator.evaluated_ground_truth(ground_truth)
+    if evaluated is not None:
+        evaluated.update(int(image["id"]) for image in ground_truth["images"])
     if skipped:
         print(f"evaluation: {skipped} unreadable image(s) left out of the metrics (see the warnings above)")
     if skipped and not ground_truth["images"]:
@@ -131,23 +135,25 @@ def evaluate_checkpoint(
         raise MultiboxError("config: no validation set; set data.val or data.val_split")
     if list(data.category_ids) != loaded.category_ids:
         raise MultiboxError(f"{weights}: trained on categories {loaded.category_ids}, but the val set has {list(data.category_ids)}")
+    evaluated: set[int] = set()
     if slicing is not None:
         from multibox.engine.sliced import evaluate_sliced
 
         metrics, detections = evaluate_sliced(
             loaded.detector, data.val_set, loaded.category_ids, loaded.class_names,
-            tuple(loaded.config.data.input_size), slicing, pick_device(config.train.accelerator), config.data.batch_size)
+            tuple(loaded.config.data.input_size), slicing, pick_device(config.train.accelerator), config.data.batch_size,
+            evaluated=evaluated)
     else:
         metrics, detections = detect_and_evaluate(
             loaded.detector, data.val_dataloader(), data.val_set.to_coco_gt(), loaded.category_ids, loaded.class_names,
             pick_device(config.train.accelerator), progress=config.train.progress, prepare_batch=data.prepare_batch,
-            metric=config.eval.metric,
+            metric=config.eval.metric, evaluated=evaluated,
         )
     if report_dir is not None:
         from multibox.engine.report import save_metrics_json, write_evaluation_report
 
         save_metrics_json(metrics, Path(report_dir) / "metrics.json")
         run_log = Path(weights).parent.parent / "metrics.csv"
-        write_evaluation_report(report_dir, metrics, detections, data.val_set, score_threshold,
+        write_evaluation_report(report_dir, metrics, detections, data.val_set, score_threshold, evaluated=evaluated,
                                 training_log=run_log if Path(weights).parent.name == "checkpoints" else None)
     return metrics

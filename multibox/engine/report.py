@@ -168,8 +168,12 @@ def write_evaluation_report(
     score_threshold: float = REPORT_SCORE_THRESHOLD,
     gallery_size: int = 16,
     training_log: Path | None = None,
+    evaluated: set[int] | None = None,
 ) -> Path:
     """Pictures and the report page of one evaluation; returns the path of ``report.md``.
+
+    `evaluated` (from :func:`~multibox.engine.evaluate.detect_and_evaluate`) are the image ids the metrics
+    cover: images the loader could not read are left out here too, not counted as misses.
 
     `detections` are the COCO results the `metrics` came from (dataset category ids), on the
     images of `dataset`. `training_log` (a CSVLogger ``metrics.csv``) adds ``results.png``;
@@ -179,6 +183,9 @@ def write_evaluation_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = list(dataset.class_names)
+    total = len(dataset)
+    if evaluated is not None and len(evaluated) < total:
+        dataset = dataset.subset([i for i, record in enumerate(dataset.records) if record.image_id in evaluated])
     curves = precision_recall_curves(dataset.to_coco_gt(), detections, names)
     save_json(curves, out / "pr_curves.json", "curves")
     plot_pr_curves(curves, out / "pr_curves.png", names)
@@ -199,7 +206,8 @@ def write_evaluation_report(
     crowd = sum(int(record.iscrowd.sum()) for record in dataset.records)  # crowd / VOC difficult: not scored
     boxes = f"{dataset.num_boxes - crowd} ground-truth boxes"
     boxes += f" (and {crowd} crowd/difficult, not scored)" if crowd else ""
-    summary = (f"{len(dataset)} validation images, {boxes}, {len(detections)} detections; "
+    unread = f" ({total - len(dataset)} unreadable, left out as in metrics.json)" if total > len(dataset) else ""
+    summary = (f"{len(dataset)} validation images{unread}, {boxes}, {len(detections)} detections; "
                f"written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Numbers as in metrics.json.")
     blocks = evaluation_blocks(metrics, curves, matrix, names, gallery, score_threshold,
                                "results.png" if (out / "results.png").is_file() else None, summary)

@@ -173,9 +173,11 @@ def evaluate_sliced(
     device: torch.device,
     batch_size: int = 8,
     progress: Iterable[Any] | None = None,
+    evaluated: set[int] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """COCO metrics of sliced inference over a dataset's frames read at native resolution (the
-    same metrics `multibox eval` reports without slicing); unreadable frames are warned about and left out."""
+    same metrics `multibox eval` reports without slicing); unreadable frames are warned about and left out,
+    and `evaluated`, when given, receives the ids of the frames scored (for the report)."""
     detector = detector.to(device).eval()
     check_slicing(slicing, detector, input_size)
     lookup = torch.tensor([0, *category_ids], dtype=torch.long, device=device)
@@ -204,4 +206,6 @@ def evaluate_sliced(
     ground_truth = accumulator.evaluated_ground_truth(dataset.to_coco_gt())
     if not ground_truth["images"]:
         raise MultiboxError("evaluation: no image of the evaluation set could be read")
+    if evaluated is not None:
+        evaluated.update(int(image["id"]) for image in ground_truth["images"])
     return coco_evaluate(ground_truth, accumulator.results(), class_names), accumulator.results()

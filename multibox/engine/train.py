@@ -281,13 +281,14 @@ def train(
         return None
     assert data.val_set is not None and module.val_ground_truth is not None  # has_val
     loaded = load_checkpoint(best if best.is_file() else checkpoint_dir(config) / "last.ckpt", config)
+    evaluated: set[int] = set()
     metrics, detections = detect_and_evaluate(
         loaded.detector, data.val_dataloader(), module.val_ground_truth, data.category_ids, data.class_names,
         pick_device(config.train.accelerator), progress=config.train.progress, prepare_batch=data.prepare_batch,
-        metric=config.eval.metric,
+        metric=config.eval.metric, evaluated=evaluated,
     )
     metrics["train_seconds"] = round(elapsed, 1)
     save_metrics_json(metrics, out / "metrics.json")
-    write_evaluation_report(out, metrics, detections, data.val_set)  # report.md + pictures
+    write_evaluation_report(out, metrics, detections, data.val_set, evaluated=evaluated)  # report.md + pictures
     finish_tracking(trainer.loggers, out, metrics, best if best.is_file() else None)  # MLflow artifacts, W&B summary
     return metrics

@@ -42,8 +42,12 @@ def test_init_validates_as_is_and_comments_every_key(tmp_path, fmt):
 
 
 def test_init_through_the_console_script(tmp_path):
-    out = subprocess.run(["multibox", "config", "init", "--format", "voc"], capture_output=True, text=True, cwd=tmp_path)
+    out = subprocess.run(
+        ["multibox", "config", "init", "--format", "voc"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     assert yaml.safe_load(out.stdout)["data"]["train"]["annotations"] == "train"
-    bad = subprocess.run(["multibox", "config", "init", "--model", "nope"], capture_output=True, text=True, cwd=tmp_path)
+    bad = subprocess.run(
+        ["multibox", "config", "init", "--model", "nope"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "ssd300_vgg16" in bad.stderr

@@ -122,7 +122,7 @@ def detect_sliced(
         ):
             found[index].append((result, window, tile_id))
     return [
-        _merge_frame(parts, tuple(frame.shape[-2:]), detector, slicing)
+        _merge_frame(parts, (int(frame.shape[-2]), int(frame.shape[-1])), detector, slicing)
         for parts, frame in zip(found, frames, strict=True)
     ]
 
@@ -131,7 +131,7 @@ def _merge_frame(
     parts: list[tuple[dict[str, Tensor], Tensor, int]], frame: tuple[int, int], detector: SSDDetector, slicing: Slicing
 ) -> dict[str, Tensor]:
     """Shift each tile's boxes into the frame and merge them."""
-    device = detector.default_boxes.device
+    device = torch.device(str(detector.default_boxes.device))
     boxes, scores, labels, windows, tile_ids = [], [], [], [], []
     for result, window, tile_id in parts:
         count = len(result["scores"])

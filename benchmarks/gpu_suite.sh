@@ -186,7 +186,9 @@ cli_path() {
     "$PYTHON" -m multibox eval --weights "$run/checkpoints/last.ckpt" "train.accelerator=$accelerator" \
         --out "$WORK/cli_metrics.json" >/dev/null
     t2=$(date +%s.%N)
+    echo '```'  # bench prints a terminal table
     "$PYTHON" -m multibox bench --weights "$run/checkpoints/last.ckpt" --device "$DEVICE" --batch-sizes 1,32
+    echo '```'
     t3=$(date +%s.%N)
     awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" -v n="$CLI_IMAGES" -v s="$CLI_SIZE" 'BEGIN {
         printf "\n| step (%d synthetic images of %s, configs/demo.yaml) | seconds |\n|---|---|\n", n, s

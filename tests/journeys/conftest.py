@@ -174,6 +174,7 @@ def _write_openimages(root: Path, parts: tuple) -> dict[str, Any]:
     shutil.move(root / ".tmp" / "sub-validation-annotations-bbox.csv", root / "sub-validation-annotations-bbox.csv")
     shutil.rmtree(root / ".tmp")
     return {
+        "classes": list(parts[0].class_names),  # without it each split keeps only the classes it holds
         "train": {"images": "../openimages", "annotations": "train"},
         "val": {"images": "../openimages", "annotations": "validation"},
     }

@@ -50,6 +50,8 @@ def test_train_eval_predict_export(fmt, format_run, journey_root, journey):
     work = journey_root / "work"
     best = run / "checkpoints" / "best.ckpt"
     assert best.is_file() and (run / "metrics.json").is_file()
+    for written in (run / "gallery.json", run / "config.yaml"):  # paths normalised: no cfg/../coco
+        assert "/../" not in written.read_text() and "/./" not in written.read_text(), written
     names = journey.dataset_class_names(config)
     trained = json.loads((run / "metrics.json").read_text())
     assert set(trained["per_class"]) <= set(names) and trained["per_class"], trained["per_class"]

@@ -42,10 +42,18 @@ def make_data(root: Path) -> None:
 
 def base_overrides(root: Path, epochs: int) -> list[str]:
     return [
-        f"data.train.images={root / 'train' / 'images'}", f"data.train.annotations={root / 'train' / 'annotations.json'}",
-        f"data.val.images={root / 'val' / 'images'}", f"data.val.annotations={root / 'val' / 'annotations.json'}",
-        f"data.input_size=[{INPUT[0]},{INPUT[1]}]", "data.batch_size=8", "data.num_workers=1", "scheduler.warmup_steps=10",
-        f"train.epochs={max(epochs, 1)}", "train.progress=false", "train.accelerator=cpu", f"eval.every_n_epochs={max(epochs, 1)}",
+        f"data.train.images={root / 'train' / 'images'}",
+        f"data.train.annotations={root / 'train' / 'annotations.json'}",
+        f"data.val.images={root / 'val' / 'images'}",
+        f"data.val.annotations={root / 'val' / 'annotations.json'}",
+        f"data.input_size=[{INPUT[0]},{INPUT[1]}]",
+        "data.batch_size=8",
+        "data.num_workers=1",
+        "scheduler.warmup_steps=10",
+        f"train.epochs={max(epochs, 1)}",
+        "train.progress=false",
+        "train.accelerator=cpu",
+        f"eval.every_n_epochs={max(epochs, 1)}",
     ]
 
 
@@ -70,16 +78,26 @@ def main() -> None:
     fit = fit_anchors(config, data.train_set, seed=config.train.seed)
     console.print(f"anchors fit: {time.perf_counter() - started:.1f} s")
     print_fit(fit, console)
-    results = {"fit": {"box_sizes": fit.box_sizes, "aspect_ratios": fit.aspect_ratios, "boxes_before": fit.boxes_before,
-                       "boxes_after": fit.boxes_after, "buckets": fit.buckets},
-               "val_coverage": val_coverage(config, fitted_config(config, fit), data.val_set),
-               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average": os.getloadavg()}
+    results = {
+        "fit": {
+            "box_sizes": fit.box_sizes,
+            "aspect_ratios": fit.aspect_ratios,
+            "boxes_before": fit.boxes_before,
+            "boxes_after": fit.boxes_after,
+            "buckets": fit.buckets,
+        },
+        "val_coverage": val_coverage(config, fitted_config(config, fit), data.val_set),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average": os.getloadavg(),
+    }
     if args.epochs > 0:
         for name, run_config in (("before", config), ("after", fitted_config(config, fit))):
             run_config = run_config.model_copy(deep=True)
             run_config.train.output_dir = args.out / f"run_{name}"
             metrics = train(run_config)
-            results[name] = {k: metrics[k] for k in ("map", "map_50", "map_small", "map_medium", "mar_100", "train_seconds")}
+            results[name] = {
+                k: metrics[k] for k in ("map", "map_50", "map_small", "map_medium", "mar_100", "train_seconds")
+            }
             console.print(f"{name}: {results[name]}")
         results["load_average_end"] = os.getloadavg()
     results = public(results)  # NaN (an empty size bucket) -> null

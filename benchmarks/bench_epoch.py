@@ -50,8 +50,12 @@ def make_data(num_images: int, size: tuple[int, int]) -> Path:
     return folder
 
 
-def run_epoch(module: DetectionModule, optimizer: torch.optim.Optimizer, batches: Iterable[dict],
-              prepare: Callable[[dict], dict] = lambda batch: batch) -> tuple[float, float, int]:
+def run_epoch(
+    module: DetectionModule,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[dict],
+    prepare: Callable[[dict], dict] = lambda batch: batch,
+) -> tuple[float, float, int]:
     """(epoch seconds, seconds inside training steps, images) for one pass over `batches`."""
     compute, images = 0.0, 0
     start = time.perf_counter()
@@ -59,8 +63,12 @@ def run_epoch(module: DetectionModule, optimizer: torch.optim.Optimizer, batches
         batch = prepare(batch)
         synchronise(batch["images"].device)
         step_start = time.perf_counter()
-        out = module.criterion(*module.detector(images_to_float(batch["images"])), module.detector.default_boxes,
-                               batch["boxes"], batch["labels"])
+        out = module.criterion(
+            *module.detector(images_to_float(batch["images"])),
+            module.detector.default_boxes,
+            batch["boxes"],
+            batch["labels"],
+        )
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
@@ -90,14 +98,22 @@ def main() -> None:
     torch.manual_seed(0)
     height, width = (int(v) for v in args.size.split("x"))
     data = make_data(args.images, (height, width))
-    config = load_config(CONFIG, [
-        f"data.train.images={data / 'images'}", f"data.train.annotations={data / 'annotations.json'}",
-        f"data.num_workers={args.workers}", f"data.augment={args.augment}", f"data.decode={args.decode}",
-    ])
+    config = load_config(
+        CONFIG,
+        [
+            f"data.train.images={data / 'images'}",
+            f"data.train.annotations={data / 'annotations.json'}",
+            f"data.num_workers={args.workers}",
+            f"data.augment={args.augment}",
+            f"data.decode={args.decode}",
+        ],
+    )
     device = torch.device(args.device)
     datamodule = DetectionDataModule(config)
     module = DetectionModule(config.to_dict(), datamodule.class_names, datamodule.category_ids).to(device).train()
-    optimizer = torch.optim.AdamW(module.parameters(), lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay)
+    optimizer = torch.optim.AdamW(
+        module.parameters(), lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay
+    )
     loader = datamodule.train_dataloader()
     prepare = lambda batch: datamodule.prepare_batch(batch, device)  # noqa: E731  (decode=gpu: decode + augment)
     preloaded = [prepare(batch) for batch in loader]  # also a warm-up epoch of the loader
@@ -114,18 +130,24 @@ def main() -> None:
     epoch = {k: statistics.median(r[0] for r in v) for k, v in results.items()}
     util = {k: statistics.median(r[1] / r[0] for r in v) for k, v in results.items()}
     images = results["loader"][0][2]
-    print(f"\n{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-          f"{args.workers} loader workers, {images} images per epoch ({height}x{width} JPEG -> 128x128, augment "
-          f"{args.augment}, decode {args.decode}, batch {config.data.batch_size}, {device}), "
-          f"median of {args.epochs} epochs per mode, "
-          f"load {os.getloadavg()[0]:.2f}\n")
+    print(
+        f"\n{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+        f"{args.workers} loader workers, {images} images per epoch ({height}x{width} JPEG -> 128x128, augment "
+        f"{args.augment}, decode {args.decode}, batch {config.data.batch_size}, {device}), "
+        f"median of {args.epochs} epochs per mode, "
+        f"load {os.getloadavg()[0]:.2f}\n"
+    )
     print("| case | real loader | pre-loaded tensors | ratio |\n|---|---|---|---|")
-    print(f"| epoch (s) | {epoch['loader']:.2f} | {epoch['pre-loaded']:.2f} "
-          f"| {epoch['loader'] / epoch['pre-loaded']:.2f}× |")
+    print(
+        f"| epoch (s) | {epoch['loader']:.2f} | {epoch['pre-loaded']:.2f} "
+        f"| {epoch['loader'] / epoch['pre-loaded']:.2f}× |"
+    )
     print(f"| images/s | {images / epoch['loader']:.1f} | {images / epoch['pre-loaded']:.1f} | |")
     print(f"| utilisation (step time / epoch time) | {util['loader']:.0%} | {util['pre-loaded']:.0%} | |")
-    print(f"| peak memory of the training process (MiB, growth over the epoch) | {memory['loader']:.0f} "
-          f"| {memory['pre-loaded']:.0f} | |")
+    print(
+        f"| peak memory of the training process (MiB, growth over the epoch) | {memory['loader']:.0f} "
+        f"| {memory['pre-loaded']:.0f} | |"
+    )
 
 
 if __name__ == "__main__":

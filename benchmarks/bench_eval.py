@@ -39,8 +39,16 @@ def make_coco(num_images: int, detections_per_image: int = 100, seed: int = 0) -
         xy = rng.uniform(0, 1, (n, 2)) * (np.array([640, 480]) - wh)
         labels = rng.choice(COCO_IDS, n)
         for box, label in zip(np.hstack((xy, wh)), labels, strict=True):
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
-                                "bbox": [float(v) for v in box], "area": float(box[2] * box[3]), "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "bbox": [float(v) for v in box],
+                    "area": float(box[2] * box[3]),
+                    "iscrowd": 0,
+                }
+            )
         copies = rng.integers(0, n, detections_per_image // 2)
         jitter = np.hstack((xy, wh))[copies] * rng.normal(1, 0.1, (len(copies), 4))
         rand_wh = rng.uniform(8, 300, (detections_per_image - len(copies), 2))
@@ -49,7 +57,9 @@ def make_coco(num_images: int, detections_per_image: int = 100, seed: int = 0) -
         cats = np.concatenate((labels[copies], rng.choice(COCO_IDS, len(rand_wh))))
         scores = np.concatenate((rng.uniform(0.3, 1, len(copies)), rng.uniform(0.01, 0.5, len(rand_wh))))
         for box, cat, score in zip(boxes, cats, scores, strict=True):
-            results.append({"image_id": image_id, "category_id": int(cat), "bbox": [float(v) for v in box], "score": float(score)})
+            results.append(
+                {"image_id": image_id, "category_id": int(cat), "bbox": [float(v) for v in box], "score": float(score)}
+            )
     categories = [{"id": i, "name": f"class{i}"} for i in COCO_IDS]
     return {"images": images, "annotations": annotations, "categories": categories}, results
 
@@ -105,19 +115,27 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"multibox": [], "pycocotools": []}
     for _ in range(args.repeats):
         for side in runs:
-            out = subprocess.run([sys.executable, __file__, "--images", str(args.images), "--child", side],
-                                 check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [sys.executable, __file__, "--images", str(args.images), "--child", side],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             runs[side].append(json.loads(out.strip().splitlines()[-1]))
     ours, theirs = runs["multibox"][0]["stats"], runs["pycocotools"][0]["stats"]
     difference = max(abs(a - b) for a, b in zip(ours, theirs, strict=True))
     seconds = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
     memory = {k: max(r["peak_mb"] for r in v) for k, v in runs.items()}
-    print(f"\n{platform.machine()}, {args.images} images, {args.images * 100:,} detections, "
-          f"median of {args.repeats} runs per side (fresh process each), load {os.getloadavg()[0]:.2f}; "
-          f"largest difference of the 12 stats: {difference:.2g} (mAP {ours[0]:.4f})\n")
+    print(
+        f"\n{platform.machine()}, {args.images} images, {args.images * 100:,} detections, "
+        f"median of {args.repeats} runs per side (fresh process each), load {os.getloadavg()[0]:.2f}; "
+        f"largest difference of the 12 stats: {difference:.2g} (mAP {ours[0]:.4f})\n"
+    )
     print("| case | multibox (faster-coco-eval) | pycocotools | ratio |\n|---|---|---|---|")
-    print(f"| COCO eval, {args.images} images (s) | {seconds['multibox']:.2f} | {seconds['pycocotools']:.2f} "
-          f"| {seconds['pycocotools'] / seconds['multibox']:.1f}× |")
+    print(
+        f"| COCO eval, {args.images} images (s) | {seconds['multibox']:.2f} | {seconds['pycocotools']:.2f} "
+        f"| {seconds['pycocotools'] / seconds['multibox']:.1f}× |"
+    )
     print(f"| peak memory (MiB) | {memory['multibox']:.0f} | {memory['pycocotools']:.0f} | |")
 
 

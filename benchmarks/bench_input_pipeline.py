@@ -62,14 +62,16 @@ class TorchvisionDataset(torch.utils.data.Dataset):
 
         self.tv_tensors, self.decode_jpeg, self.read_file = tv_tensors, decode_jpeg, read_file
         self.records = load_coco(data / "images", data / "annotations.json").records
-        self.transform = T.Compose([
-            T.RandomPhotometricDistort(),
-            T.RandomZoomOut(fill=list(MEAN_RGB)),
-            T.RandomIoUCrop(),
-            T.RandomHorizontalFlip(),
-            T.Resize(SIZE),
-            T.SanitizeBoundingBoxes(),
-        ])
+        self.transform = T.Compose(
+            [
+                T.RandomPhotometricDistort(),
+                T.RandomZoomOut(fill=list(MEAN_RGB)),
+                T.RandomIoUCrop(),
+                T.RandomHorizontalFlip(),
+                T.Resize(SIZE),
+                T.SanitizeBoundingBoxes(),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -79,7 +81,9 @@ class TorchvisionDataset(torch.utils.data.Dataset):
         image = self.tv_tensors.Image(self.decode_jpeg(self.read_file(str(record.file))))
         keep = ~record.iscrowd
         target = {
-            "boxes": self.tv_tensors.BoundingBoxes(torch.from_numpy(record.boxes[keep]), format="XYXY", canvas_size=image.shape[-2:]),
+            "boxes": self.tv_tensors.BoundingBoxes(
+                torch.from_numpy(record.boxes[keep]), format="XYXY", canvas_size=image.shape[-2:]
+            ),
             "labels": torch.from_numpy(record.labels[keep]),
         }
         return self.transform(image, target)
@@ -108,8 +112,14 @@ def measure(dataset: Any, collate: Callable, batch_size: int, repeats: int) -> l
 
 
 def measure_loader(dataset: Any, collate: Callable, batch_size: int, workers: int, repeats: int) -> list[float]:
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                         collate_fn=collate, persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=workers > 0,
+    )
     for _ in loader:  # warm-up epoch (starts the workers)
         pass
     rates = []
@@ -152,24 +162,34 @@ def main() -> None:
         print(out.getvalue())
 
     rows = {
-        "(a) multibox `ssd` (OpenCV decode + albumentations)": measure(ssd, collate_detections, args.batch_size, args.repeats),
-        "(b) torchvision v2 reference `ssd` (decode_jpeg + v2)": measure(tv, stack_collate, args.batch_size, args.repeats),
+        "(a) multibox `ssd` (OpenCV decode + albumentations)": measure(
+            ssd, collate_detections, args.batch_size, args.repeats
+        ),
+        "(b) torchvision v2 reference `ssd` (decode_jpeg + v2)": measure(
+            tv, stack_collate, args.batch_size, args.repeats
+        ),
         "(c) multibox `none` (decode + resize)": measure(none, collate_detections, args.batch_size, args.repeats),
     }
     (a, b) = (statistics.median(rows[k]) for k in list(rows)[:2])
-    print(f"\n{len(ssd)} images 640x480 -> {SIZE[0]}x{SIZE[1]}, batch {args.batch_size}, one core (cpu {affinity[0]}), "
-          f"1 thread, median (min–max) of {args.repeats}; {platform.processor() or platform.machine()}, "
-          f"torch {torch.__version__}, OpenCV {cv2.__version__}\n")
+    print(
+        f"\n{len(ssd)} images 640x480 -> {SIZE[0]}x{SIZE[1]}, batch {args.batch_size}, one core (cpu {affinity[0]}), "
+        f"1 thread, median (min–max) of {args.repeats}; {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, OpenCV {cv2.__version__}\n"
+    )
     print("| pipeline | images/s per core |\n|---|---|")
     for name, rates in rows.items():
         print(f"| {name} | {spread(rates)} |")
     print(f"| ratio (a)/(b) | {a / b:.2f}× |")
-    print(f"\ntargets: (a) >= 100 images/s per core: {'met' if a >= 100 else 'NOT met'}; "
-          f"(a) >= 3x (b): {'met' if a >= 3 * b else 'NOT met'}")
+    print(
+        f"\ntargets: (a) >= 100 images/s per core: {'met' if a >= 100 else 'NOT met'}; "
+        f"(a) >= 3x (b): {'met' if a >= 3 * b else 'NOT met'}"
+    )
 
     if args.workers:
         os.sched_setaffinity(0, set(affinity))
-        print(f"\nDataLoader, {args.workers} workers, {len(affinity)} cores allowed, batch {args.batch_size}, shuffled:\n")
+        print(
+            f"\nDataLoader, {args.workers} workers, {len(affinity)} cores allowed, batch {args.batch_size}, shuffled:\n"
+        )
         print("| pipeline | images/s |\n|---|---|")
         ours = measure_loader(ssd, collate_detections, args.batch_size, args.workers, args.repeats)
         print(f"| (a) multibox `ssd` | {spread(ours)} |")

@@ -42,8 +42,11 @@ NUM_CLASSES = 91
 
 def ssd300_defaults() -> torch.Tensor:
     """SSD300's 8,732 default boxes (cxcywh, normalised), from torchvision's own generator."""
-    generator = DefaultBoxGenerator([[2], [2, 3], [2, 3], [2, 3], [2], [2]], scales=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],
-                                    steps=[8, 16, 32, 64, 100, 300])
+    generator = DefaultBoxGenerator(
+        [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
+        scales=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],
+        steps=[8, 16, 32, 64, 100, 300],
+    )
     sizes = [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)]
     return generator._grid_default_boxes(sizes, [SIZE, SIZE])
 
@@ -59,12 +62,16 @@ def head_outputs(batch: int, num_defaults: int, spread: float, seed: int = 0) ->
 
 def torchvision_postprocess(settings: PostprocessSettings) -> Callable:
     fake = SimpleNamespace(
-        box_coder=TorchvisionBoxCoder((10.0, 10.0, 5.0, 5.0)), score_thresh=settings.score_threshold,
-        topk_candidates=settings.topk_candidates, nms_thresh=settings.nms_threshold,
+        box_coder=TorchvisionBoxCoder((10.0, 10.0, 5.0, 5.0)),
+        score_thresh=settings.score_threshold,
+        topk_candidates=settings.topk_candidates,
+        nms_thresh=settings.nms_threshold,
         detections_per_img=settings.max_detections,
     )
 
-    def run(regression: torch.Tensor, logits: torch.Tensor, anchors_xyxy: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    def run(
+        regression: torch.Tensor, logits: torch.Tensor, anchors_xyxy: torch.Tensor
+    ) -> list[dict[str, torch.Tensor]]:
         n = len(regression)
         head = {"bbox_regression": regression, "cls_logits": logits}
         return TorchvisionSSD.postprocess_detections(fake, head, [anchors_xyxy] * n, [(SIZE, SIZE)] * n)
@@ -81,9 +88,12 @@ def _canonical(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def check_same(ours: list[dict], theirs: list[dict]) -> None:
     for i, (a, b) in enumerate(zip(map(_canonical, ours), map(_canonical, theirs), strict=True)):
-        if len(a["scores"]) != len(b["scores"]) or not torch.equal(a["labels"], b["labels"]) or not torch.allclose(
-            a["boxes"], b["boxes"], atol=1e-3
-        ) or not torch.allclose(a["scores"], b["scores"]):
+        if (
+            len(a["scores"]) != len(b["scores"])
+            or not torch.equal(a["labels"], b["labels"])
+            or not torch.allclose(a["boxes"], b["boxes"], atol=1e-3)
+            or not torch.allclose(a["scores"], b["scores"])
+        ):
             sys.exit(f"image {i}: detections differ from torchvision's")
 
 
@@ -92,7 +102,9 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved(calls: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int) -> dict[str, list[float]]:
+def interleaved(
+    calls: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int
+) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {k: [] for k in calls}
     for i in range(warmup + repeats):
         for name, call in calls.items():
@@ -151,13 +163,17 @@ def main() -> None:
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     kept = sum(len(d["scores"]) for d in calls["multibox"]()) / args.batch
 
-    print(f"\n{platform.machine()}, torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
-          f"batch {args.batch} x 8,732 boxes x {NUM_CLASSES} classes, {passing:.0f} boxes per image and class pass 0.01, "
-          f"{kept:.0f} detections per image; median of {args.repeats} interleaved runs, load {os.getloadavg()[0]:.2f}\n")
+    print(
+        f"\n{platform.machine()}, torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
+        f"batch {args.batch} x 8,732 boxes x {NUM_CLASSES} classes, {passing:.0f} boxes per image and class pass 0.01, "
+        f"{kept:.0f} detections per image; median of {args.repeats} interleaved runs, load {os.getloadavg()[0]:.2f}\n"
+    )
     print("| case | multibox | torchvision | ratio |\n|---|---|---|---|")
     spread = {k: f"({min(v) * 1000:.0f}–{max(v) * 1000:.0f})" for k, v in times.items()}
-    print(f"| postprocess, batch {args.batch} (ms) | {med['multibox']:.0f} {spread['multibox']} | "
-          f"{med['torchvision']:.0f} {spread['torchvision']} | {med['torchvision'] / med['multibox']:.2f}× |")
+    print(
+        f"| postprocess, batch {args.batch} (ms) | {med['multibox']:.0f} {spread['multibox']} | "
+        f"{med['torchvision']:.0f} {spread['torchvision']} | {med['torchvision'] / med['multibox']:.2f}× |"
+    )
     print(f"| peak memory (MiB) | {memory['multibox']:.0f} | {memory['torchvision']:.0f} | |")
 
 

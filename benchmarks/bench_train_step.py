@@ -104,7 +104,9 @@ class Side:
             self.image_list = list(self.images.unbind(0))
             self.targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
         cfg = module.config.optimizer  # the same SGD settings for both
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
         bf16 = args.precision == "bf16"
         self.autocast = lambda: torch.autocast(self.device.type, torch.bfloat16) if bf16 else nullcontext()
 
@@ -144,11 +146,17 @@ class LossOnly:
         regression, logits = (t.detach().requires_grad_() for t in self.head)
         model = self.side.model
         if self.side.kind == "multibox":
-            loss = model.criterion(regression, logits, model.detector.default_boxes, self.side.boxes, self.side.labels)["loss"]
+            loss = model.criterion(regression, logits, model.detector.default_boxes, self.side.boxes, self.side.labels)[
+                "loss"
+            ]
         else:  # torchvision's SSD.forward from the anchors on
             anchors = model.anchor_generator(self.image_batch, self.features)
-            matched = [model.proposal_matcher(box_iou(t["boxes"], a)) for a, t in zip(anchors, self.targets, strict=True)]
-            out = model.compute_loss(self.targets, {"bbox_regression": regression, "cls_logits": logits}, anchors, matched)
+            matched = [
+                model.proposal_matcher(box_iou(t["boxes"], a)) for a, t in zip(anchors, self.targets, strict=True)
+            ]
+            out = model.compute_loss(
+                self.targets, {"bbox_regression": regression, "cls_logits": logits}, anchors, matched
+            )
             loss = out["bbox_regression"] + out["classification"]
         loss.backward()
         return loss
@@ -201,7 +209,6 @@ def peak_rss_mb() -> float:
     return status_mb("VmHWM")
 
 
-
 def profile(side: Side, steps: int = 3) -> str:
     side.step()
     profiler = cProfile.Profile()
@@ -219,7 +226,10 @@ def run_model(name: str, args: argparse.Namespace) -> list[str]:
     sides = {kind: Side(name, kind, args, shared) for kind in ("multibox", "torchvision")}
     with torch.no_grad():
         first = {kind: float(side.losses()["loss"]) for kind, side in sides.items()}
-    print(f"{name}: first-step loss multibox {first['multibox']:.5f} torchvision {first['torchvision']:.5f}", file=sys.stderr)
+    print(
+        f"{name}: first-step loss multibox {first['multibox']:.5f} torchvision {first['torchvision']:.5f}",
+        file=sys.stderr,
+    )
     loss_times = interleaved({k: LossOnly(side) for k, side in sides.items()}, 2, 10)
     loss_med = {k: statistics.median(v) * 1000 for k, v in loss_times.items()}
     if args.profile:
@@ -227,7 +237,9 @@ def run_model(name: str, args: argparse.Namespace) -> list[str]:
             print(f"--- cProfile {name} {kind}\n{profile(side)}", file=sys.stderr)
     times = interleaved(sides, args.warmup, args.steps)
     med = {k: statistics.median(v) for k, v in times.items()}
-    memory = {k: peak_memory_mb(name, k, args) for k in sides} if not args.no_memory else {k: float("nan") for k in sides}
+    memory = (
+        {k: peak_memory_mb(name, k, args) for k in sides} if not args.no_memory else {k: float("nan") for k in sides}
+    )
     ips = {k: args.batch / med[k] for k in sides}
     return [
         f"| {name} step (s), batch {args.batch} "
@@ -252,11 +264,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    parser.add_argument("--channels-last", nargs="?", const="both", default="none",
-                        choices=["none", "multibox", "torchvision", "both"],
-                        help="channels_last memory format for these sides (no value: both)")
-    parser.add_argument("--compile", choices=["none", "multibox", "torchvision", "both"], default="none",
-                        help="torch.compile (inductor) the network of these sides; give --warmup 2 or more")
+    parser.add_argument(
+        "--channels-last",
+        nargs="?",
+        const="both",
+        default="none",
+        choices=["none", "multibox", "torchvision", "both"],
+        help="channels_last memory format for these sides (no value: both)",
+    )
+    parser.add_argument(
+        "--compile",
+        choices=["none", "multibox", "torchvision", "both"],
+        default="none",
+        help="torch.compile (inductor) the network of these sides; give --warmup 2 or more",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads on the CPU")
     parser.add_argument("--profile", action="store_true", help="cProfile headline of each side to stderr")
     parser.add_argument("--no-memory", action="store_true")
@@ -272,9 +293,11 @@ def main() -> None:
         model_args = argparse.Namespace(**vars(args))
         model_args.batch = args.batch or (32 if args.device == "cuda" else CPU_BATCH[name])
         rows += run_model(name, model_args)
-    print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, device {args.device}, "
-          f"{args.precision}, channels_last={args.channels_last}, threads={torch.get_num_threads()}, "
-          f"median of {args.steps} interleaved steps after {args.warmup} warm-up, load {os.getloadavg()[0]:.2f}\n")
+    print(
+        f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, device {args.device}, "
+        f"{args.precision}, channels_last={args.channels_last}, threads={torch.get_num_threads()}, "
+        f"median of {args.steps} interleaved steps after {args.warmup} warm-up, load {os.getloadavg()[0]:.2f}\n"
+    )
     print("| case | multibox | torchvision | ratio (torchvision / multibox time) |\n|---|---|---|---|")
     print("\n".join(rows))
 

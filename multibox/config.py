@@ -40,31 +40,47 @@ class CognataConfig(_Section):
     min_area: float = Field(50.0, ge=0.0, description="Drop boxes smaller than this area (pixels^2).")
     min_side: float = Field(8.0, ge=0.0, description="Drop boxes whose width or height is below this (pixels).")
     max_distance: float = Field(300.0, gt=0.0, description="Drop objects farther than this center_distance.")
-    ignored_classes: list[int] = Field(default_factory=lambda: [2, 25, 31], description="Raw class ids dropped (pole, parking, fence).")
+    ignored_classes: list[int] = Field(
+        default_factory=lambda: [2, 25, 31], description="Raw class ids dropped (pole, parking, fence)."
+    )
     max_boxes: int = Field(500, ge=1, description="Boxes kept per image at most.")
     recordings: list[str] | None = Field(None, description="Recording folders to read (all when not set).")
-    cameras: list[str] | None = Field(None, description="Cameras to read, e.g. Cognata_Camera_01_8M (all when not set).")
+    cameras: list[str] | None = Field(
+        None, description="Cameras to read, e.g. Cognata_Camera_01_8M (all when not set)."
+    )
 
 
 class TilesConfig(_Section):
     """Tiled training for small objects in large frames (see multibox.data.tiles)."""
 
     size: tuple[int, int] = Field(
-        description="Crop [H, W] in frame pixels (after scale); equal to data.input_size, objects keep their native scale."
+        description="Crop [H, W] in frame pixels (after scale); equal to data.input_size, objects keep their native "
+        "scale."
     )
     overlap: float = Field(
-        0.2, ge=0.0, lt=1.0, description="Overlap of the tile grid the uniform sampler draws from (as sliced inference)."
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Overlap of the tile grid the uniform sampler draws from (as sliced inference).",
     )
     sampler: Literal["objects", "uniform"] = Field(
         "objects",
-        description="objects: centre the crop near a random object (with probability object_prob); uniform: a grid tile.",
+        description="objects: centre the crop near a random object (with probability object_prob); uniform: a grid "
+        "tile.",
     )
-    object_prob: float = Field(0.7, ge=0.0, le=1.0, description="objects sampler: chance of a crop centred near an object.")
+    object_prob: float = Field(
+        0.7, ge=0.0, le=1.0, description="objects sampler: chance of a crop centred near an object."
+    )
     keep_min_visible: float = Field(
-        0.5, ge=0.0, le=1.0,
-        description="A box cut by the crop keeping less of its area is dropped, and its visible part ignored by the loss.",
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="A box cut by the crop keeping less of its area is dropped, and its visible part ignored by the "
+        "loss.",
     )
-    scale: float = Field(1.0, gt=0.0, description="Resize each frame by this factor before cropping (1: native resolution).")
+    scale: float = Field(
+        1.0, gt=0.0, description="Resize each frame by this factor before cropping (1: native resolution)."
+    )
 
     @field_validator("size")
     @classmethod
@@ -79,17 +95,28 @@ class DataConfig(_Section):
         "coco", description="Annotation format of train/val (see multibox.data.formats)."
     )
     class_names: list[str] | Path | None = Field(
-        None, description="voc/yolo/txt: class names in label order, a list or a names file "
-        "(one a line, or a YOLO data .yaml with names:)."
+        None,
+        description="voc/yolo/txt: class names in label order, a list or a names file "
+        "(one a line, or a YOLO data .yaml with names:).",
     )
-    classes: list[str] | None = Field(None, description="openimages: display names of the classes kept, in label order (all when not set).")
+    classes: list[str] | None = Field(
+        None, description="openimages: display names of the classes kept, in label order (all when not set)."
+    )
     cognata: CognataConfig = Field(default_factory=CognataConfig, description="Cognata reader filters.")
     train: SplitPaths | None = Field(None, description="Training split.")
-    val: SplitPaths | None = Field(None, description="Validation split; when missing, data.val_split of train is held out.")
-    val_split: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of train held out for validation when no val set is given.")
-    split_seed: int = Field(0, description="Seed of the val_split shuffle, so the held-out set is the same on every run.")
+    val: SplitPaths | None = Field(
+        None, description="Validation split; when missing, data.val_split of train is held out."
+    )
+    val_split: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Fraction of train held out for validation when no val set is given."
+    )
+    split_seed: int = Field(
+        0, description="Seed of the val_split shuffle, so the held-out set is the same on every run."
+    )
     max_skipped_fraction: float = Field(
-        0.5, ge=0.0, le=1.0,
+        0.5,
+        ge=0.0,
+        le=1.0,
         description="Stop when more than this fraction of a split's images is missing or unreadable (1: never, "
         "unless no image file of a split is there at all).",
     )
@@ -110,10 +137,13 @@ class DataConfig(_Section):
     )
     tiles: TilesConfig | None = Field(
         None,
-        description="Train on crops of each frame ({size: [H, W], overlap, sampler, keep_min_visible}); none: whole frames.",
+        description="Train on crops of each frame ({size: [H, W], overlap, sampler, keep_min_visible}); none: whole "
+        "frames.",
     )
     max_image_pixels: int = Field(
-        89_478_485, ge=1, description="Images larger than this (width x height, read from the file's header) are skipped "
+        89_478_485,
+        ge=1,
+        description="Images larger than this (width x height, read from the file's header) are skipped "
         "undecoded with a warning; Pillow's decompression-bomb limit (an 8 MP camera frame is far below).",
     )
     decode: Literal["cpu", "gpu"] = Field(
@@ -159,12 +189,28 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: Literal["ssd300_vgg16", "ssd512_vgg16", "ssdlite320_mobilenet_v3_large", "ssdlite_mobilenet_v2", "ssd_mobilenet_v1", "ssd_resnet50", "ssd_resnet50_fpn", "custom"] = Field("ssd300_vgg16", description="Detector architecture.")
+    name: Literal[
+        "ssd300_vgg16",
+        "ssd512_vgg16",
+        "ssdlite320_mobilenet_v3_large",
+        "ssdlite_mobilenet_v2",
+        "ssd_mobilenet_v1",
+        "ssd_resnet50",
+        "ssd_resnet50_fpn",
+        "custom",
+    ] = Field("ssd300_vgg16", description="Detector architecture.")
     num_classes: int | None = Field(None, ge=1, description="Foreground classes; taken from the dataset when not set.")
     norm_momentum: float | None = Field(
-        None, gt=0.0, le=1.0, description="BatchNorm running-stat momentum; the model's own when not set (SSDLite: 0.03, for long runs)."
+        None,
+        gt=0.0,
+        le=1.0,
+        description="BatchNorm running-stat momentum; the model's own when not set (SSDLite: 0.03, for long runs).",
     )
-    width_mult: float = Field(1.0, gt=0.0, description="Channel multiplier of MobileNet backbones (torchvision's; the SSDLite extras keep their width).")
+    width_mult: float = Field(
+        1.0,
+        gt=0.0,
+        description="Channel multiplier of MobileNet backbones (torchvision's; the SSDLite extras keep their width).",
+    )
     backbone_weights: str | None = Field(
         None,
         description="Backbone start: 'imagenet' (torchvision's file, from torch hub's cache, downloaded when missing), "
@@ -190,20 +236,33 @@ class ModelConfig(_Section):
         description="model.name=custom only: prediction strides, powers of two from 8 "
         "(backbone taps 8/16/32, extra blocks beyond).",
     )
-    head: Literal["ssd", "ssdlite"] = Field("ssdlite", description="model.name=custom only: 3x3-conv SSD head or depthwise SSDLite head.")
+    head: Literal["ssd", "ssdlite"] = Field(
+        "ssdlite", description="model.name=custom only: 3x3-conv SSD head or depthwise SSDLite head."
+    )
 
 
 class AnchorConfig(_Section):
-    aspect_ratios: list[list[float]] | None = Field(None, description="Per level, the extra aspect ratios (2 means 2 and 1/2); model default when not set.")
-    scales: list[float] | None = Field(None, description="Box scale per level plus one more, as fractions of the input's shorter side.")
-    sizes: list[float] | None = Field(None, description="Box sizes in input pixels, per level plus one (MLCommons style); instead of scales.")
-    box_sizes: list[list[float]] | None = Field(
-        None, description="Per level, explicit square box sizes in input pixels (each with its aspect-ratio pairs); "
-        "replaces scales/sizes."
+    aspect_ratios: list[list[float]] | None = Field(
+        None, description="Per level, the extra aspect ratios (2 means 2 and 1/2); model default when not set."
     )
-    min_scale: float | None = Field(None, gt=0.0, description="Smallest scale when scales is not given (linear spacing to max_scale).")
+    scales: list[float] | None = Field(
+        None, description="Box scale per level plus one more, as fractions of the input's shorter side."
+    )
+    sizes: list[float] | None = Field(
+        None, description="Box sizes in input pixels, per level plus one (MLCommons style); instead of scales."
+    )
+    box_sizes: list[list[float]] | None = Field(
+        None,
+        description="Per level, explicit square box sizes in input pixels (each with its aspect-ratio pairs); "
+        "replaces scales/sizes.",
+    )
+    min_scale: float | None = Field(
+        None, gt=0.0, description="Smallest scale when scales is not given (linear spacing to max_scale)."
+    )
     max_scale: float | None = Field(None, gt=0.0, description="Largest scale when scales is not given.")
-    steps: list[float] | None = Field(None, description="Per level, pixels between box centres; the feature map's stride when not set.")
+    steps: list[float] | None = Field(
+        None, description="Per level, pixels between box centres; the feature map's stride when not set."
+    )
     clip: bool = Field(True, description="Clip default boxes' width and height to the image, as torchvision does.")
     auto: bool = Field(
         False,
@@ -220,7 +279,9 @@ class AnchorConfig(_Section):
 
 
 class LossConfig(_Section):
-    neg_pos_ratio: float = Field(3.0, gt=0.0, description="Hard negatives kept per positive default box (loss.negatives=hard).")
+    neg_pos_ratio: float = Field(
+        3.0, gt=0.0, description="Hard negatives kept per positive default box (loss.negatives=hard)."
+    )
     negatives: Literal["hard", "dns"] = Field(
         "hard",
         description="Negative sampling of the multibox loss: "
@@ -229,12 +290,16 @@ class LossConfig(_Section):
         "seed 000's dynamic sampling.",
     )
     minibatch_size: int | None = Field(
-        None, ge=1, description="Cap on the default boxes (positives + negatives) that enter the classification loss per image."
+        None,
+        ge=1,
+        description="Cap on the default boxes (positives + negatives) that enter the classification loss per image.",
     )
     box: Literal["smooth_l1", "giou"] = Field(
         "smooth_l1", description="Localisation loss: smooth L1 on encoded offsets, or generalized IoU on decoded boxes."
     )
-    iou_threshold: float = Field(0.5, gt=0.0, le=1.0, description="IoU at which a default box matches a ground-truth box.")
+    iou_threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="IoU at which a default box matches a ground-truth box."
+    )
     class_weights: list[float] | Literal["auto"] | None = Field(
         None,
         description="Cross-entropy weight per foreground class (background is 1), "
@@ -243,10 +308,13 @@ class LossConfig(_Section):
     bbox_weight: float = Field(1.0, ge=0.0, description="Weight of the localisation term.")
     cls_weight: float = Field(1.0, ge=0.0, description="Weight of the classification (cross-entropy) term.")
     name: Literal["multibox", "focal"] = Field(
-        "multibox", description="multibox: softmax cross-entropy with hard negatives; "
-        "focal: sigmoid focal loss on all boxes (scores become sigmoids)."
+        "multibox",
+        description="multibox: softmax cross-entropy with hard negatives; "
+        "focal: sigmoid focal loss on all boxes (scores become sigmoids).",
     )
-    focal_alpha: float = Field(0.25, ge=0.0, le=1.0, description="Focal loss: weight of the positive targets (negatives get 1 - alpha).")
+    focal_alpha: float = Field(
+        0.25, ge=0.0, le=1.0, description="Focal loss: weight of the positive targets (negatives get 1 - alpha)."
+    )
     focal_gamma: float = Field(2.0, ge=0.0, description="Focal loss: focusing exponent on (1 - p_t).")
 
 
@@ -265,12 +333,18 @@ class SchedulerConfig(_Section):
         "onecycle: linear rise from warmup_factor over pct_start of the run, "
         "then cosine down to min_lr_ratio (warmup_steps is ignored).",
     )
-    milestones: list[int] = Field(default_factory=list, description="Epochs at which multistep multiplies the rate by gamma.")
+    milestones: list[int] = Field(
+        default_factory=list, description="Epochs at which multistep multiplies the rate by gamma."
+    )
     gamma: float = Field(0.1, gt=0.0, description="Multistep decay factor.")
     warmup_steps: int = Field(0, ge=0, description="Optimizer steps of linear warmup.")
     warmup_factor: float = Field(0.001, gt=0.0, le=1.0, description="Learning-rate multiplier at step 0 of the warmup.")
-    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Cosine and one-cycle floor as a fraction of the base rate.")
-    pct_start: float = Field(0.3, gt=0.0, lt=1.0, description="onecycle: fraction of the run spent rising to the base rate.")
+    min_lr_ratio: float = Field(
+        0.0, ge=0.0, le=1.0, description="Cosine and one-cycle floor as a fraction of the base rate."
+    )
+    pct_start: float = Field(
+        0.3, gt=0.0, lt=1.0, description="onecycle: fraction of the run spent rising to the base rate."
+    )
 
 
 class MlflowConfig(_Section):
@@ -279,7 +353,8 @@ class MlflowConfig(_Section):
     tracking_uri: str | None = Field(
         None,
         description="MLflow tracking URI (http://host:5000, sqlite:///mlflow.db, postgresql://...); when not set, "
-        "MLFLOW_TRACKING_URI, else MLflow 3's own default: sqlite:///mlflow.db in the working directory, artifacts in ./mlruns.",
+        "MLFLOW_TRACKING_URI, else MLflow 3's own default: sqlite:///mlflow.db in the working directory, artifacts "
+        "in ./mlruns.",
     )
     experiment: str = Field("multibox", description="MLflow experiment the run is logged under (created when missing).")
     run_name: str | None = Field(None, description="MLflow run name; the name of train.output_dir when not set.")
@@ -293,7 +368,9 @@ class WandbConfig(_Section):
 
     project: str = Field("multibox", description="W&B project.")
     entity: str | None = Field(None, description="W&B team or user; the account's default when not set.")
-    offline: bool = Field(False, description="Write the run under train.output_dir/wandb only (sync later with `wandb sync`).")
+    offline: bool = Field(
+        False, description="Write the run under train.output_dir/wandb only (sync later with `wandb sync`)."
+    )
 
 
 class TrainConfig(_Section):
@@ -306,22 +383,30 @@ class TrainConfig(_Section):
     strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"] = Field(
         "auto", description="Distribution strategy; auto is ddp when more than one device or node is used."
     )
-    channels_last: bool = Field(False, description="Run the model in channels_last memory format: pays on GPUs "
-                                "with tensor cores and, on the CPU, for depthwise models (SSDLite step 1.3x faster), "
-                                "not for VGG16 (0.8x); see benchmarks/RESULTS.md.")
+    channels_last: bool = Field(
+        False,
+        description="Run the model in channels_last memory format: pays on GPUs "
+        "with tensor cores and, on the CPU, for depthwise models (SSDLite step 1.3x faster), "
+        "not for VGG16 (0.8x); see benchmarks/RESULTS.md.",
+    )
     compile: bool = Field(False, description="torch.compile the network (slower start, faster steps on GPUs).")
     resume: Literal["never", "auto", "must"] = Field(
         "never",
         description="A run whose output_dir holds checkpoints: never = refuse (pass --resume), auto = continue from "
-        "last.ckpt (start fresh when there is none; cron/SLURM/Kubernetes jobs), must = continue, fail when there is none.",
+        "last.ckpt (start fresh when there is none; cron/SLURM/Kubernetes jobs), must = continue, fail when there is "
+        "none.",
     )
     checkpoint_every_n_steps: int | None = Field(
         None, ge=1, description="Also write last.ckpt every n optimizer steps (besides every epoch)."
     )
     on_nan: Literal["stop", "skip"] = Field(
-        "stop", description="A non-finite loss: stop training cleanly (no checkpoint of poisoned weights), or skip that batch."
+        "stop",
+        description="A non-finite loss: stop training cleanly (no checkpoint of poisoned weights), or skip that batch.",
     )
-    ema: bool = Field(False, description="Keep an exponential moving average of the weights; it is what validation and checkpoints use.")
+    ema: bool = Field(
+        False,
+        description="Keep an exponential moving average of the weights; it is what validation and checkpoints use.",
+    )
     ema_decay: float = Field(0.9998, gt=0.0, lt=1.0, description="EMA decay per step.")
     seed: int = Field(0, description="Global random seed.")
     gradient_clip: float | None = Field(None, gt=0.0, description="Clip the gradients' global norm to this value.")
@@ -329,7 +414,8 @@ class TrainConfig(_Section):
     progress: bool = Field(True, description="Show the progress bar.")
     loggers: list[Literal["tensorboard", "csv", "mlflow", "wandb"]] = Field(
         default_factory=lambda: ["csv", "tensorboard"],
-        description="Where metrics go: tensorboard and csv (metrics.csv, results.png, `multibox runs ls --plot`) write into "
+        description="Where metrics go: tensorboard and csv (metrics.csv, results.png, `multibox runs ls --plot`) "
+        "write into "
         "train.output_dir; mlflow and wandb need `pip install 'multibox[mlflow]'` / `'multibox[wandb]'`.",
     )
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description="MLflow tracking (train.loggers: mlflow).")
@@ -337,11 +423,15 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
-    score_threshold: float = Field(0.01, ge=0.0, lt=1.0, description="Detections below this score are dropped before NMS.")
+    score_threshold: float = Field(
+        0.01, ge=0.0, lt=1.0, description="Detections below this score are dropped before NMS."
+    )
     nms_threshold: float = Field(0.45, gt=0.0, le=1.0, description="IoU above which NMS suppresses a same-class box.")
     topk_candidates: int = Field(400, ge=1, description="Best boxes per class kept before NMS.")
     max_detections: int = Field(200, ge=1, description="Detections kept per image after NMS.")
-    every_n_epochs: int = Field(1, ge=1, description="Run COCO evaluation on the val set every n epochs (and after the last).")
+    every_n_epochs: int = Field(
+        1, ge=1, description="Run COCO evaluation on the val set every n epochs (and after the last)."
+    )
     metric: Literal["coco", "voc07", "voc"] = Field(
         "coco",
         description="Besides COCO's: voc07 (VOC2007 11-point AP@0.5 per class, difficult boxes ignored: the SSD "
@@ -512,7 +602,9 @@ def resolve_paths(config: Config, base: Path | None = None, overridden: set[str]
 
     for key in ("weights", "backbone_weights"):
         value = getattr(config.model, key)
-        by_name = value is not None and (value.lower() in ("imagenet", "none", "null") or value.startswith("torchvision:"))
+        by_name = value is not None and (
+            value.lower() in ("imagenet", "none", "null") or value.startswith("torchvision:")
+        )
         if value is not None and not by_name:
             setattr(config.model, key, str(_absolute(value, base_of(f"model.{key}"))))
     if isinstance(config.data.class_names, Path):

@@ -16,6 +16,7 @@ class TrainingInterrupted(Exception):
     """
 
     def __init__(self, signal_name: str, epoch: int, step: int, checkpoint: str | None):
-        super().__init__(f"{signal_name}: interrupted at epoch {epoch} step {step}; "
-                         f"last checkpoint: {checkpoint or 'none'}")
+        super().__init__(
+            f"{signal_name}: interrupted at epoch {epoch} step {step}; last checkpoint: {checkpoint or 'none'}"
+        )
         self.signal_name, self.epoch, self.step, self.checkpoint = signal_name, epoch, step, checkpoint

@@ -125,7 +125,12 @@ class _MatchedLoss(nn.Module):
         positive = target_labels > 0
         num_positives = positive.sum()
         normaliser = num_positives.clamp(min=1).to(torch.float32)
-        return target_labels, positive, num_positives, self._box_loss(box_regression, default_cxcywh, target_boxes, positive) / normaliser
+        return (
+            target_labels,
+            positive,
+            num_positives,
+            self._box_loss(box_regression, default_cxcywh, target_boxes, positive) / normaliser,
+        )
 
     def _ignored(self, default_cxcywh: Tensor, gt_boxes: Tensor, gt_labels: Tensor, positive: Tensor) -> Tensor | None:
         """(N, A) default boxes on ignore regions (labels < 0, see multibox.data.tiles), None when there are none."""
@@ -133,7 +138,9 @@ class _MatchedLoss(nn.Module):
             return None
         return ignored_defaults(gt_boxes, gt_labels, default_cxcywh, self.iou_threshold) & ~positive
 
-    def _box_loss(self, box_regression: Tensor, default_cxcywh: Tensor, target_boxes: Tensor, positive: Tensor) -> Tensor:
+    def _box_loss(
+        self, box_regression: Tensor, default_cxcywh: Tensor, target_boxes: Tensor, positive: Tensor
+    ) -> Tensor:
         """Sum over positives of smooth L1 on encoded offsets, or of the GIoU loss on decoded xyxy boxes."""
         if self.box == "giou":
             predicted = self.coder.decode(box_regression.float(), default_cxcywh)
@@ -171,7 +178,9 @@ class MultiBoxLoss(_MatchedLoss):
         minibatch_size: int | None = None,
         box: BoxLoss = "smooth_l1",
     ) -> None:
-        super().__init__(num_classes, iou_threshold, class_weights, bbox_weight, cls_weight, coder, background_weight=1.0, box=box)
+        super().__init__(
+            num_classes, iou_threshold, class_weights, bbox_weight, cls_weight, coder, background_weight=1.0, box=box
+        )
         if negatives not in ("hard", "dns"):
             raise ValueError(f"negatives must be hard or dns, got {negatives!r}")
         self.neg_pos_ratio = neg_pos_ratio
@@ -194,10 +203,15 @@ class MultiBoxLoss(_MatchedLoss):
         """box_regression (N, A, 4), cls_logits (N, A, C), default boxes (A, 4) cxcywh,
         gt_boxes (N, G, 4) xyxy in the default boxes' coordinates, gt_labels (N, G) with 0 = padding.
         Returns ``loss`` (weighted sum), ``loss_bbox``, ``loss_cls`` and ``num_positives``."""
-        target_labels, positive, num_positives, loss_bbox = self._match(box_regression, default_cxcywh, gt_boxes, gt_labels)
+        target_labels, positive, num_positives, loss_bbox = self._match(
+            box_regression, default_cxcywh, gt_boxes, gt_labels
+        )
         num_classes = cls_logits.shape[-1]
         cls = F.cross_entropy(
-            cls_logits.float().reshape(-1, num_classes), target_labels.reshape(-1), weight=self.class_weights, reduction="none"
+            cls_logits.float().reshape(-1, num_classes),
+            target_labels.reshape(-1),
+            weight=self.class_weights,
+            reduction="none",
         ).reshape(target_labels.shape)
         ignored = self._ignored(default_cxcywh, gt_boxes, gt_labels, positive)
         if ignored is not None:  # ignore regions (tiled training): no loss, never a mined negative
@@ -243,7 +257,9 @@ class FocalLoss(_MatchedLoss):
         coder: BoxCoder | None = None,
         box: BoxLoss = "smooth_l1",
     ) -> None:
-        super().__init__(num_classes, iou_threshold, class_weights, bbox_weight, cls_weight, coder, background_weight=None, box=box)
+        super().__init__(
+            num_classes, iou_threshold, class_weights, bbox_weight, cls_weight, coder, background_weight=None, box=box
+        )
         self.num_classes = num_classes
         self.alpha = alpha
         self.gamma = gamma

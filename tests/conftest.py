@@ -34,8 +34,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-TINY = ["model.name=ssdlite320_mobilenet_v3_large", "model.width_mult=0.25", "data.input_size=[64,64]",
-        "eval.max_detections=20"]
+TINY = [
+    "model.name=ssdlite320_mobilenet_v3_large",
+    "model.width_mult=0.25",
+    "data.input_size=[64,64]",
+    "eval.max_detections=20",
+]
 
 
 @pytest.fixture(scope="session")
@@ -66,9 +70,19 @@ def shapes_dataset(tmp_path_factory) -> Path:
     return make_synthetic_dataset(tmp_path_factory.mktemp("shapes") / "data", 5, (64, 64), seed=3)
 
 
-TINY_RUN = ["model.name=ssdlite320_mobilenet_v3_large", "model.width_mult=0.25", "data.input_size=[64,64]",
-            "data.batch_size=4", "data.num_workers=0", "train.epochs=1", "train.progress=false",
-            "train.accelerator=cpu", "optimizer.name=adamw", "optimizer.lr=0.003", "eval.max_detections=50"]
+TINY_RUN = [
+    "model.name=ssdlite320_mobilenet_v3_large",
+    "model.width_mult=0.25",
+    "data.input_size=[64,64]",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "train.epochs=1",
+    "train.progress=false",
+    "train.accelerator=cpu",
+    "optimizer.name=adamw",
+    "optimizer.lr=0.003",
+    "eval.max_detections=50",
+]
 
 
 @pytest.fixture(scope="session")

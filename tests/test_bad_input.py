@@ -42,9 +42,16 @@ def dataset(tmp_path_factory) -> Path:
 
 def write_config(folder: Path, data_dir: Path, annotations: Path | None = None, **sections) -> Path:
     config = {
-        "data": {"input_size": [64, 64], "batch_size": 2, "num_workers": 0, "val_split": 0.34,
-                 "train": {"images": str(data_dir / "images"),
-                           "annotations": str(annotations or data_dir / "annotations.json")}},
+        "data": {
+            "input_size": [64, 64],
+            "batch_size": 2,
+            "num_workers": 0,
+            "val_split": 0.34,
+            "train": {
+                "images": str(data_dir / "images"),
+                "annotations": str(annotations or data_dir / "annotations.json"),
+            },
+        },
         "model": MODEL,
         "train": {"epochs": 1, "output_dir": str(folder / "run"), "log_every_n_steps": 1},
     }
@@ -65,20 +72,28 @@ def annotations_with(folder: Path, data_dir: Path, change) -> Path:
 
 # --- configs -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("content, needles", [
-    (None, ["missing.yaml", "not found"]),
-    ("", ["bad.yaml", "empty"]),
-    ("data: [1, 2\n", ["bad.yaml", "cannot parse"]),
-    ("train:\n  epochs: many\n", ["bad.yaml", "train.epochs", "integer"]),
-    ("train:\n  epoks: 3\n", ["bad.yaml", "train.epoks", "unknown key"]),
-    ("- just\n- a list\n", ["bad.yaml", "mapping"]),
-])
+
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        (None, ["missing.yaml", "not found"]),
+        ("", ["bad.yaml", "empty"]),
+        ("data: [1, 2\n", ["bad.yaml", "cannot parse"]),
+        ("train:\n  epochs: many\n", ["bad.yaml", "train.epochs", "integer"]),
+        ("train:\n  epoks: 3\n", ["bad.yaml", "train.epoks", "unknown key"]),
+        ("- just\n- a list\n", ["bad.yaml", "mapping"]),
+    ],
+)
 @pytest.mark.parametrize("command", ["train", "summary", "anchors"])
 def test_bad_configs(tmp_path, capsys, content, needles, command):
     path = tmp_path / ("missing.yaml" if content is None else "bad.yaml")
     if content is not None:
         path.write_text(content)
-    argv = {"train": ["train", "-c", path], "summary": ["summary", "-c", path], "anchors": ["anchors", "fit", "-c", path]}
+    argv = {
+        "train": ["train", "-c", path],
+        "summary": ["summary", "-c", path],
+        "anchors": ["anchors", "fit", "-c", path],
+    }
     fails(capsys, argv[command], *needles)
 
 
@@ -90,11 +105,15 @@ def test_unknown_override_key_and_bad_value(tmp_path, capsys, dataset):
 
 # --- annotations ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("content, needles", [
-    (None, ["not found"]),
-    ("", ["invalid JSON"]),
-    ('{"images": [', ["invalid JSON"]),
-])
+
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        (None, ["not found"]),
+        ("", ["invalid JSON"]),
+        ('{"images": [', ["invalid JSON"]),
+    ],
+)
 def test_missing_empty_and_corrupt_annotation_files(tmp_path, capsys, dataset, content, needles):
     annotations = tmp_path / "ann.json"
     if content is not None:
@@ -105,9 +124,21 @@ def test_missing_empty_and_corrupt_annotation_files(tmp_path, capsys, dataset, c
 @pytest.mark.parametrize("file_name", ["../../../etc/passwd", "/etc/hostname", "sub/../../outside.jpg"])
 def test_file_names_leaving_the_dataset_are_refused(tmp_path, capsys, dataset, file_name):
     annotations = annotations_with(tmp_path, dataset, lambda raw: raw["images"][0].update(file_name=file_name))
-    for argv in (["train", "-c", write_config(tmp_path, dataset, annotations)],
-                 ["data", "convert", "--from", "coco", "--to", "yolo", dataset / "images", tmp_path / "out",
-                  "--annotations", annotations]):
+    for argv in (
+        ["train", "-c", write_config(tmp_path, dataset, annotations)],
+        [
+            "data",
+            "convert",
+            "--from",
+            "coco",
+            "--to",
+            "yolo",
+            dataset / "images",
+            tmp_path / "out",
+            "--annotations",
+            annotations,
+        ],
+    ):
         fails(capsys, argv, str(annotations), repr(file_name), "outside")
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "out").exists()
     # `data validate` lists it in its table instead (exit 1, not 2)
@@ -117,7 +148,12 @@ def test_file_names_leaving_the_dataset_are_refused(tmp_path, capsys, dataset, f
 
 def test_unknown_classes(tmp_path, capsys, dataset):
     annotations = annotations_with(tmp_path, dataset, lambda raw: raw["annotations"][0].update(category_id=999))
-    fails(capsys, ["train", "-c", write_config(tmp_path, dataset, annotations)], str(annotations), "unknown category id 999")
+    fails(
+        capsys,
+        ["train", "-c", write_config(tmp_path, dataset, annotations)],
+        str(annotations),
+        "unknown category id 999",
+    )
     yolo = tmp_path / "yolo"
     assert main(["data", "convert", "--from", "coco", "--to", "yolo", str(dataset), str(yolo)]) == 0
     label = sorted((yolo / "labels").rglob("*.txt"))[0]
@@ -147,10 +183,13 @@ def test_zero_size_and_out_of_bounds_boxes_are_dropped_or_clipped(tmp_path, data
 
 # --- images --------------------------------------------------------------------------------------
 
+
 def _mess_up_images(folder: Path) -> dict[str, Path]:
     """Damage a copy of the dataset: truncated, empty, garbage and missing files; odd but valid formats."""
     files = sorted((folder / "images").iterdir())
-    files[0].write_bytes(files[0].read_bytes()[:300])  # truncated JPEG: OpenCV alone would decode it, grey below the cut
+    files[0].write_bytes(
+        files[0].read_bytes()[:300]
+    )  # truncated JPEG: OpenCV alone would decode it, grey below the cut
     files[1].write_bytes(b"")
     files[2].write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     files[3].unlink()
@@ -163,7 +202,10 @@ def test_training_and_eval_skip_unreadable_images_with_a_warning(tmp_path, datas
     data = tmp_path / "data"
     shutil.copytree(dataset, data)
     bad = _mess_up_images(data)
-    assert main(["data", "validate", "--images", str(data / "images"), "--annotations", str(data / "annotations.json")]) == 1
+    assert (
+        main(["data", "validate", "--images", str(data / "images"), "--annotations", str(data / "annotations.json")])
+        == 1
+    )
     config = write_config(tmp_path, data, data={"val_split": 0.5})
     assert main(["train", "-c", str(config)]) == 2  # most images are bad: stop (data.max_skipped_fraction, issue 14)
     config = write_config(tmp_path, data, data={"val_split": 0.5, "max_skipped_fraction": 1.0})
@@ -175,8 +217,19 @@ def test_training_and_eval_skip_unreadable_images_with_a_warning(tmp_path, datas
     assert f"{bad['gray']}: skipped" not in warned
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "run" / "report.md").is_file()
     # evaluating over the damaged images leaves the unreadable ones out instead of crashing
-    assert main(["eval", "--weights", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "-c", str(config),
-                 "data.val_split=0.99"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--weights",
+                str(tmp_path / "run" / "checkpoints" / "last.ckpt"),
+                "-c",
+                str(config),
+                "data.val_split=0.99",
+            ]
+        )
+        == 0
+    )
 
 
 def test_grayscale_rgba_and_16_bit_images_read_as_8_bit_rgb(tmp_path):
@@ -212,7 +265,10 @@ def test_exif_rotated_images_follow_their_annotations(tmp_path, capsys, tiny_che
         read_image(path, (50, 50))
     # predict shows and reports the image as displayed
     out = tmp_path / "pred"
-    assert main(["predict", "--weights", str(tiny_checkpoint), "--source", str(path), "--out", str(out), "--conf", "0"]) == 0
+    assert (
+        main(["predict", "--weights", str(tiny_checkpoint), "--source", str(path), "--out", str(out), "--conf", "0"])
+        == 0
+    )
     assert cv2.imread(str(out / "rotated.jpg")).shape[:2] == (80, 40)
 
 
@@ -223,7 +279,10 @@ def test_predict_skips_unreadable_images_and_leaves_the_source_alone(tmp_path, c
     before = {p: p.read_bytes() for p in (data / "images").iterdir()}
     out = tmp_path / "pred"
     with pytest.warns(UserWarning) as warned:
-        assert main(["predict", "--weights", str(tiny_checkpoint), "--source", str(data / "images"), "--out", str(out)]) == 0
+        assert (
+            main(["predict", "--weights", str(tiny_checkpoint), "--source", str(data / "images"), "--out", str(out)])
+            == 0
+        )
     messages = " ".join(str(w.message) for w in warned)
     assert str(bad["empty"]) in messages and str(bad["garbage"]) in messages
     assert {p: p.read_bytes() for p in (data / "images").iterdir()} == before
@@ -231,6 +290,7 @@ def test_predict_skips_unreadable_images_and_leaves_the_source_alone(tmp_path, c
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def bad_checkpoints(tmp_path_factory, tiny_checkpoint) -> dict[str, tuple[Path, str]]:
@@ -242,8 +302,10 @@ def bad_checkpoints(tmp_path_factory, tiny_checkpoint) -> dict[str, tuple[Path, 
     torch.save({"model": torch.zeros(3)}, folder / "foreign.ckpt")
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-    torch.save(ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3).state_dict(),
-               folder / "torchvision.pth")
+    torch.save(
+        ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3).state_dict(),
+        folder / "torchvision.pth",
+    )
     other = torch.load(tiny_checkpoint, weights_only=True)
     other["hyper_parameters"]["config"]["model"]["width_mult"] = 0.5  # the weights are of the 0.25 model
     torch.save(other, folder / "other_model.ckpt")
@@ -261,10 +323,12 @@ def bad_checkpoints(tmp_path_factory, tiny_checkpoint) -> dict[str, tuple[Path, 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "text", "foreign", "torchvision", "other_model", "missing"])
 def test_bad_checkpoints(tmp_path, capsys, dataset, bad_checkpoints, kind):
     path, needle = bad_checkpoints[kind]
-    for argv in (["eval", "--weights", path],
-                 ["predict", "--weights", path, "--source", dataset / "images", "--out", tmp_path / "pred"],
-                 ["export", "--weights", path, "--out", tmp_path / "model.onnx"],
-                 ["bench", "--weights", path, "--batch-sizes", "1", "--repeat", "1", "--no-onnx"]):
+    for argv in (
+        ["eval", "--weights", path],
+        ["predict", "--weights", path, "--source", dataset / "images", "--out", tmp_path / "pred"],
+        ["export", "--weights", path, "--out", tmp_path / "model.onnx"],
+        ["bench", "--weights", path, "--batch-sizes", "1", "--repeat", "1", "--no-onnx"],
+    ):
         fails(capsys, argv, str(path), needle)
     assert not (tmp_path / "model.onnx").exists()
 
@@ -276,16 +340,22 @@ def test_resume_from_a_corrupt_checkpoint(tmp_path, capsys, dataset, bad_checkpo
 
 # --- videos --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("content", [b"", b"not a video at all", b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64])
 def test_videos_that_cannot_be_opened(tmp_path, capsys, tiny_checkpoint, content):
     video = tmp_path / "clip.mp4"
     video.write_bytes(content)
-    fails(capsys, ["predict", "--weights", tiny_checkpoint, "--source", video, "--out", tmp_path / "pred"],
-          str(video), "cannot open video")
+    fails(
+        capsys,
+        ["predict", "--weights", tiny_checkpoint, "--source", video, "--out", tmp_path / "pred"],
+        str(video),
+        "cannot open video",
+    )
     assert not (tmp_path / "pred").exists()
 
 
 # --- outputs -------------------------------------------------------------------------------------
+
 
 def _output_commands(tmp_path: Path, dataset: Path, checkpoint: Path, target: Path) -> dict[str, list]:
     config = write_config(tmp_path, dataset, train={"output_dir": str(target / "run")})
@@ -309,8 +379,10 @@ def test_output_under_a_file(tmp_path, capsys, dataset, tiny_checkpoint, command
     assert blocker.read_text() == "my notes"
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
-                    reason="root writes into read-only folders")
+@pytest.mark.skipif(
+    not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+    reason="root writes into read-only folders",
+)
 @pytest.mark.parametrize("command", ["train", "predict", "export", "eval", "anchors", "stats", "synth", "convert"])
 def test_read_only_output_folder(tmp_path, capsys, dataset, tiny_checkpoint, command):
     locked = tmp_path / "locked"

@@ -12,9 +12,17 @@ from multibox.cli import main
 from multibox.engine.evaluation import METRIC_KEYS
 
 TINY = [
-    "model.name=ssdlite320_mobilenet_v3_large", "model.width_mult=0.5", "data.input_size=[96,96]",
-    "data.batch_size=8", "data.num_workers=0", "train.epochs=1", "train.progress=false", "train.accelerator=cpu",
-    "optimizer.name=adamw", "optimizer.lr=0.001", "eval.max_detections=50",
+    "model.name=ssdlite320_mobilenet_v3_large",
+    "model.width_mult=0.5",
+    "data.input_size=[96,96]",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "train.epochs=1",
+    "train.progress=false",
+    "train.accelerator=cpu",
+    "optimizer.name=adamw",
+    "optimizer.lr=0.001",
+    "eval.max_detections=50",
 ]
 
 
@@ -37,7 +45,14 @@ def test_synth_writes_a_coco_dataset(tmp_path):
 
 def test_train_writes_every_promised_output(trained):
     run = trained / "run"
-    for name in ("config.yaml", "checkpoints/last.ckpt", "checkpoints/best.ckpt", "metrics.csv", "metrics.json", "results.png"):
+    for name in (
+        "config.yaml",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+        "metrics.csv",
+        "metrics.json",
+        "results.png",
+    ):
         assert (run / name).is_file(), name
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     metrics = json.loads((run / "metrics.json").read_text())
@@ -51,7 +66,20 @@ def test_eval_with_and_without_config_gives_the_same_metrics(trained, capsys):
     run = trained / "run"
     out_a, out_b = trained / "eval_a.json", trained / "eval_b.json"
     assert main(["eval", "--weights", str(run / "checkpoints/best.ckpt"), "--out", str(out_a)]) == 0
-    assert main(["eval", "-c", str(run / "config.yaml"), "--weights", str(run / "checkpoints/best.ckpt"), "--out", str(out_b)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "-c",
+                str(run / "config.yaml"),
+                "--weights",
+                str(run / "checkpoints/best.ckpt"),
+                "--out",
+                str(out_b),
+            ]
+        )
+        == 0
+    )
     a, b = json.loads(out_a.read_text()), json.loads(out_b.read_text())
     assert a["map"] == b["map"]
     final = json.loads((run / "metrics.json").read_text())
@@ -62,7 +90,22 @@ def test_eval_with_and_without_config_gives_the_same_metrics(trained, capsys):
 def test_predict_writes_annotated_images_and_coco_results(trained):
     out = trained / "pred"
     weights = trained / "run/checkpoints/best.ckpt"
-    assert main(["predict", "--weights", str(weights), "--source", str(trained / "val/images"), "--out", str(out), "--conf", "0.01"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(weights),
+                "--source",
+                str(trained / "val/images"),
+                "--out",
+                str(out),
+                "--conf",
+                "0.01",
+            ]
+        )
+        == 0
+    )
     assert len(list(out.glob("*.jpg"))) == 5
     results = json.loads((out / "predictions.json").read_text())
     assert results, "a 0.01 threshold keeps some detections even for a barely trained model"
@@ -95,7 +138,9 @@ def test_user_errors_are_one_line_with_exit_code_2(args, message, capsys):
 def test_unknown_config_key_through_the_console_script(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("train:\n  epochs: 1\n  learning_rate: 3\n")
-    done = subprocess.run([sys.executable, "-m", "multibox.cli", "train", "-c", str(config)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "multibox.cli", "train", "-c", str(config)], capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: {config}: train.learning_rate: unknown key"
 
@@ -125,8 +170,17 @@ def test_an_unreadable_image_met_in_a_loader_worker_is_skipped_with_one_warning(
     (tmp_path / "d/images/000002.jpg").write_bytes(b"not a jpeg")
     config = tmp_path / "c.yaml"
     config.write_text(f"data:\n  train: {{images: {tmp_path}/d/images, annotations: {tmp_path}/d/annotations.json}}\n")
-    args = ["train", "-c", str(config), f"train.output_dir={tmp_path / 'run'}", *TINY, "data.input_size=[64,64]",
-            "data.num_workers=1", "data.batch_size=2", "train.epochs=2"]
+    args = [
+        "train",
+        "-c",
+        str(config),
+        f"train.output_dir={tmp_path / 'run'}",
+        *TINY,
+        "data.input_size=[64,64]",
+        "data.num_workers=1",
+        "data.batch_size=2",
+        "train.epochs=2",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "multibox.cli", *args], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]

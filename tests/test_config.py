@@ -17,7 +17,9 @@ def test_yaml_and_json_load_to_the_same_config(tmp_path):
 
 
 def test_dotted_overrides_parse_values():
-    raw = apply_overrides({}, ["train.epochs=2", "data.batch_size=8", "optimizer.lr=0.01", "anchors.aspect_ratios=[[2],[2,3]]"])
+    raw = apply_overrides(
+        {}, ["train.epochs=2", "data.batch_size=8", "optimizer.lr=0.01", "anchors.aspect_ratios=[[2],[2,3]]"]
+    )
     config = Config.model_validate(raw)
     assert config.train.epochs == 2 and config.data.batch_size == 8 and config.optimizer.lr == 0.01
     assert config.anchors.aspect_ratios == [[2.0], [2.0, 3.0]]
@@ -77,7 +79,9 @@ def test_an_overrides_error_names_the_override_without_pydantic_prefix(tmp_path)
     path.write_text("train: {epochs: 1}\n")
     with pytest.raises(MultiboxError) as raised:
         load_config(path, ["data.input_size=[16,16]"])
-    assert str(raised.value) == "override data.input_size=[16,16]: data.input_size: both sides must be at least 32 pixels"
+    assert (
+        str(raised.value) == "override data.input_size=[16,16]: data.input_size: both sides must be at least 32 pixels"
+    )
     with pytest.raises(MultiboxError, match=r"^.*c.yaml: train.epochs: "):
         path.write_text("train: {epochs: 0}\n")
         load_config(path, ["data.batch_size=2"])

@@ -39,8 +39,13 @@ def test_image_installs_through_make_install(dockerfile):
     assert "VENV=/opt/venv" in installs[0]
     assert not any("pip install" in run for run in runs), "a second dependency list would drift from pyproject.toml"
     # What that line makes pip do: plain pip, a regular (non-editable) install of the project and its extras.
-    dry = subprocess.run(["make", "-n", "-B", "install", "VENV=/opt/venv", "EDITABLE=", "EXTRAS="], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
+    dry = subprocess.run(
+        ["make", "-n", "-B", "install", "VENV=/opt/venv", "EDITABLE=", "EXTRAS="],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "/opt/venv/bin/python -m pip install --quiet  '.'" in dry
     dev = subprocess.run(["make", "-n", "-B", "install"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert ".venv/bin/python -m pip install --quiet -e '.[test]'" in dev

@@ -11,16 +11,21 @@ from multibox.engine.module import DetectionModule
 from multibox.losses import FocalLoss, MultiBoxLoss
 
 # Four default boxes tiling the unit square (cxcywh).
-DEFAULTS = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5], [0.25, 0.75, 0.5, 0.5], [0.75, 0.25, 0.5, 0.5]])
+DEFAULTS = torch.tensor(
+    [[0.25, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5], [0.25, 0.75, 0.5, 0.5], [0.75, 0.25, 0.5, 0.5]]
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
 def _problem():
     g = torch.Generator().manual_seed(0)
-    gt = torch.tensor([[[0.02, 0.0, 0.5, 0.48], [0.0, 0.0, 0.0, 0.0]],   # image 0: class 2 on box 0
-                       [[0.5, 0.52, 1.0, 1.0], [0.0, 0.55, 0.45, 1.0]]])  # image 1: class 1 on box 1, class 2 on box 2
+    gt = torch.tensor(
+        [
+            [[0.02, 0.0, 0.5, 0.48], [0.0, 0.0, 0.0, 0.0]],  # image 0: class 2 on box 0
+            [[0.5, 0.52, 1.0, 1.0], [0.0, 0.55, 0.45, 1.0]],
+        ]
+    )  # image 1: class 1 on box 1, class 2 on box 2
     labels = torch.tensor([[2, 0], [1, 2]])
     regression = torch.randn(2, 4, 4, generator=g)
     logits = torch.randn(2, 4, 3, generator=g, requires_grad=True)
@@ -42,11 +47,19 @@ def test_focal_loss_equals_the_hand_computation():
 
     def encode(box, d):  # SSD encoding, variances 0.1 / 0.2
         cx, cy, w, h = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]
-        return torch.stack([(cx - d[0]) / (0.1 * d[2]), (cy - d[1]) / (0.1 * d[3]),
-                            torch.log(w / d[2]) / 0.2, torch.log(h / d[3]) / 0.2])
+        return torch.stack(
+            [
+                (cx - d[0]) / (0.1 * d[2]),
+                (cy - d[1]) / (0.1 * d[3]),
+                torch.log(w / d[2]) / 0.2,
+                torch.log(h / d[3]) / 0.2,
+            ]
+        )
 
     pairs = [(0, 0, gt[0, 0]), (1, 1, gt[1, 0]), (1, 2, gt[1, 1])]
-    expected_bbox = sum(F.smooth_l1_loss(regression[i, a], encode(box, DEFAULTS[a]), reduction="sum") for i, a, box in pairs) / 3
+    expected_bbox = (
+        sum(F.smooth_l1_loss(regression[i, a], encode(box, DEFAULTS[a]), reduction="sum") for i, a, box in pairs) / 3
+    )
 
     assert out["num_positives"] == 3
     torch.testing.assert_close(out["loss_cls"], expected_cls)
@@ -61,14 +74,18 @@ def test_focal_loss_equals_the_hand_computation():
 def test_focal_weights_and_parameters():
     gt, labels, regression, logits = _problem()
     plain = FocalLoss(3)(regression, logits, DEFAULTS, gt, labels)
-    weighted = FocalLoss(3, bbox_weight=2.0, cls_weight=0.5, class_weights=[1.0, 3.0])(regression, logits, DEFAULTS, gt, labels)
+    weighted = FocalLoss(3, bbox_weight=2.0, cls_weight=0.5, class_weights=[1.0, 3.0])(
+        regression, logits, DEFAULTS, gt, labels
+    )
     torch.testing.assert_close(weighted["loss_bbox"], plain["loss_bbox"])
     assert weighted["loss_cls"] > plain["loss_cls"]
     torch.testing.assert_close(weighted["loss"], 2.0 * weighted["loss_bbox"] + 0.5 * weighted["loss_cls"])
     # gamma 0, alpha 0.5: half the binary cross-entropy.
     bce = FocalLoss(3, alpha=0.5, gamma=0.0)(regression, logits, DEFAULTS, gt, labels)["loss_cls"]
     targets = F.one_hot(torch.tensor([[2, 0, 0, 0], [0, 1, 2, 0]]), 3)[..., 1:].float()
-    torch.testing.assert_close(bce, 0.5 * F.binary_cross_entropy_with_logits(logits[..., 1:], targets, reduction="sum") / 3)
+    torch.testing.assert_close(
+        bce, 0.5 * F.binary_cross_entropy_with_logits(logits[..., 1:], targets, reduction="sum") / 3
+    )
     with pytest.raises(ValueError, match="2 values"):
         FocalLoss(3, class_weights=[1.0])
 
@@ -77,8 +94,13 @@ def test_sigmoid_scores_ignore_the_background_logit():
     logits = torch.tensor([[[10.0, 2.0, -5.0], [0.0, -5.0, -5.0], [-5.0, -5.0, 0.5]]])  # (1, 3 boxes, 3)
     defaults = torch.tensor([[0.2, 0.2, 0.2, 0.2], [0.5, 0.5, 0.2, 0.2], [0.8, 0.8, 0.2, 0.2]])
     sizes = torch.tensor([[100, 200]])
-    sigmoid = postprocess(torch.zeros(1, 3, 4), logits, defaults, sizes,
-                          PostprocessSettings(score_threshold=0.5, score_activation="sigmoid"))[0]
+    sigmoid = postprocess(
+        torch.zeros(1, 3, 4),
+        logits,
+        defaults,
+        sizes,
+        PostprocessSettings(score_threshold=0.5, score_activation="sigmoid"),
+    )[0]
     softmax = postprocess(torch.zeros(1, 3, 4), logits, defaults, sizes, PostprocessSettings(score_threshold=0.5))[0]
     # Box 0: background logit 10 wins the softmax, but its class-1 sigmoid is 0.88.
     torch.testing.assert_close(sigmoid["scores"], torch.sigmoid(torch.tensor([2.0, 0.5])))
@@ -88,20 +110,41 @@ def test_sigmoid_scores_ignore_the_background_logit():
 
 
 def test_config_selects_focal_loss_and_sigmoid_scoring():
-    config = load_config(None, ["model.name=custom", "anchors.box_sizes=[[16],[32],[64],[128]]",
-                                "data.input_size=[64,64]", "loss.name=focal", "loss.focal_gamma=1.5"])
+    config = load_config(
+        None,
+        [
+            "model.name=custom",
+            "anchors.box_sizes=[[16],[32],[64],[128]]",
+            "data.input_size=[64,64]",
+            "loss.name=focal",
+            "loss.focal_gamma=1.5",
+        ],
+    )
     module = DetectionModule(config.to_dict(), ["a", "b"], [1, 2])
     assert isinstance(module.criterion, FocalLoss) and module.criterion.gamma == 1.5 and module.criterion.alpha == 0.25
     assert module.detector.settings.score_activation == "sigmoid"
-    default = DetectionModule(load_config(None, ["model.name=custom", "anchors.box_sizes=[[16],[32],[64],[128]]",
-                                                 "data.input_size=[64,64]"]).to_dict(), ["a"], [1])
+    default = DetectionModule(
+        load_config(
+            None, ["model.name=custom", "anchors.box_sizes=[[16],[32],[64],[128]]", "data.input_size=[64,64]"]
+        ).to_dict(),
+        ["a"],
+        [1],
+    )
     assert isinstance(default.criterion, MultiBoxLoss) and default.detector.settings.score_activation == "softmax"
 
 
 def test_fpn_training_step_with_focal_loss():
     torch.manual_seed(0)
-    config = load_config(None, ["model.name=ssd_resnet50_fpn", "data.input_size=[128,128]", "loss.name=focal",
-                                "eval.score_threshold=0.001", "eval.max_detections=50"])
+    config = load_config(
+        None,
+        [
+            "model.name=ssd_resnet50_fpn",
+            "data.input_size=[128,128]",
+            "loss.name=focal",
+            "eval.score_threshold=0.001",
+            "eval.max_detections=50",
+        ],
+    )
     module = DetectionModule(config.to_dict(), ["a", "b"], [1, 2])
     batch = {
         "images": torch.randint(0, 256, (2, 3, 128, 128), dtype=torch.uint8),
@@ -122,15 +165,29 @@ def test_fpn_training_step_with_focal_loss():
         assert det["scores"][0] == pytest.approx(image_scores.max().item())  # best box first, sigmoid score
         assert torch.all(det["scores"][:-1] >= det["scores"][1:])
         assert set(det["labels"].tolist()) <= {1, 2}
-        assert torch.all(det["boxes"] >= 0) and torch.all(det["boxes"][:, 2] <= size[1]) and torch.all(det["boxes"][:, 3] <= size[0])
+        assert (
+            torch.all(det["boxes"] >= 0)
+            and torch.all(det["boxes"][:, 2] <= size[1])
+            and torch.all(det["boxes"][:, 3] <= size[0])
+        )
 
 
 def test_focal_training_finds_the_objects():
     """A small custom SSD overfits two images with the focal loss; sigmoid scoring then finds the boxes."""
     torch.manual_seed(0)
-    config = load_config(None, ["model.name=custom", "model.width_mult=0.5", "model.head=ssd", "model.strides=[8,16,32]",
-                                "anchors.box_sizes=[[16, 24],[32, 48],[64]]", "data.input_size=[64,64]",
-                                "loss.name=focal", "model.norm_momentum=0.3"])
+    config = load_config(
+        None,
+        [
+            "model.name=custom",
+            "model.width_mult=0.5",
+            "model.head=ssd",
+            "model.strides=[8,16,32]",
+            "anchors.box_sizes=[[16, 24],[32, 48],[64]]",
+            "data.input_size=[64,64]",
+            "loss.name=focal",
+            "model.norm_momentum=0.3",
+        ],
+    )
     module = DetectionModule(config.to_dict(), ["a", "b"], [1, 2])
     g = torch.Generator().manual_seed(0)
     batch = {

@@ -22,9 +22,10 @@ from multibox.losses import (
 )
 
 # Four default boxes tiling the unit square (cxcywh); the ground truth below matches boxes (0,0), (1,1), (1,2).
-DEFAULTS = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5], [0.25, 0.75, 0.5, 0.5], [0.75, 0.25, 0.5, 0.5]])
-GT = torch.tensor([[[0.02, 0.0, 0.5, 0.48], [0.0, 0.0, 0.0, 0.0]],
-                   [[0.5, 0.52, 1.0, 1.0], [0.0, 0.55, 0.45, 1.0]]])
+DEFAULTS = torch.tensor(
+    [[0.25, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5], [0.25, 0.75, 0.5, 0.5], [0.75, 0.25, 0.5, 0.5]]
+)
+GT = torch.tensor([[[0.02, 0.0, 0.5, 0.48], [0.0, 0.0, 0.0, 0.0]], [[0.5, 0.52, 1.0, 1.0], [0.0, 0.55, 0.45, 1.0]]])
 LABELS = torch.tensor([[2, 0], [1, 2]])
 MATCHES = [(0, 0, GT[0, 0]), (1, 1, GT[1, 0]), (1, 2, GT[1, 1])]
 
@@ -32,8 +33,13 @@ MATCHES = [(0, 0, GT[0, 0]), (1, 1, GT[1, 0]), (1, 2, GT[1, 1])]
 def test_dns_keeps_the_misclassified_negatives_or_all_of_them():
     # Image 0: box 0 positive; negatives 1 and 3 predict a class, 2 and 4 predict background.
     # Image 1: no negative is misclassified, so every negative is kept.
-    logits = torch.tensor([[[0, 5, 0], [0, 1, 2], [3, 0, 0], [0, 4, 0], [9, 0, 0]],
-                           [[5, 0, 0], [0, 0, 7], [4, 1, 1], [2, 0, 0], [6, 0, 0]]], dtype=torch.float32)
+    logits = torch.tensor(
+        [
+            [[0, 5, 0], [0, 1, 2], [3, 0, 0], [0, 4, 0], [9, 0, 0]],
+            [[5, 0, 0], [0, 0, 7], [4, 1, 1], [2, 0, 0], [6, 0, 0]],
+        ],
+        dtype=torch.float32,
+    )
     positive = torch.tensor([[True, False, False, False, False], [False, True, False, False, False]])
     mask = misclassified_negative_mask(logits, positive)
     assert mask.tolist() == [[False, True, False, True, False], [True, False, True, True, True]]
@@ -57,7 +63,7 @@ def _problem(seed: int = 0):
 
 def test_dns_loss_equals_the_hand_computation():
     regression, logits = _problem()
-    logits[0, 1] = torch.tensor([0.0, 3.0, 0.0])   # image 0, negative box 1 misclassified as class 1
+    logits[0, 1] = torch.tensor([0.0, 3.0, 0.0])  # image 0, negative box 1 misclassified as class 1
     logits[0, 2:] = torch.tensor([3.0, 0.0, 0.0])  # ... boxes 2, 3 correctly background
     logits[1, 0] = logits[1, 3] = torch.tensor([2.0, 0.0, 0.0])  # image 1: no misclassified negative -> both kept
     out = MultiBoxLoss(3, negatives="dns")(regression, logits, DEFAULTS, GT, LABELS)
@@ -91,7 +97,7 @@ def test_giou_box_term_equals_torchvision_on_the_positives(loss_class):
     # A perfect prediction has zero GIoU loss.
     perfect = torch.zeros(2, 4, 4)
     for i, a, box in MATCHES:
-        perfect[i, a] = loss_class(3).coder.encode(box[None], DEFAULTS[a:a + 1])[0]
+        perfect[i, a] = loss_class(3).coder.encode(box[None], DEFAULTS[a : a + 1])[0]
     assert loss_class(3, box="giou")(perfect, logits, DEFAULTS, GT, LABELS)["loss_bbox"] < 1e-5
 
 
@@ -106,8 +112,10 @@ def test_class_weights_from_counts():
 
 def _dataset() -> DetectionSet:
     boxes = np.array([[0, 0, 5, 5]] * 3, np.float32)
-    records = [ImageRecord(1, "a.jpg", 10, 10, boxes, [1, 1, 3], iscrowd=[False, False, True]),
-               ImageRecord(2, "b.jpg", 10, 10, boxes, [3, 1, 1], iscrowd=[False] * 3)]
+    records = [
+        ImageRecord(1, "a.jpg", 10, 10, boxes, [1, 1, 3], iscrowd=[False, False, True]),
+        ImageRecord(2, "b.jpg", 10, 10, boxes, [3, 1, 1], iscrowd=[False] * 3),
+    ]
     return DetectionSet(records, ["cat", "dog", "bird"], [1, 2, 3])
 
 
@@ -124,8 +132,17 @@ def test_auto_class_weights_resolve_from_the_training_set():
 
 
 def test_config_selects_the_loss_options():
-    config = load_config(None, ["model.name=custom", "anchors.box_sizes=[[16],[32],[64],[128]]", "data.input_size=[64,64]",
-                                "loss.negatives=dns", "loss.minibatch_size=64", "loss.box=giou"])
+    config = load_config(
+        None,
+        [
+            "model.name=custom",
+            "anchors.box_sizes=[[16],[32],[64],[128]]",
+            "data.input_size=[64,64]",
+            "loss.negatives=dns",
+            "loss.minibatch_size=64",
+            "loss.box=giou",
+        ],
+    )
     criterion = DetectionModule(config.to_dict(), ["a", "b"], [1, 2]).criterion
     assert (criterion.negatives, criterion.minibatch_size, criterion.box) == ("dns", 64, "giou")
     focal = build_criterion(load_config(None, ["loss.name=focal", "loss.box=giou"]), 2)

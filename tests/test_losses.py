@@ -72,7 +72,11 @@ def test_loss_backpropagates_and_is_finite_without_objects():
     regression.requires_grad_(True)
     logits.requires_grad_(True)
     out = MultiBoxLoss(num_classes=4)(
-        regression, logits, box_convert(defaults_xyxy, "xyxy", "cxcywh"), torch.zeros(3, 1, 4), torch.zeros(3, 1, dtype=torch.long)
+        regression,
+        logits,
+        box_convert(defaults_xyxy, "xyxy", "cxcywh"),
+        torch.zeros(3, 1, 4),
+        torch.zeros(3, 1, dtype=torch.long),
     )
     assert out["num_positives"] == 0 and torch.isfinite(out["loss"])
     out["loss"].backward()

@@ -55,7 +55,9 @@ class Grid:
         """(G, 2) |distance| of each (normalised cx, cy) to its nearest default-box centre on this level."""
         j = torch.floor(centres[:, 0] / self.step_x).clamp(0, self.columns - 1)
         i = torch.floor(centres[:, 1] / self.step_y).clamp(0, self.rows - 1)
-        return torch.stack(((centres[:, 0] - (j + 0.5) * self.step_x).abs(), (centres[:, 1] - (i + 0.5) * self.step_y).abs()), 1)
+        return torch.stack(
+            ((centres[:, 0] - (j + 0.5) * self.step_x).abs(), (centres[:, 1] - (i + 0.5) * self.step_y).abs()), 1
+        )
 
 
 def level_grids(layout: AnchorLayout, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int]) -> list[Grid]:
@@ -87,12 +89,16 @@ def level_shapes(layout: AnchorLayout, image_size: tuple[int, int]) -> list[Tens
     return list(torch.split(one_cell, layout.boxes_per_location()))
 
 
-def best_ious(gt_xyxy: Tensor, layout: AnchorLayout, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int]) -> Tensor:
+def best_ious(
+    gt_xyxy: Tensor, layout: AnchorLayout, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int]
+) -> Tensor:
     """(G,) best IoU of each normalised xyxy gt box with any of the layout's default boxes (exact)."""
     gt = gt_xyxy.double()
     centres, wh = (gt[:, :2] + gt[:, 2:]) / 2, gt[:, 2:] - gt[:, :2]
     best = torch.zeros(len(gt), dtype=torch.float64)
-    for grid, shapes in zip(level_grids(layout, feature_sizes, image_size), level_shapes(layout, image_size), strict=True):
+    for grid, shapes in zip(
+        level_grids(layout, feature_sizes, image_size), level_shapes(layout, image_size), strict=True
+    ):
         if len(gt):
             best = torch.maximum(best, iou_at_offset(wh, grid.offsets(centres), shapes).max(dim=1).values)
     return best
@@ -127,16 +133,25 @@ class _Problem:
         return [n * (1 + 2 * len(self.ratio_sets[r])) for n, r in zip(self.locations, ratio_index, strict=True)]
 
 
-def _build_problem(gt: Tensor, grids: list[Grid], image_size: tuple[int, int], sizes: Tensor,
-                   ratio_sets: list[tuple[float, ...]], threshold: float, shared_head: bool) -> _Problem:
+def _build_problem(
+    gt: Tensor,
+    grids: list[Grid],
+    image_size: tuple[int, int],
+    sizes: Tensor,
+    ratio_sets: list[tuple[float, ...]],
+    threshold: float,
+    shared_head: bool,
+) -> _Problem:
     height, width = image_size
     centres, wh = (gt[:, :2] + gt[:, 2:]) / 2, gt[:, 2:] - gt[:, :2]
     ious = torch.zeros(len(grids), len(ratio_sets), len(sizes), len(gt))
     for level, grid in enumerate(grids):
         offsets = grid.offsets(centres)
         for r, ratios in enumerate(ratio_sets):
-            per_shape = [iou_at_offset(wh, offsets, torch.stack(((w / width).clamp(max=1), (h / height).clamp(max=1)), 1))
-                         for w, h in _ratio_shapes(sizes, ratios)]
+            per_shape = [
+                iou_at_offset(wh, offsets, torch.stack(((w / width).clamp(max=1), (h / height).clamp(max=1)), 1))
+                for w, h in _ratio_shapes(sizes, ratios)
+            ]
             ious[level, r] = torch.stack(per_shape).amax(dim=0).T.float()
     return _Problem(sizes, ratio_sets, ious, [g.rows * g.columns for g in grids], threshold, shared_head)
 
@@ -147,7 +162,9 @@ def _swap_pass(problem: _Problem, table: Tensor, chosen: list[list[int]]) -> lis
         improved = False
         for level in range(len(chosen)):
             for slot in range(len(chosen[level])):
-                others = [table[k, s] for k in range(len(chosen)) for t, s in enumerate(chosen[k]) if (k, t) != (level, slot)]
+                others = [
+                    table[k, s] for k in range(len(chosen)) for t, s in enumerate(chosen[k]) if (k, t) != (level, slot)
+                ]
                 rest = torch.stack(others).amax(0) if others else torch.zeros(table.shape[-1])
                 scores = problem.score(torch.maximum(rest[None], table[level]))
                 scores[[s for t, s in enumerate(chosen[level]) if t != slot]] = -1.0  # no duplicate sizes
@@ -235,8 +252,16 @@ def model_geometry(config: Config) -> tuple[AnchorLayout, list[tuple[int, int]]]
 
     layout, m = resolve_layout(config), config.model
     with torch.device("meta"):
-        model = build_model(m.name, 2, [list(r) for r in layout.aspect_ratios], m.width_mult, num_anchors=layout.boxes_per_location(),
-                            backbone=m.backbone, strides=list(m.strides), head=m.head)
+        model = build_model(
+            m.name,
+            2,
+            [list(r) for r in layout.aspect_ratios],
+            m.width_mult,
+            num_anchors=layout.boxes_per_location(),
+            backbone=m.backbone,
+            strides=list(m.strides),
+            head=m.head,
+        )
     return layout, feature_map_sizes(model, config.data.input_size)
 
 
@@ -263,7 +288,12 @@ def _ratio_candidates(layout: AnchorLayout, shared_head: bool) -> tuple[list[tup
 
 def bucket_coverage(areas: np.ndarray, before: Tensor, after: Tensor, threshold: float) -> dict[str, dict[str, float]]:
     """Coverage before/after overall and per COCO size bucket (box area in original pixels, as COCO evaluation)."""
-    masks = {"all": np.ones(len(areas), bool), "small": areas < SMALL, "medium": (areas >= SMALL) & (areas < LARGE), "large": areas >= LARGE}
+    masks = {
+        "all": np.ones(len(areas), bool),
+        "small": areas < SMALL,
+        "medium": (areas >= SMALL) & (areas < LARGE),
+        "large": areas >= LARGE,
+    }
     table = {}
     for name, mask in masks.items():
         m = torch.from_numpy(mask)
@@ -273,7 +303,9 @@ def bucket_coverage(areas: np.ndarray, before: Tensor, after: Tensor, threshold:
     return table
 
 
-def fit_anchors(config: Config, dataset: DetectionSet, budget: int | None = None, sample: int = 5000, seed: int = 0) -> AnchorFit:
+def fit_anchors(
+    config: Config, dataset: DetectionSet, budget: int | None = None, sample: int = 5000, seed: int = 0
+) -> AnchorFit:
     """Fit ``anchors.box_sizes``/``aspect_ratios`` to `dataset`'s boxes at the config's input size.
 
     Keeps the model's levels and centres; at most `budget` default boxes (default: the current count).
@@ -293,10 +325,14 @@ def fit_anchors(config: Config, dataset: DetectionSet, budget: int | None = None
     shared_head = config.model.name in SHARED_HEAD_MODELS
     ratio_sets, start = _ratio_candidates(layout, shared_head)
     sizes = _candidate_sizes(pool, layout, image_size)
-    problem = _build_problem(pool, level_grids(layout, features, image_size), image_size, sizes, ratio_sets, threshold, shared_head)
+    problem = _build_problem(
+        pool, level_grids(layout, features, image_size), image_size, sizes, ratio_sets, threshold, shared_head
+    )
     found = _search(problem, start, budget)
     before = best_ious(gt, layout, features, image_size)
-    fit = AnchorFit(None, None, boxes_before, boxes_before, image_size, threshold, bucket_coverage(areas, before, before, threshold))
+    fit = AnchorFit(
+        None, None, boxes_before, boxes_before, image_size, threshold, bucket_coverage(areas, before, before, threshold)
+    )
     if found is None:
         return fit
     ratio_index, chosen = found
@@ -307,18 +343,28 @@ def fit_anchors(config: Config, dataset: DetectionSet, budget: int | None = None
     key = lambda best: (int((best >= threshold).sum()), float(best.mean()))  # noqa: E731
     if key(after) <= key(before):
         return fit
-    return AnchorFit(box_sizes, aspect_ratios, boxes_before, sum(count_boxes(fitted, features)), image_size, threshold,
-                     bucket_coverage(areas, before, after, threshold))
+    return AnchorFit(
+        box_sizes,
+        aspect_ratios,
+        boxes_before,
+        sum(count_boxes(fitted, features)),
+        image_size,
+        threshold,
+        bucket_coverage(areas, before, after, threshold),
+    )
 
 
-def _fitted_layout(layout: AnchorLayout, box_sizes: list[list[float]], aspect_ratios: list[list[float]],
-                   image_size: tuple[int, int]) -> AnchorLayout:
+def _fitted_layout(
+    layout: AnchorLayout, box_sizes: list[list[float]], aspect_ratios: list[list[float]], image_size: tuple[int, int]
+) -> AnchorLayout:
     """The layout the config will resolve to: pixel sizes as fractions of the shorter side, same steps and clip."""
     from multibox.boxes.anchors import make_layout
 
     short = min(image_size)
     steps = list(layout.steps) if layout.steps is not None else None
-    return make_layout(aspect_ratios, steps=steps, clip=layout.clip, box_sizes=[[s / short for s in level] for level in box_sizes])
+    return make_layout(
+        aspect_ratios, steps=steps, clip=layout.clip, box_sizes=[[s / short for s in level] for level in box_sizes]
+    )
 
 
 def fitted_config(config: Config, fit: AnchorFit) -> Config:
@@ -350,7 +396,9 @@ def print_fit(fit: AnchorFit, console: Any = None) -> None:
     if fit.box_sizes is not None and fit.aspect_ratios is not None:  # fit.changed
         console.print(f"anchors.box_sizes={_flow(fit.box_sizes)} anchors.aspect_ratios={_flow(fit.aspect_ratios)}")
     else:
-        console.print("no layout within the box budget covered more boxes than the current one: anchors kept as they are")
+        console.print(
+            "no layout within the box budget covered more boxes than the current one: anchors kept as they are"
+        )
 
 
 def _flow(levels: list[list[float]]) -> str:
@@ -390,12 +438,21 @@ def auto_fit_anchors(config: Config, dataset: DetectionSet, console: Any = None,
     if show:
         print_fit(fit, console)
     overall = fit.buckets["all"]
-    log.info("anchors.auto: coverage %.4f -> %.4f, default boxes %d -> %d, box_sizes %s, aspect_ratios %s",
-             overall["before"], overall["after"], fit.boxes_before, fit.boxes_after, fit.box_sizes, fit.aspect_ratios)
+    log.info(
+        "anchors.auto: coverage %.4f -> %.4f, default boxes %d -> %d, box_sizes %s, aspect_ratios %s",
+        overall["before"],
+        overall["after"],
+        fit.boxes_before,
+        fit.boxes_after,
+        fit.box_sizes,
+        fit.aspect_ratios,
+    )
     return fitted_config(config, fit)
 
 
-def fit_command(config_path: Path, overrides: list[str], out: Path | None = None, budget: int | None = None) -> AnchorFit:
+def fit_command(
+    config_path: Path, overrides: list[str], out: Path | None = None, budget: int | None = None
+) -> AnchorFit:
     """`multibox anchors fit`: fit to the config's training split, print the table, write the fragment."""
     from multibox.config import load_config
     from multibox.data.datamodule import DetectionDataModule

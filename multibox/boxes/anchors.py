@@ -40,7 +40,10 @@ class AnchorLayout:
         """Paper form: 2 squares (s_k and sqrt(s_k s_k+1)) plus 2 per aspect ratio, per level.
         Explicit form: each listed size's square plus 2 per aspect ratio."""
         if self.box_sizes is not None:
-            return [len(sizes) * (1 + 2 * len(ratios)) for sizes, ratios in zip(self.box_sizes, self.aspect_ratios, strict=True)]
+            return [
+                len(sizes) * (1 + 2 * len(ratios))
+                for sizes, ratios in zip(self.box_sizes, self.aspect_ratios, strict=True)
+            ]
         return [2 + 2 * len(ratios) for ratios in self.aspect_ratios]
 
 
@@ -69,7 +72,9 @@ def make_layout(
     ratios = tuple(tuple(float(r) for r in level) for level in aspect_ratios)
     if box_sizes is not None:
         if len(box_sizes) != levels or any(not sizes or min(sizes) <= 0 for sizes in box_sizes):
-            raise MultiboxError(f"anchors.box_sizes: expected {levels} non-empty lists of positive sizes (one per level)")
+            raise MultiboxError(
+                f"anchors.box_sizes: expected {levels} non-empty lists of positive sizes (one per level)"
+            )
         sizes = tuple(tuple(float(v) for v in level) for level in box_sizes)
         return AnchorLayout(aspect_ratios=ratios, scales=None, steps=steps_tuple, clip=clip, box_sizes=sizes)
     if scales is None:
@@ -89,7 +94,11 @@ def _level_wh(layout: AnchorLayout, level: int, image_size: tuple[int, int]) -> 
     if layout.box_sizes is not None:
         sizes = []
         for s in layout.box_sizes[level]:
-            sizes += [(s, s)] + [pair for r in ratios for pair in ((s * math.sqrt(r), s / math.sqrt(r)), (s / math.sqrt(r), s * math.sqrt(r)))]
+            sizes += [(s, s)] + [
+                pair
+                for r in ratios
+                for pair in ((s * math.sqrt(r), s / math.sqrt(r)), (s / math.sqrt(r), s * math.sqrt(r)))
+            ]
     else:
         assert layout.scales is not None  # a layout has either box_sizes or scales
         s_k, s_next = layout.scales[level], layout.scales[level + 1]
@@ -103,9 +112,7 @@ def _level_wh(layout: AnchorLayout, level: int, image_size: tuple[int, int]) -> 
     return wh.clamp(0.0, 1.0) if layout.clip else wh
 
 
-def default_boxes(
-    layout: AnchorLayout, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int]
-) -> Tensor:
+def default_boxes(layout: AnchorLayout, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int]) -> Tensor:
     """(A, 4) float32 normalised cxcywh default boxes for an (H, W) input.
 
     Centre of cell (i, j) at level k: ((j + 0.5) * step_x / W, (i + 0.5) * step_y / H), where the

@@ -49,8 +49,9 @@ def gather_targets(gt_boxes: Tensor, gt_labels: Tensor, matched: Tensor) -> tupl
     return boxes, labels
 
 
-def ignored_defaults(gt_boxes: Tensor, gt_labels: Tensor, default_cxcywh: Tensor, iou_threshold: float = 0.5,
-                     min_inside: float = 0.5) -> Tensor:
+def ignored_defaults(
+    gt_boxes: Tensor, gt_labels: Tensor, default_cxcywh: Tensor, iou_threshold: float = 0.5, min_inside: float = 0.5
+) -> Tensor:
     """(N, A) bool: default boxes on an ignore region (ground truth with a negative label, e.g. the
     visible sliver of an object cut by a training crop, see multibox.data.tiles).
 

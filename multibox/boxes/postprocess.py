@@ -54,7 +54,9 @@ def _candidate_scores(scores: Tensor, settings: PostprocessSettings, cap: bool) 
     return scores.reshape(scores.shape[0], -1)
 
 
-def _grouped_nms(boxes: Tensor, scores: Tensor, labels: Tensor, valid: Tensor, iou_threshold: float, one_call: bool) -> Tensor:
+def _grouped_nms(
+    boxes: Tensor, scores: Tensor, labels: Tensor, valid: Tensor, iou_threshold: float, one_call: bool
+) -> Tensor:
     """(N, M) bool: which valid candidates survive NMS within their (image, class).
 
     boxes (N, M, 4), scores/labels/valid (N, M), each row sorted by score (best first).

@@ -28,12 +28,16 @@ def load_coco(images_dir: Path, annotation_file: Path) -> DetectionSet:
     images = _parse_images(raw["images"], annotation_file)
     image_index = {image["id"]: i for i, image in enumerate(images)}
     label_of = {cat_id: label for label, cat_id in enumerate(category_ids, start=1)}
-    image_idx, labels, boxes, areas, crowd = _parse_annotations(raw["annotations"], image_index, label_of, annotation_file)
+    image_idx, labels, boxes, areas, crowd = _parse_annotations(
+        raw["annotations"], image_index, label_of, annotation_file
+    )
 
     # xywh -> xyxy; drop degenerate boxes (counted in one warning, not one per box).
     valid = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
     if not valid.all():
-        warnings.warn(f"{annotation_file}: dropped {int((~valid).sum())} boxes with zero or negative width/height", stacklevel=2)
+        warnings.warn(
+            f"{annotation_file}: dropped {int((~valid).sum())} boxes with zero or negative width/height", stacklevel=2
+        )
     image_idx, labels, boxes, areas, crowd = (a[valid] for a in (image_idx, labels, boxes, areas, crowd))
     boxes[:, 2:] += boxes[:, :2]
     areas = np.where(np.isnan(areas), (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), areas)
@@ -44,8 +48,16 @@ def load_coco(images_dir: Path, annotation_file: Path) -> DetectionSet:
     groups = [np.split(a[order], bounds) for a in (boxes, labels, crowd, areas)]
     root = images_dir.absolute()
     records = [
-        ImageRecord(image["id"], _image_path(root, image["file_name"], annotation_file), image["width"], image["height"],
-                    b, lab, c, ar)
+        ImageRecord(
+            image["id"],
+            _image_path(root, image["file_name"], annotation_file),
+            image["width"],
+            image["height"],
+            b,
+            lab,
+            c,
+            ar,
+        )
         # strict=False: with no images np.split still returns one (empty) part per array.
         for image, b, lab, c, ar in zip(images, *groups, strict=False)
     ]

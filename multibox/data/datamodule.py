@@ -53,8 +53,15 @@ def load_split(split: SplitPaths, name: str, data_format: str = "coco", data: Da
     from multibox.data.formats import load_dataset
 
     data = data if data is not None else DataConfig()
-    return load_dataset(data_format, split.images, split.annotations, class_names=data.class_names, classes=data.classes,
-                        cognata=data.cognata.model_dump(), split=name)
+    return load_dataset(
+        data_format,
+        split.images,
+        split.annotations,
+        class_names=data.class_names,
+        classes=data.classes,
+        cognata=data.cognata.model_dump(),
+        split=name,
+    )
 
 
 class DetectionDataModule(L.LightningDataModule):
@@ -83,7 +90,9 @@ class DetectionDataModule(L.LightningDataModule):
         if data.val is not None:
             self.val_set = load_split(data.val, "val", data.format, data)
             if self.val_set.category_ids != self.train_set.category_ids:
-                raise MultiboxError(f"{data.val.annotations}: categories differ from those of data.train ({data.train.annotations})")
+                raise MultiboxError(
+                    f"{data.val.annotations}: categories differ from those of data.train ({data.train.annotations})"
+                )
         elif data.val_split > 0:
             if len(self.train_set) < 2:
                 raise MultiboxError(f"{data.train.annotations}: data.val_split needs at least 2 training images")
@@ -106,14 +115,17 @@ class DetectionDataModule(L.LightningDataModule):
         data = self.config.data
         if data.decode == "gpu":  # decoded and augmented after transfer (on_after_batch_transfer)
             encoded = EncodedDetectionDataset(self.train_set)
-            return self._loader(encoded, shuffle=True, drop_last=len(encoded) > data.batch_size, persistent=False, train=True)
+            return self._loader(
+                encoded, shuffle=True, drop_last=len(encoded) > data.batch_size, persistent=False, train=True
+            )
         transform = build_train_transform(data.augment, data.input_size)
         if data.tiles is not None:  # crop first, then augment and resize (multibox.data.tiles)
             from multibox.data.tiles import TileCrop
 
             transform = TileCrop(data.tiles, transform)
-        dataset = DetectionDataset(self.train_set, transform, data.input_size, skip_bad=True,
-                                   max_pixels=data.max_image_pixels)
+        dataset = DetectionDataset(
+            self.train_set, transform, data.input_size, skip_bad=True, max_pixels=data.max_image_pixels
+        )
         if self._augment_state is not None:
             _restore_augment_state(dataset, self._augment_state)
         self._train_dataset = dataset
@@ -131,7 +143,10 @@ class DetectionDataModule(L.LightningDataModule):
         transform = self._train_dataset.transform
         assert isinstance(transform, DetectionTransform)  # built by build_train_transform
         compose = transform.compose
-        return {"augment_numpy": compose.random_generator.bit_generator.state, "augment_python": compose.py_random.getstate()}
+        return {
+            "augment_numpy": compose.random_generator.bit_generator.state,
+            "augment_python": compose.py_random.getstate(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict:
@@ -144,7 +159,13 @@ class DetectionDataModule(L.LightningDataModule):
         data = self.config.data
         if data.decode == "gpu":
             return self._loader(EncodedDetectionDataset(self.val_set), shuffle=False, drop_last=False, train=False)
-        dataset = DetectionDataset(self.val_set, build_eval_transform(data.input_size), data.input_size, skip_bad=True, max_pixels=data.max_image_pixels)
+        dataset = DetectionDataset(
+            self.val_set,
+            build_eval_transform(data.input_size),
+            data.input_size,
+            skip_bad=True,
+            max_pixels=data.max_image_pixels,
+        )
         return self._loader(dataset, shuffle=False, drop_last=False)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
@@ -171,8 +192,14 @@ class DetectionDataModule(L.LightningDataModule):
         device = torch.device(device)
         return self.on_after_batch_transfer(self.transfer_batch_to_device(batch, device, 0), 0)
 
-    def _loader(self, dataset: DetectionDataset | EncodedDetectionDataset, shuffle: bool, drop_last: bool,
-                persistent: bool = True, train: bool = False) -> DataLoader:
+    def _loader(
+        self,
+        dataset: DetectionDataset | EncodedDetectionDataset,
+        shuffle: bool,
+        drop_last: bool,
+        persistent: bool = True,
+        train: bool = False,
+    ) -> DataLoader:
         workers = self.config.data.num_workers
         if workers > 0:
             import cv2
@@ -184,7 +211,8 @@ class DetectionDataModule(L.LightningDataModule):
             shuffle=shuffle,
             num_workers=workers,
             # Bad samples (unreadable image, invalid boxes) are skipped and counted, not fatal.
-            collate_fn=partial(collate_encoded, train=train) if isinstance(dataset, EncodedDetectionDataset)
+            collate_fn=partial(collate_encoded, train=train)
+            if isinstance(dataset, EncodedDetectionDataset)
             else partial(collate_detections, input_size=self.config.data.input_size),
             persistent_workers=persistent and workers > 0,
             pin_memory=torch.cuda.is_available(),

@@ -55,7 +55,9 @@ def warn_skipped(message: str, file: str | None = None) -> bool:
     return True
 
 
-def invalid_box_reason(boxes: np.ndarray, labels: np.ndarray, width: int, height: int, num_classes: int | None) -> str | None:
+def invalid_box_reason(
+    boxes: np.ndarray, labels: np.ndarray, width: int, height: int, num_classes: int | None
+) -> str | None:
     """Why a record's boxes cannot be trained on, or None: non-finite, empty or fully-outside boxes, bad labels.
 
     Boxes partly outside the image are fine (they are clipped to it)."""
@@ -74,7 +76,9 @@ def invalid_box_reason(boxes: np.ndarray, labels: np.ndarray, width: int, height
     return None
 
 
-DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS); data.max_image_pixels
+DEFAULT_MAX_IMAGE_PIXELS = (
+    89_478_485  # Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS); data.max_image_pixels
+)
 
 
 def header_size(data: np.ndarray) -> tuple[int, int] | None:
@@ -94,8 +98,9 @@ def header_size(data: np.ndarray) -> tuple[int, int] | None:
         return None
 
 
-def read_image(path: Path, expected_size: tuple[int, int] | None = None,
-               max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+def read_image(
+    path: Path, expected_size: tuple[int, int] | None = None, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+) -> np.ndarray:
     """RGB uint8 (H, W, 3) as displayed: JPEG EXIF orientation applied, as labelling tools, browsers
     and `multibox predict` show the image. Grayscale, RGBA and 16-bit files become 8-bit RGB.
 
@@ -113,8 +118,10 @@ def read_image(path: Path, expected_size: tuple[int, int] | None = None,
         (w, h), pixels = size, size[0] * size[1]
         shown = f"{w}x{h}" if h > 1 else f"{pixels} pixels"
         if max_pixels is not None and pixels > max_pixels:
-            raise MultiboxError(f"{path}: image is {shown} ({pixels / 1e6:.0f} MP), above data.max_image_pixels "
-                                f"({max_pixels / 1e6:.0f} MP); not decoded")
+            raise MultiboxError(
+                f"{path}: image is {shown} ({pixels / 1e6:.0f} MP), above data.max_image_pixels "
+                f"({max_pixels / 1e6:.0f} MP); not decoded"
+            )
         if expected_size is not None and tuple(expected_size) not in ((h, w), (w, h)):
             eh, ew = expected_size
             raise MultiboxError(f"{path}: image is {shown} but its annotations say {ew}x{eh}; not decoded")
@@ -152,8 +159,14 @@ class DetectionDataset(Dataset):
     ``image_id`` int and ``orig_size`` (height, width) of the original image.
     """
 
-    def __init__(self, dataset: DetectionSet, transform: Transform, input_size: tuple[int, int], skip_bad: bool = False,
-                 max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS):
+    def __init__(
+        self,
+        dataset: DetectionSet,
+        transform: Transform,
+        input_size: tuple[int, int],
+        skip_bad: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    ):
         """`skip_bad`: an unreadable image or invalid boxes give a :class:`SkippedSample` (warned once
         per file) instead of raising, for `collate_detections` to drop and count. `max_pixels`: larger
         images (by their header) are refused undecoded."""
@@ -175,8 +188,9 @@ class DetectionDataset(Dataset):
             image = read_image(record.file, (record.height, record.width), self.max_pixels)
             image, boxes, labels = self.transform(image, record.boxes[keep], record.labels[keep])
         else:
-            reason = invalid_box_reason(record.boxes[keep], record.labels[keep], record.width, record.height,
-                                        self.dataset.num_classes)
+            reason = invalid_box_reason(
+                record.boxes[keep], record.labels[keep], record.width, record.height, self.dataset.num_classes
+            )
             try:
                 if reason is None:
                     image = read_image(record.file, (record.height, record.width), self.max_pixels)
@@ -230,7 +244,8 @@ def _distributed_rank() -> int:
 
 
 def collate_detections(
-    batch: Sequence[tuple[torch.Tensor, dict[str, Any]] | SkippedSample | None], input_size: tuple[int, int] | None = None
+    batch: Sequence[tuple[torch.Tensor, dict[str, Any]] | SkippedSample | None],
+    input_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Stack images and zero-pad boxes/labels to the batch's most boxes (at least 1; label 0 = padding).
 
@@ -245,9 +260,12 @@ def collate_detections(
         height, width = input_size if input_size is not None else (0, 0)
         return {
             "images": torch.zeros((0, 3, int(height), int(width)), dtype=torch.uint8),
-            "boxes": torch.zeros((0, 1, 4)), "labels": torch.zeros((0, 1), dtype=torch.int64),
-            "image_ids": torch.zeros(0, dtype=torch.int64), "orig_sizes": torch.zeros((0, 2), dtype=torch.int64),
-            "skipped": torch.tensor(len(skipped), dtype=torch.int64), "skipped_files": skipped,
+            "boxes": torch.zeros((0, 1, 4)),
+            "labels": torch.zeros((0, 1), dtype=torch.int64),
+            "image_ids": torch.zeros(0, dtype=torch.int64),
+            "orig_sizes": torch.zeros((0, 2), dtype=torch.int64),
+            "skipped": torch.tensor(len(skipped), dtype=torch.int64),
+            "skipped_files": skipped,
         }
     images, targets = zip(*kept, strict=True)
     boxes = pad_sequence([t["boxes"].reshape(-1, 4) for t in targets], batch_first=True)

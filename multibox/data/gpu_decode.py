@@ -104,12 +104,17 @@ def build_gpu_transform(preset: str, input_size: tuple[int, int], train: bool) -
         raise ValueError(f"data.decode=gpu takes an augment preset ({', '.join(PRESETS)}), got {preset!r}")
     steps: list[Any] = []
     if train and preset == "ssd":
-        steps += [v2.RandomPhotometricDistort(p=0.5),
-                  v2.RandomZoomOut(fill={tv_tensors.Image: MEAN_RGB, "others": 0}, side_range=(1.0, 4.0), p=0.5)]
+        steps += [
+            v2.RandomPhotometricDistort(p=0.5),
+            v2.RandomZoomOut(fill={tv_tensors.Image: MEAN_RGB, "others": 0}, side_range=(1.0, 4.0), p=0.5),
+        ]
     if train and preset in ("ssd", "ssdlite"):
         steps += [v2.RandomIoUCrop(), v2.RandomHorizontalFlip(p=0.5)]
-    steps += [v2.Resize((int(input_size[0]), int(input_size[1])), antialias=False),
-              v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0)]
+    steps += [
+        v2.Resize((int(input_size[0]), int(input_size[1])), antialias=False),
+        v2.ClampBoundingBoxes(),
+        v2.SanitizeBoundingBoxes(min_size=1.0),
+    ]
     return v2.Compose(steps)
 
 
@@ -123,8 +128,9 @@ def decode_images(encoded: list[torch.Tensor], device: torch.device | str) -> li
     jpegs = [i for i, data in enumerate(encoded) if _is_jpeg(data)]
     if jpegs:
         try:
-            decoded = decode_jpeg([encoded[i].cpu() for i in jpegs], mode=ImageReadMode.RGB,
-                                  apply_exif_orientation=True, device=device)
+            decoded = decode_jpeg(
+                [encoded[i].cpu() for i in jpegs], mode=ImageReadMode.RGB, apply_exif_orientation=True, device=device
+            )
             for i, image in zip(jpegs, decoded, strict=True):
                 images[i] = image
         except RuntimeError:
@@ -158,7 +164,9 @@ def decode_on_cpu(data: torch.Tensor, orient: bool, device: torch.device | str) 
     return image.to(device)
 
 
-def check_size(image: torch.Tensor, data: torch.Tensor, expected: tuple[int, int], device: torch.device | str) -> torch.Tensor | str:
+def check_size(
+    image: torch.Tensor, data: torch.Tensor, expected: tuple[int, int], device: torch.device | str
+) -> torch.Tensor | str:
     """The image whose (H, W) matches the annotation's, or the reason it does not (as read_image):
     when only the stored, unrotated pixels match (annotated before EXIF rotation), those are used."""
     if tuple(image.shape[-2:]) == tuple(expected):
@@ -170,8 +178,9 @@ def check_size(image: torch.Tensor, data: torch.Tensor, expected: tuple[int, int
     return f"image is {w}x{h} but its annotations say {ew}x{eh}"
 
 
-def decode_batch(raw: dict[str, Any], transform: v2.Compose, input_size: tuple[int, int],
-                 device: torch.device | str) -> dict[str, Any]:
+def decode_batch(
+    raw: dict[str, Any], transform: v2.Compose, input_size: tuple[int, int], device: torch.device | str
+) -> dict[str, Any]:
     """The :func:`collate_detections` batch of a :func:`collate_encoded` one, decoded and transformed on `device`.
 
     Undecodable files and wrong sizes become skipped samples (warned once per file, as the CPU path
@@ -193,8 +202,12 @@ def decode_batch(raw: dict[str, Any], transform: v2.Compose, input_size: tuple[i
             continue
         image, boxes, labels = transform_sample(checked, target_boxes[index], target_labels[index], transform)
         scale = boxes.new_tensor([input_size[1], input_size[0], input_size[1], input_size[0]])
-        target = {"boxes": (boxes / scale).clamp_(0.0, 1.0), "labels": labels,
-                  "image_id": int(raw["image_ids"][index]), "orig_size": orig_size}
+        target = {
+            "boxes": (boxes / scale).clamp_(0.0, 1.0),
+            "labels": labels,
+            "image_id": int(raw["image_ids"][index]),
+            "orig_size": orig_size,
+        }
         items.append((image, target))
     batch = collate_detections(items, input_size=input_size)
     batch["skipped"] = batch["skipped"] + raw["skipped"].cpu()
@@ -202,13 +215,16 @@ def decode_batch(raw: dict[str, Any], transform: v2.Compose, input_size: tuple[i
     return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
 
 
-def transform_sample(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
-                     transform: v2.Compose) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def transform_sample(
+    image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, transform: v2.Compose
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(image uint8 (3, H, W), boxes float32 (G, 4) xyxy pixels, labels (G,)) after `transform`, on image's device."""
     height, width = image.shape[-2:]
     sample = {
         "image": tv_tensors.Image(image),
-        "boxes": tv_tensors.BoundingBoxes(boxes.to(image.device, torch.float32), format="XYXY", canvas_size=(height, width)),
+        "boxes": tv_tensors.BoundingBoxes(
+            boxes.to(image.device, torch.float32), format="XYXY", canvas_size=(height, width)
+        ),
         "labels": labels.to(image.device),
     }
     out = transform(sample)

@@ -27,7 +27,10 @@ IOU_CHUNK = 2048  # ground-truth boxes per box_iou call (chunk x defaults floats
 def describe(values: ArrayLike) -> dict[str, float | int]:
     """count, mean and the PERCENTILES (p0 = min, p100 = max) of `values`; NaN when empty."""
     values = np.asarray(values, np.float64).reshape(-1)
-    out: dict[str, float | int] = {"count": int(values.size), "mean": float(values.mean()) if values.size else float("nan")}
+    out: dict[str, float | int] = {
+        "count": int(values.size),
+        "mean": float(values.mean()) if values.size else float("nan"),
+    }
     qs = np.percentile(values, PERCENTILES) if values.size else [float("nan")] * len(PERCENTILES)
     out.update({f"p{p}": float(q) for p, q in zip(PERCENTILES, qs, strict=True)})
     return out
@@ -38,13 +41,23 @@ def _box_columns(dataset: DetectionSet) -> dict[str, np.ndarray]:
     records = dataset.records
     counts = np.array([int((~r.iscrowd).sum()) for r in records], np.int64)
     keep = [~r.iscrowd for r in records]
-    boxes = np.concatenate([r.boxes[k] for r, k in zip(records, keep, strict=True)] or [np.zeros((0, 4), np.float32)]).reshape(-1, 4)
-    labels = np.concatenate([r.labels[k] for r, k in zip(records, keep, strict=True)] or [np.zeros(0, np.int64)]).astype(np.int64)
+    boxes = np.concatenate(
+        [r.boxes[k] for r, k in zip(records, keep, strict=True)] or [np.zeros((0, 4), np.float32)]
+    ).reshape(-1, 4)
+    labels = np.concatenate(
+        [r.labels[k] for r, k in zip(records, keep, strict=True)] or [np.zeros(0, np.int64)]
+    ).astype(np.int64)
     image_index = np.repeat(np.arange(len(records)), counts)
     widths = np.array([r.width for r in records], np.float64)[image_index]
     heights = np.array([r.height for r in records], np.float64)[image_index]
-    return {"boxes": boxes.astype(np.float64), "labels": labels, "image_index": image_index, "counts": counts,
-            "widths": widths, "heights": heights}
+    return {
+        "boxes": boxes.astype(np.float64),
+        "labels": labels,
+        "image_index": image_index,
+        "counts": counts,
+        "widths": widths,
+        "heights": heights,
+    }
 
 
 def normalised_boxes(dataset: DetectionSet) -> tuple[torch.Tensor, np.ndarray]:
@@ -53,7 +66,11 @@ def normalised_boxes(dataset: DetectionSet) -> tuple[torch.Tensor, np.ndarray]:
     cols = _box_columns(dataset)
     boxes = cols["boxes"]
     scale = np.stack([cols["widths"], cols["heights"], cols["widths"], cols["heights"]], axis=1)
-    gt = torch.from_numpy(np.clip(boxes / np.maximum(scale, 1e-9), 0.0, 1.0)) if len(boxes) else torch.zeros(0, 4, dtype=torch.float64)
+    gt = (
+        torch.from_numpy(np.clip(boxes / np.maximum(scale, 1e-9), 0.0, 1.0))
+        if len(boxes)
+        else torch.zeros(0, 4, dtype=torch.float64)
+    )
     return gt, (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
@@ -69,8 +86,12 @@ def dataset_stats(dataset: DetectionSet) -> dict[str, Any]:
     per_class = {}
     for label, name in enumerate(dataset.class_names, start=1):
         mask = cols["labels"] == label
-        per_class[name] = {"boxes": int(mask.sum()), "size_px": describe(size[mask]),
-                           "size_relative": describe(relative[mask]), "aspect_ratio": describe(aspect[mask])}
+        per_class[name] = {
+            "boxes": int(mask.sum()),
+            "size_px": describe(size[mask]),
+            "size_relative": describe(relative[mask]),
+            "aspect_ratio": describe(aspect[mask]),
+        }
     area = w * h
     return {
         "images": len(dataset),
@@ -85,8 +106,11 @@ def dataset_stats(dataset: DetectionSet) -> dict[str, Any]:
         "size_px": describe(size),
         "size_relative": describe(relative),
         "aspect_ratio": describe(aspect),
-        "size_buckets": {"small": int((area < SMALL).sum()), "medium": int(((area >= SMALL) & (area < LARGE)).sum()),
-                         "large": int((area >= LARGE).sum())},
+        "size_buckets": {
+            "small": int((area < SMALL).sum()),
+            "medium": int(((area >= SMALL) & (area < LARGE)).sum()),
+            "large": int((area >= LARGE).sum()),
+        },
         "per_class": per_class,
         "_raw": {"size_px": size, "aspect_ratio": aspect, "labels": cols["labels"], "boxes_per_image": cols["counts"]},
     }
@@ -97,12 +121,16 @@ def best_ious(gt_xyxy: torch.Tensor, default_cxcywh: torch.Tensor, chunk: int = 
     defaults = box_convert(default_cxcywh.float(), "cxcywh", "xyxy")
     out = torch.zeros(len(gt_xyxy))
     for start in range(0, len(gt_xyxy), chunk):
-        out[start:start + chunk] = box_iou(gt_xyxy[start:start + chunk].float(), defaults).max(dim=1).values
+        out[start : start + chunk] = box_iou(gt_xyxy[start : start + chunk].float(), defaults).max(dim=1).values
     return out
 
 
 def positives_per_object(
-    gt_xyxy: torch.Tensor, image_index: torch.Tensor, num_images: int, default_cxcywh: torch.Tensor, iou_threshold: float,
+    gt_xyxy: torch.Tensor,
+    image_index: torch.Tensor,
+    num_images: int,
+    default_cxcywh: torch.Tensor,
+    iou_threshold: float,
     budget: int = 2**24,
 ) -> torch.Tensor:
     """Default boxes the training matcher (:func:`multibox.boxes.matching.match`) assigns to each gt box.
@@ -125,11 +153,11 @@ def positives_per_object(
         while i + n < len(images) and (n + 1) * max(g, int(counts[images[i + n]])) * anchors <= budget:
             g = max(g, int(counts[images[i + n]]))
             n += 1
-        chunk = images[i:i + n]
+        chunk = images[i : i + n]
         boxes = torch.zeros(n, g, 4)
         labels = torch.zeros(n, g, dtype=torch.int64)
         for row, image in enumerate(chunk):
-            idx = order[starts[image]:starts[image] + counts[image]]
+            idx = order[starts[image] : starts[image] + counts[image]]
             boxes[row, : len(idx)] = gt_xyxy[idx].float()
             labels[row, : len(idx)] = 1
         matched = match(boxes, labels, default_cxcywh.float(), iou_threshold)  # (n, A): gt index or -1
@@ -137,7 +165,7 @@ def positives_per_object(
         flat = (rows * g + matched)[matched >= 0]
         hits = torch.bincount(flat, minlength=n * g).reshape(n, g)
         for row, image in enumerate(chunk):
-            idx = order[starts[image]:starts[image] + counts[image]]
+            idx = order[starts[image] : starts[image] + counts[image]]
             positives[idx] = hits[row, : len(idx)]
         i += n
     return positives
@@ -153,9 +181,15 @@ def anchor_coverage(dataset: DetectionSet, default_cxcywh: torch.Tensor, iou_thr
     """
     cols = _box_columns(dataset)
     scale = np.stack([cols["widths"], cols["heights"], cols["widths"], cols["heights"]], axis=1)
-    gt = torch.from_numpy(np.clip(cols["boxes"] / np.maximum(scale, 1e-9), 0.0, 1.0)).float() if len(scale) else torch.zeros(0, 4)
+    gt = (
+        torch.from_numpy(np.clip(cols["boxes"] / np.maximum(scale, 1e-9), 0.0, 1.0)).float()
+        if len(scale)
+        else torch.zeros(0, 4)
+    )
     best = best_ious(gt, default_cxcywh)
-    positives = positives_per_object(gt, torch.from_numpy(cols["image_index"]), len(dataset), default_cxcywh, iou_threshold)
+    positives = positives_per_object(
+        gt, torch.from_numpy(cols["image_index"]), len(dataset), default_cxcywh, iou_threshold
+    )
     boxes = cols["boxes"]
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     buckets = {"small": area < SMALL, "medium": (area >= SMALL) & (area < LARGE), "large": area >= LARGE}
@@ -182,7 +216,9 @@ def anchor_coverage(dataset: DetectionSet, default_cxcywh: torch.Tensor, iou_thr
         "positives_per_object": describe(pos_np),
         "only_forced_match": int((best_np < iou_threshold).sum()),
         "size_buckets": {name: summary(mask) for name, mask in buckets.items()},
-        "per_class": {name: summary(cols["labels"] == label) for label, name in enumerate(dataset.class_names, start=1)},
+        "per_class": {
+            name: summary(cols["labels"] == label) for label, name in enumerate(dataset.class_names, start=1)
+        },
         "_raw": {"best_iou": best_np, "positives": pos_np},
     }
 
@@ -251,7 +287,11 @@ def plot_stats(stats: dict[str, Any], path: Path) -> None:
     size, aspect, labels = raw["size_px"], raw["aspect_ratio"], raw["labels"]
     finite = np.isfinite(aspect) & (aspect > 0)
     size_bins = np.geomspace(max(size.min(), 1.0), max(size.max(), 2.0), 30) if size.size else 10
-    aspect_bins = np.geomspace(aspect[finite].min(), max(aspect[finite].max(), aspect[finite].min() * 1.01), 30) if finite.any() else 10
+    aspect_bins = (
+        np.geomspace(aspect[finite].min(), max(aspect[finite].max(), aspect[finite].min() * 1.01), 30)
+        if finite.any()
+        else 10
+    )
     for label, name in enumerate(stats["classes"], start=1):
         mask = labels == label
         if mask.any():
@@ -283,15 +323,22 @@ def print_stats(stats: dict[str, Any], console: Any = None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    console.print(f"{stats['images']} images ({stats['images_without_boxes']} without boxes), {stats['boxes']} boxes"
-                  f" ({stats['crowd_boxes']} crowd boxes not counted), {len(stats['classes'])} classes")
+    console.print(
+        f"{stats['images']} images ({stats['images_without_boxes']} without boxes), {stats['boxes']} boxes"
+        f" ({stats['crowd_boxes']} crowd boxes not counted), {len(stats['classes'])} classes"
+    )
     table = Table(title="distributions")
     table.add_column("quantity")
     for column in ("mean", *(f"p{p}" for p in PERCENTILES)):
         table.add_column(column, justify="right")
-    for key, name in (("boxes_per_image", "boxes per image"), ("size_px", "box size sqrt(area) px"),
-                      ("size_relative", "box size / image size"), ("aspect_ratio", "aspect ratio w/h"),
-                      ("image_width", "image width"), ("image_height", "image height")):
+    for key, name in (
+        ("boxes_per_image", "boxes per image"),
+        ("size_px", "box size sqrt(area) px"),
+        ("size_relative", "box size / image size"),
+        ("aspect_ratio", "aspect ratio w/h"),
+        ("image_width", "image width"),
+        ("image_height", "image height"),
+    ):
         d = stats[key]
         table.add_row(name, *(f"{d[k]:.3g}" for k in ("mean", *(f"p{p}" for p in PERCENTILES))))
     console.print(table)
@@ -303,7 +350,13 @@ def print_stats(stats: dict[str, Any], console: Any = None) -> None:
         table.add_column("covered (IoU>=0.5)", justify="right")
         table.add_column("mean best IoU", justify="right")
     for name, c in stats["per_class"].items():
-        row = [name, str(c["boxes"]), f"{c['size_px']['p50']:.3g}", f"{c['size_relative']['p50']:.3g}", f"{c['aspect_ratio']['p50']:.3g}"]
+        row = [
+            name,
+            str(c["boxes"]),
+            f"{c['size_px']['p50']:.3g}",
+            f"{c['size_relative']['p50']:.3g}",
+            f"{c['aspect_ratio']['p50']:.3g}",
+        ]
         if coverage is not None:
             k = coverage["per_class"][name]
             row += [f"{k['covered']:.1%}", f"{k['mean_best_iou']:.3f}"] if k["boxes"] else ["-", "-"]
@@ -311,22 +364,36 @@ def print_stats(stats: dict[str, Any], console: Any = None) -> None:
     console.print(table)
     if coverage is None:
         return
-    table = Table(title=f"default-box coverage: {coverage['default_boxes']} default boxes ({coverage.get('model', '')} "
-                        f"at input {coverage.get('input_size', '')})")
-    for column in ("boxes", "count", "covered (IoU>=0.5)", "mean best IoU", f"positives / object (IoU>={coverage['iou_threshold']:g})"):
+    table = Table(
+        title=f"default-box coverage: {coverage['default_boxes']} default boxes ({coverage.get('model', '')} "
+        f"at input {coverage.get('input_size', '')})"
+    )
+    for column in (
+        "boxes",
+        "count",
+        "covered (IoU>=0.5)",
+        "mean best IoU",
+        f"positives / object (IoU>={coverage['iou_threshold']:g})",
+    ):
         table.add_column(column, justify="right" if column != "boxes" else "left")
     rows = [("all", coverage)] + [(f"{n} (COCO)", coverage["size_buckets"][n]) for n in ("small", "medium", "large")]
     for name, k in rows:
         if not k["boxes"]:
             table.add_row(name, "0", "-", "-", "-")
             continue
-        table.add_row(name, str(k["boxes"]), f"{k['covered']:.1%}", f"{k['mean_best_iou']:.3f}", f"{k['mean_positives']:.2f}")
+        table.add_row(
+            name, str(k["boxes"]), f"{k['covered']:.1%}", f"{k['mean_best_iou']:.3f}", f"{k['mean_positives']:.2f}"
+        )
     console.print(table)
-    console.print(f"{coverage['uncovered']} boxes have no default box with IoU >= 0.5; {coverage['only_forced_match']} "
-                  f"get only their forced best match at loss.iou_threshold={coverage['iou_threshold']:g}")
+    console.print(
+        f"{coverage['uncovered']} boxes have no default box with IoU >= 0.5; {coverage['only_forced_match']} "
+        f"get only their forced best match at loss.iou_threshold={coverage['iou_threshold']:g}"
+    )
 
 
-def stats_command(config_path: Path, overrides: list[str], split: str = "train", out: Path | None = None) -> dict[str, Any]:
+def stats_command(
+    config_path: Path, overrides: list[str], split: str = "train", out: Path | None = None
+) -> dict[str, Any]:
     """`multibox data stats`: print the tables, write stats.png and stats.json (never overwriting); return the stats."""
     from rich.console import Console
 

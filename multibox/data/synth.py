@@ -56,8 +56,13 @@ def make_synthetic_dataset(
         images.append({"id": index + 1, "file_name": file_name, "width": width, "height": height})
         annotations.extend(_annotations(boxes, labels, image_id=index + 1, first_id=len(annotations) + 1))
     categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)]
-    coco = {"info": {"description": f"multibox synthetic shapes, seed {seed}"}, "licenses": [],
-            "images": images, "annotations": annotations, "categories": categories}
+    coco = {
+        "info": {"description": f"multibox synthetic shapes, seed {seed}"},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
     (out_dir / "annotations.json").write_text(json.dumps(coco), encoding="utf-8")
     return out_dir
 
@@ -66,14 +71,23 @@ def _annotations(boxes: np.ndarray, labels: np.ndarray, image_id: int, first_id:
     xywh = boxes.astype(np.int64)
     xywh[:, 2:] -= xywh[:, :2]
     return [
-        {"id": first_id + i, "image_id": image_id, "category_id": int(label), "bbox": box,
-         "area": float(box[2] * box[3]), "iscrowd": 0}
+        {
+            "id": first_id + i,
+            "image_id": image_id,
+            "category_id": int(label),
+            "bbox": box,
+            "area": float(box[2] * box[3]),
+            "iscrowd": 0,
+        }
         for i, (box, label) in enumerate(zip(xywh.tolist(), labels.tolist(), strict=True))
     ]
 
 
 def render_image(
-    rng: np.random.Generator, size: tuple[int, int], max_objects: int = 6, object_sizes: tuple[float, float] = (MIN_SIZE, MAX_SIZE)
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    max_objects: int = 6,
+    object_sizes: tuple[float, float] = (MIN_SIZE, MAX_SIZE),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One RGB image with its tight xyxy boxes (pixel edges, int) and category ids 1..len(SHAPES).
 
@@ -100,9 +114,11 @@ def render_image(
     return image, np.array(boxes, np.int64).reshape(-1, 4), np.array(labels, np.int64)
 
 
-def _place(mask: np.ndarray, x0: int, y0: int, occupied: np.ndarray, boxes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
+def _place(
+    mask: np.ndarray, x0: int, y0: int, occupied: np.ndarray, boxes: list[tuple[int, ...]]
+) -> tuple[int, ...] | None:
     """The shape's tight box if it touches no other shape and overlaps no box much, else None."""
-    window = occupied[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]]
+    window = occupied[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]]
     if not mask.any() or (window & mask).any():
         return None
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -151,7 +167,9 @@ def _outline(shape: int) -> np.ndarray:
         return np.stack([np.cos(t), np.sin(t)], axis=1)
     if name == "cross":
         a, b = 1.0, 0.33
-        return np.array([[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a], [-b, b], [-a, b], [-a, -b], [-b, -b]])
+        return np.array(
+            [[-b, -a], [b, -a], [b, -b], [a, -b], [a, b], [b, b], [b, a], [-b, a], [-b, b], [-a, b], [-a, -b], [-b, -b]]
+        )
     t = -np.pi / 2 + np.arange(10) * np.pi / 5  # star: 5 points, inner radius 0.45
     radius = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
     return np.stack([radius * np.cos(t), radius * np.sin(t)], axis=1)

@@ -43,7 +43,12 @@ class ZoomOut(A.Pad):
         canvas_w, canvas_h = int(width * scale), int(height * scale)
         left = int((canvas_w - width) * self.py_random.random())
         top = int((canvas_h - height) * self.py_random.random())
-        return {"pad_top": top, "pad_bottom": canvas_h - height - top, "pad_left": left, "pad_right": canvas_w - width - left}
+        return {
+            "pad_top": top,
+            "pad_bottom": canvas_h - height - top,
+            "pad_left": left,
+            "pad_right": canvas_w - width - left,
+        }
 
 
 class IoUCrop(BaseCrop):
@@ -107,9 +112,13 @@ class IoUCrop(BaseCrop):
         ok &= inside.any(axis=1) & ((_iou(crops, boxes) * inside).max(axis=1) >= min_iou)
         return crops[np.argmax(ok)] if ok.any() else None
 
-    def apply_to_bboxes(self, bboxes: np.ndarray, crop_coords: tuple[int, int, int, int], keep: np.ndarray, **params: Any) -> np.ndarray:
+    def apply_to_bboxes(
+        self, bboxes: np.ndarray, crop_coords: tuple[int, int, int, int], keep: np.ndarray, **params: Any
+    ) -> np.ndarray:
         cropped = super().apply_to_bboxes(bboxes[keep], crop_coords, **params)
-        cropped[:, :4] = np.clip(cropped[:, :4], 0.0, 1.0)  # clipped now, so later steps (shifts, pads) move only what is visible
+        cropped[:, :4] = np.clip(
+            cropped[:, :4], 0.0, 1.0
+        )  # clipped now, so later steps (shifts, pads) move only what is visible
         return cropped
 
 
@@ -125,6 +134,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def photometric_distort(p: float = 1.0) -> A.BaseCompose:
     """torchvision's RandomPhotometricDistort: each change with p=0.5, contrast first or last (the whole with p)."""
+
     def jitter(**kwargs: Any) -> A.ColorJitter:
         ranges = {"brightness": (1.0, 1.0), "contrast": (1.0, 1.0), "saturation": (1.0, 1.0), "hue": (0.0, 0.0)}
         return A.ColorJitter(**(ranges | kwargs), p=0.5)
@@ -133,11 +143,20 @@ def photometric_distort(p: float = 1.0) -> A.BaseCompose:
         return jitter(contrast=(0.5, 1.5))
 
     saturation_hue = [jitter(saturation=(0.5, 1.5)), jitter(hue=(-0.05, 0.05))]
-    return A.Sequential([
-        jitter(brightness=(0.875, 1.125)),
-        A.OneOf([A.Sequential([contrast(), *saturation_hue], p=1.0), A.Sequential([*saturation_hue, contrast()], p=1.0)], p=1.0),
-        A.ChannelShuffle(p=0.5),
-    ], p=p)
+    return A.Sequential(
+        [
+            jitter(brightness=(0.875, 1.125)),
+            A.OneOf(
+                [
+                    A.Sequential([contrast(), *saturation_hue], p=1.0),
+                    A.Sequential([*saturation_hue, contrast()], p=1.0),
+                ],
+                p=1.0,
+            ),
+            A.ChannelShuffle(p=0.5),
+        ],
+        p=p,
+    )
 
 
 class DetectionTransform:
@@ -149,8 +168,13 @@ class DetectionTransform:
 
     def __init__(self, transforms: list[Any], seed: int | None = None, check_each_transform: bool = False):
         bbox_params = A.BboxParams(
-            format="pascal_voc", label_fields=["labels"], min_width=1.0, min_height=1.0,
-            clip=True, filter_invalid_bboxes=True, check_each_transform=check_each_transform,
+            format="pascal_voc",
+            label_fields=["labels"],
+            min_width=1.0,
+            min_height=1.0,
+            clip=True,
+            filter_invalid_bboxes=True,
+            check_each_transform=check_each_transform,
         )
         self.compose = A.Compose(transforms, bbox_params=bbox_params)
         self.reseed(seed)
@@ -159,20 +183,30 @@ class DetectionTransform:
         """One shared random stream for all steps (albumentations would give each step a copy of the seed)."""
         self.compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
-    def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(
+        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         out = self.compose(image=image, bboxes=boxes, labels=np.asarray(labels, np.int64).reshape(-1))
-        return out["image"], np.asarray(out["bboxes"], np.float32).reshape(-1, 4), np.asarray(out["labels"], np.int64).reshape(-1)
+        return (
+            out["image"],
+            np.asarray(out["bboxes"], np.float32).reshape(-1, 4),
+            np.asarray(out["labels"], np.int64).reshape(-1),
+        )
 
 
-def build_train_transform(preset: str | Sequence[dict[str, Any]], input_size: tuple[int, int], seed: int | None = None) -> DetectionTransform:
+def build_train_transform(
+    preset: str | Sequence[dict[str, Any]], input_size: tuple[int, int], seed: int | None = None
+) -> DetectionTransform:
     """Training augmentation `preset` ending in a resize to input_size (H, W).
 
     `preset` is "ssd", "ssdlite" or "none", or a list of {name: Transform, **args}.
     """
     if not isinstance(preset, str):
         # Arbitrary steps (a crop, then a shift) need boxes clipped to the image after each step.
-        return DetectionTransform([*build_augment_steps(preset), _resize(input_size)], seed=seed, check_each_transform=True)
+        return DetectionTransform(
+            [*build_augment_steps(preset), _resize(input_size)], seed=seed, check_each_transform=True
+        )
     if preset not in PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; expected one of {', '.join(PRESETS)}")
     steps: list[Any] = []
@@ -196,7 +230,14 @@ def _resize(input_size: tuple[int, int]) -> A.Resize:
 # --- list form of data.augment: [{name: HorizontalFlip, p: 0.5}, ...] -----------------------------
 
 SSD_STEPS = ("ZoomOut", "IoUCrop", "PhotometricDistort")
-_NEEDS_EXTRA_DATA = ("Mosaic", "OverlayElements", "FDA", "HistogramMatching", "PixelDistributionAdaptation", "TemplateTransform")
+_NEEDS_EXTRA_DATA = (
+    "Mosaic",
+    "OverlayElements",
+    "FDA",
+    "HistogramMatching",
+    "PixelDistributionAdaptation",
+    "TemplateTransform",
+)
 
 
 def build_augment_steps(spec: Sequence[Any], key: str = "data.augment") -> list[Any]:
@@ -204,13 +245,17 @@ def build_augment_steps(spec: Sequence[Any], key: str = "data.augment") -> list[
     from multibox.errors import MultiboxError
 
     if not isinstance(spec, (list, tuple)):
-        raise MultiboxError(f"{key}: expected a preset name ({', '.join(PRESETS)}) or a list of {{name: Transform, ...}}")
+        raise MultiboxError(
+            f"{key}: expected a preset name ({', '.join(PRESETS)}) or a list of {{name: Transform, ...}}"
+        )
     return [_build_step(item, f"{key}[{index}]", MultiboxError) for index, item in enumerate(spec)]
 
 
 def _build_step(item: Any, where: str, error: type[Exception]) -> Any:
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-        raise error(f"{where}: expected a mapping with a 'name' key (e.g. {{name: HorizontalFlip, p: 0.5}}), got {item!r}")
+        raise error(
+            f"{where}: expected a mapping with a 'name' key (e.g. {{name: HorizontalFlip, p: 0.5}}), got {item!r}"
+        )
     name, kwargs = item["name"], {k: v for k, v in item.items() if k != "name"}
     if name == "PhotometricDistort":
         factory: Any = photometric_distort
@@ -225,7 +270,9 @@ def _build_step(item: Any, where: str, error: type[Exception]) -> Any:
             )
         targets = {getattr(t, "value", t) for t in getattr(factory, "_targets", ())}
         if name in _NEEDS_EXTRA_DATA or (issubclass(factory, A.DualTransform) and "BBoxes" not in targets):
-            raise error(f"{where}: {name} is not allowed here (it does not support bounding boxes or needs extra inputs)")
+            raise error(
+                f"{where}: {name} is not allowed here (it does not support bounding boxes or needs extra inputs)"
+            )
     parameters = inspect.signature(factory).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         unknown = sorted(set(kwargs) - set(parameters))
@@ -244,6 +291,12 @@ def _build_step(item: Any, where: str, error: type[Exception]) -> Any:
 
 def _first_line(exc: Exception) -> str:
     """Pydantic errors are multi-line; keep their field and message on one line."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith("For further")]
+    lines = [
+        line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith("For further")
+    ]
     lines = [re.sub(r"\s*\[type=.*\]$", "", line) for line in lines]
-    return "; ".join(lines[1:3]) if len(lines) > 1 and "validation error" in lines[0] else (lines[0] if lines else type(exc).__name__)
+    return (
+        "; ".join(lines[1:3])
+        if len(lines) > 1 and "validation error" in lines[0]
+        else (lines[0] if lines else type(exc).__name__)
+    )

@@ -78,9 +78,14 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "images_dir": self.images_dir, "annotation_file": self.annotation_file, "num_images": self.num_images,
-            "num_annotations": self.num_annotations, "num_categories": self.num_categories,
-            "images_decoded": self.images_decoded, "ok": self.ok, "counts": self.counts(),
+            "images_dir": self.images_dir,
+            "annotation_file": self.annotation_file,
+            "num_images": self.num_images,
+            "num_annotations": self.num_annotations,
+            "num_categories": self.num_categories,
+            "images_decoded": self.images_decoded,
+            "ok": self.ok,
+            "counts": self.counts(),
             "problems": [asdict(p) for p in self.problems],
         }
 
@@ -123,7 +128,9 @@ def check_image_file(path: Path, width: int | None = None, height: int | None = 
     truncated = truncation(data)
     if truncated:
         return CORRUPT_IMAGE, truncated
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # EXIF orientation applied, as training reads it
+    image = cv2.imdecode(
+        np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR
+    )  # EXIF orientation applied, as training reads it
     if image is None:
         return CORRUPT_IMAGE, "cannot decode (corrupt or not an image)"
     h, w = image.shape[:2]
@@ -167,8 +174,9 @@ def _validate(
     raw = read_annotation_json(annotation_file)
     if not images_dir.is_dir():
         raise MultiboxError(f"{images_dir}: images folder not found (images of {annotation_file})")
-    report = ValidationReport(str(images_dir), str(annotation_file), len(raw["images"]), len(raw["annotations"]),
-                              len(raw["categories"]))
+    report = ValidationReport(
+        str(images_dir), str(annotation_file), len(raw["images"]), len(raw["annotations"]), len(raw["categories"])
+    )
     add = lambda kind, where, detail: report.problems.append(Problem(kind, str(where), detail))  # noqa: E731
 
     categories: set[int] = set()
@@ -187,18 +195,29 @@ def _validate(
     by_id: dict[int, _Image] = {}
     files: dict[str, int] = {}
     for i, entry in enumerate(raw["images"]):
-        fields_ok = isinstance(entry, dict) and _int(entry.get("id")) and isinstance(entry.get("file_name"), str) \
-            and _int(entry.get("width")) and _int(entry.get("height"))
+        fields_ok = (
+            isinstance(entry, dict)
+            and _int(entry.get("id"))
+            and isinstance(entry.get("file_name"), str)
+            and _int(entry.get("width"))
+            and _int(entry.get("height"))
+        )
         if not fields_ok:
             add(INVALID_IMAGE, f"images[{i}]", "needs integer 'id', 'width', 'height' and a string 'file_name'")
             continue
-        image = _Image(i, entry["id"], entry["file_name"], entry["width"], entry["height"], _inside(root, entry["file_name"]))
+        image = _Image(
+            i, entry["id"], entry["file_name"], entry["width"], entry["height"], _inside(root, entry["file_name"])
+        )
         images.append(image)
         if image.width <= 0 or image.height <= 0:
             add(INVALID_IMAGE, image.file_name, f"image {image.image_id}: width and height must be positive")
             image.usable = False
         if image.image_id in by_id:
-            add(DUPLICATE_IMAGE_ID, image.file_name, f"image id {image.image_id} is also {by_id[image.image_id].file_name}")
+            add(
+                DUPLICATE_IMAGE_ID,
+                image.file_name,
+                f"image id {image.image_id} is also {by_id[image.image_id].file_name}",
+            )
             image.usable = False
         else:
             by_id[image.image_id] = image
@@ -206,7 +225,11 @@ def _validate(
             add(UNSAFE_FILE_NAME, image.file_name, "file name escapes the images folder (absolute or '..')")
             image.usable = False
         elif str(image.path) in files:
-            add(DUPLICATE_FILE, image.file_name, f"image {image.image_id} uses the same file as image {files[str(image.path)]}")
+            add(
+                DUPLICATE_FILE,
+                image.file_name,
+                f"image {image.image_id} uses the same file as image {files[str(image.path)]}",
+            )
             image.usable = False
         else:
             files[str(image.path)] = image.image_id
@@ -235,7 +258,11 @@ def _validate(
             continue
         image = found
         if ann["category_id"] not in categories:
-            add(UNKNOWN_CATEGORY, where, f"category id {ann['category_id']} is not in 'categories' (image {image.file_name})")
+            add(
+                UNKNOWN_CATEGORY,
+                where,
+                f"category id {ann['category_id']} is not in 'categories' (image {image.file_name})",
+            )
             actions[i] = ("drop", None)
             continue
         bbox = ann.get("bbox")
@@ -255,13 +282,19 @@ def _validate(
                 x0, y0 = max(x, 0.0), max(y, 0.0)
                 x1, y1 = min(x + w, float(image.width)), min(y + h, float(image.height))
                 clipped = x1 > x0 and y1 > y0
-                add(BOX_OUTSIDE, where, f"box {bbox} (xywh) is outside the {image.width}x{image.height} image "
-                    f"{image.file_name}" + ("" if clipped else " entirely"))
+                add(
+                    BOX_OUTSIDE,
+                    where,
+                    f"box {bbox} (xywh) is outside the {image.width}x{image.height} image "
+                    f"{image.file_name}" + ("" if clipped else " entirely"),
+                )
                 actions[i] = ("clip", [x0, y0, x1 - x0, y1 - y0]) if clipped else ("drop", None)
     return report, raw, images, actions
 
 
-def _decode_all(images: list[_Image], report: ValidationReport, workers: int, progress: Callable[[int, int], None] | bool) -> None:
+def _decode_all(
+    images: list[_Image], report: ValidationReport, workers: int, progress: Callable[[int, int], None] | bool
+) -> None:
     todo = [image for image in images if image.path is not None]
     check = lambda image: check_image_file(image.path, image.width, image.height)  # noqa: E731
     bar = None
@@ -292,7 +325,11 @@ def _decode_all(images: list[_Image], report: ValidationReport, workers: int, pr
 
 
 def fix_coco(
-    images_dir: Path, annotation_file: Path, out_dir: Path, workers: int = 8, progress: Callable[[int, int], None] | bool = False,
+    images_dir: Path,
+    annotation_file: Path,
+    out_dir: Path,
+    workers: int = 8,
+    progress: Callable[[int, int], None] | bool = False,
     link: bool = True,
 ) -> dict[str, Any]:
     """Write a cleaned copy of a COCO dataset to `out_dir/images` + `out_dir/annotations.json`.
@@ -312,8 +349,12 @@ def fix_coco(
 
     valid_categories, categories = set(), []
     for category in raw["categories"]:
-        if isinstance(category, dict) and _int(category.get("id")) and isinstance(category.get("name"), str) \
-                and category["id"] not in valid_categories:
+        if (
+            isinstance(category, dict)
+            and _int(category.get("id"))
+            and isinstance(category.get("name"), str)
+            and category["id"] not in valid_categories
+        ):
             valid_categories.add(category["id"])
             categories.append(category)
     kept_images = [image for image in images if image.usable]
@@ -348,12 +389,18 @@ def fix_coco(
         used_ids.add(ann["id"])
         annotations.append(ann)
     fixed = {key: value for key, value in raw.items() if key not in ("images", "annotations", "categories")}
-    fixed.update(images=[raw["images"][image.index] for image in kept_images], annotations=annotations, categories=categories)
+    fixed.update(
+        images=[raw["images"][image.index] for image in kept_images], annotations=annotations, categories=categories
+    )
     (out_dir / "annotations.json").write_text(json.dumps(fixed), encoding="utf-8")
     return {
-        "report": report, "out_dir": str(out_dir), "images_kept": len(kept_images),
-        "images_dropped": report.num_images - len(kept_images), "annotations_kept": len(annotations),
-        "annotations_dropped": report.num_annotations - len(annotations), "boxes_clipped": clipped,
+        "report": report,
+        "out_dir": str(out_dir),
+        "images_kept": len(kept_images),
+        "images_dropped": report.num_images - len(kept_images),
+        "annotations_kept": len(annotations),
+        "annotations_dropped": report.num_annotations - len(annotations),
+        "boxes_clipped": clipped,
     }
 
 
@@ -374,18 +421,28 @@ def print_report(report: ValidationReport, max_rows: int = 50, console: Any = No
         console.print(table)
         if len(report.problems) > max_rows:
             console.print(f"... and {len(report.problems) - max_rows} more problems (--max-rows to show more)")
-    summary = (f"{report.num_images} images ({report.images_decoded} decoded), {report.num_annotations} annotations, "
-               f"{report.num_categories} categories: ")
+    summary = (
+        f"{report.num_images} images ({report.images_decoded} decoded), {report.num_annotations} annotations, "
+        f"{report.num_categories} categories: "
+    )
     if report.ok:
-        console.print(summary + "[green]no problems[/]" if not report.problems else summary + f"{len(report.problems)} warnings")
+        console.print(
+            summary + "[green]no problems[/]" if not report.problems else summary + f"{len(report.problems)} warnings"
+        )
     else:
         kinds = ", ".join(f"{kind} {count}" for kind, count in report.counts().items())
         console.print(summary + f"[red]{len(report.errors)} errors[/] ({kinds})")
 
 
 def validate_command(
-    config_path: Path | None, overrides: list[str], images: Path | None, annotations: Path | None, data_format: str = "coco",
-    fix: Path | None = None, workers: int = 8, max_rows: int = 50,
+    config_path: Path | None,
+    overrides: list[str],
+    images: Path | None,
+    annotations: Path | None,
+    data_format: str = "coco",
+    fix: Path | None = None,
+    workers: int = 8,
+    max_rows: int = 50,
 ) -> int:
     """`multibox data validate`: 0 when clean, 1 when there are errors (with --fix: when the fixed copy has errors).
 
@@ -395,7 +452,9 @@ def validate_command(
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="multibox-validate-") as scratch:
-        return _validate_command(config_path, overrides, images, annotations, data_format, fix, workers, max_rows, Path(scratch))
+        return _validate_command(
+            config_path, overrides, images, annotations, data_format, fix, workers, max_rows, Path(scratch)
+        )
 
 
 def _as_coco(data: Any, split: Any, name: str, scratch: Path) -> tuple[Path, Path]:
@@ -419,8 +478,15 @@ def _as_coco(data: Any, split: Any, name: str, scratch: Path) -> tuple[Path, Pat
 
 
 def _validate_command(
-    config_path: Path | None, overrides: list[str], images: Path | None, annotations: Path | None, data_format: str,
-    fix: Path | None, workers: int, max_rows: int, scratch: Path,
+    config_path: Path | None,
+    overrides: list[str],
+    images: Path | None,
+    annotations: Path | None,
+    data_format: str,
+    fix: Path | None,
+    workers: int,
+    max_rows: int,
+    scratch: Path,
 ) -> int:
     from rich.console import Console
 
@@ -452,7 +518,9 @@ def _validate_command(
 
         assert images is not None  # no config, so --images was given (checked above)
         data = DataConfig.model_validate({"format": data_format})
-        splits.append(("dataset", *_as_coco(data, SplitPaths(images=images, annotations=annotations), "train", scratch)))
+        splits.append(
+            ("dataset", *_as_coco(data, SplitPaths(images=images, annotations=annotations), "train", scratch))
+        )
     else:
         assert images is not None and annotations is not None  # a COCO dataset needs both (checked above)
         splits.append(("dataset", Path(images), Path(annotations)))
@@ -472,7 +540,8 @@ def _validate_command(
         console.print(
             f"fixed copy in {out}: {result['images_kept']} images kept, {result['images_dropped']} dropped; "
             f"{result['annotations_kept']} annotations kept, {result['annotations_dropped']} dropped, "
-            f"{result['boxes_clipped']} boxes clipped; " + ("[green]validates clean[/]" if fixed.ok else "[red]still has errors[/]")
+            f"{result['boxes_clipped']} boxes clipped; "
+            + ("[green]validates clean[/]" if fixed.ok else "[red]still has errors[/]")
         )
         if not fixed.ok:
             print_report(fixed, max_rows, console)

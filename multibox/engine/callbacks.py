@@ -33,7 +33,9 @@ class ThroughputLogger(L.Callback):
         self._epoch_start = self._window_start = self._last_batch_end = time.perf_counter()
         self._epoch_images = self._window_images = 0
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         images = int(batch["images"].shape[0])
         self._epoch_images += images
         self._window_images += images

@@ -45,7 +45,7 @@ def load_checkpoint(path: str | Path, config: Config | None = None) -> LoadedChe
     class_names = list(hparams["class_names"])
     detector, _ = build_detector(saved, len(class_names), load_weights=False)  # the checkpoint has the weights
     prefix = "detector."
-    state = {k[len(prefix):]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith(prefix)}
     misfit = _misfit(detector.state_dict(), state)
     if misfit:
         raise MultiboxError(f"{path}: weights do not fit model {saved.model.name} as its config describes ({misfit})")
@@ -61,8 +61,10 @@ def _misfit(expected: dict[str, Any], found: dict[str, Any]) -> str | None:
     shapes = [k for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
     if shapes:
         k = shapes[0]
-        return (f"{len(shapes)} tensors differ in shape, e.g. {k}: {list(found[k].shape)} in the file, "
-                f"{list(expected[k].shape)} in the model")
+        return (
+            f"{len(shapes)} tensors differ in shape, e.g. {k}: {list(found[k].shape)} in the file, "
+            f"{list(expected[k].shape)} in the model"
+        )
     if missing or extra:
         example = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
         return f"{len(missing)} tensors missing and {len(extra)} unexpected, e.g. {example}"

@@ -53,7 +53,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
         atomic_torch_save(checkpoint, path)
 
-    def load_checkpoint(self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         # `weights_only` is ignored on purpose: Lightning passes None, which some torch settings turn into False.
         return safe_torch_load(path, map_location if map_location is not None else "cpu")
 
@@ -65,8 +67,13 @@ def capture_random_state() -> dict[str, Any]:
     kind, keys, position, has_gauss, cached_gaussian = legacy
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "python": random.getstate(),  # (version, tuple of ints, None)
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -78,8 +85,15 @@ def restore_random_state(state: dict[str, Any]) -> None:
     """Inverse of :func:`capture_random_state`; CUDA states are set only when the device count matches."""
     torch.set_rng_state(state["torch"])
     numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
-                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     cuda = state.get("cuda")

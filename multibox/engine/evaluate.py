@@ -88,7 +88,11 @@ def default_report_dir(weights: Path) -> Path:
     """Where `multibox eval --plots` writes by default: ``<run>/eval`` for ``<run>/checkpoints/x.ckpt``,
     else ``<folder>/<stem>_eval``; the first of those, ``-2``, ``-3``, ... that holds no report yet."""
     weights = Path(weights)
-    base = weights.parent.parent / "eval" if weights.parent.name == "checkpoints" else weights.parent / f"{weights.stem}_eval"
+    base = (
+        weights.parent.parent / "eval"
+        if weights.parent.name == "checkpoints"
+        else weights.parent / f"{weights.stem}_eval"
+    )
     candidate, index = base, 1
     while (candidate / "report.md").exists():
         index += 1
@@ -134,26 +138,49 @@ def evaluate_checkpoint(
     if data.val_set is None:
         raise MultiboxError("config: no validation set; set data.val or data.val_split")
     if list(data.category_ids) != loaded.category_ids:
-        raise MultiboxError(f"{weights}: trained on categories {loaded.category_ids}, but the val set has {list(data.category_ids)}")
+        raise MultiboxError(
+            f"{weights}: trained on categories {loaded.category_ids}, but the val set has {list(data.category_ids)}"
+        )
     evaluated: set[int] = set()
     if slicing is not None:
         from multibox.engine.sliced import evaluate_sliced
 
         metrics, detections = evaluate_sliced(
-            loaded.detector, data.val_set, loaded.category_ids, loaded.class_names,
-            tuple(loaded.config.data.input_size), slicing, pick_device(config.train.accelerator), config.data.batch_size,
-            evaluated=evaluated)
+            loaded.detector,
+            data.val_set,
+            loaded.category_ids,
+            loaded.class_names,
+            tuple(loaded.config.data.input_size),
+            slicing,
+            pick_device(config.train.accelerator),
+            config.data.batch_size,
+            evaluated=evaluated,
+        )
     else:
         metrics, detections = detect_and_evaluate(
-            loaded.detector, data.val_dataloader(), data.val_set.to_coco_gt(), loaded.category_ids, loaded.class_names,
-            pick_device(config.train.accelerator), progress=config.train.progress, prepare_batch=data.prepare_batch,
-            metric=config.eval.metric, evaluated=evaluated,
+            loaded.detector,
+            data.val_dataloader(),
+            data.val_set.to_coco_gt(),
+            loaded.category_ids,
+            loaded.class_names,
+            pick_device(config.train.accelerator),
+            progress=config.train.progress,
+            prepare_batch=data.prepare_batch,
+            metric=config.eval.metric,
+            evaluated=evaluated,
         )
     if report_dir is not None:
         from multibox.engine.report import save_metrics_json, write_evaluation_report
 
         save_metrics_json(metrics, Path(report_dir) / "metrics.json")
         run_log = Path(weights).parent.parent / "metrics.csv"
-        write_evaluation_report(report_dir, metrics, detections, data.val_set, score_threshold, evaluated=evaluated,
-                                training_log=run_log if Path(weights).parent.name == "checkpoints" else None)
+        write_evaluation_report(
+            report_dir,
+            metrics,
+            detections,
+            data.val_set,
+            score_threshold,
+            evaluated=evaluated,
+            training_log=run_log if Path(weights).parent.name == "checkpoints" else None,
+        )
     return metrics

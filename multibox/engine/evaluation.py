@@ -20,8 +20,18 @@ from torch import Tensor
 from multibox.errors import MultiboxError
 
 METRIC_KEYS = (
-    "map", "map_50", "map_75", "map_small", "map_medium", "map_large",
-    "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large",
+    "map",
+    "map_50",
+    "map_75",
+    "map_small",
+    "map_medium",
+    "map_large",
+    "mar_1",
+    "mar_10",
+    "mar_100",
+    "mar_small",
+    "mar_medium",
+    "mar_large",
 )  # the 12 COCO stats, in COCOeval.stats order
 
 METRIC_DESCRIPTIONS = {
@@ -50,7 +60,9 @@ def _category_names(gt: dict, class_names: Sequence[str] | None) -> dict[int, st
     if class_names is None:
         return {int(c["id"]): str(c.get("name", c["id"])) for c in categories}
     if len(class_names) != len(categories):
-        raise ValueError(f"class_names has {len(class_names)} names but the ground truth has {len(categories)} categories")
+        raise ValueError(
+            f"class_names has {len(class_names)} names but the ground truth has {len(categories)} categories"
+        )
     return {int(c["id"]): str(name) for c, name in zip(categories, class_names, strict=True)}
 
 
@@ -71,8 +83,9 @@ def coco_evaluate(gt: dict, detections: list[dict], class_names: Sequence[str] |
     return metrics
 
 
-def evaluate_metrics(gt: dict, detections: list[dict], class_names: Sequence[str] | None = None,
-                     metric: str = "coco") -> dict[str, Any]:
+def evaluate_metrics(
+    gt: dict, detections: list[dict], class_names: Sequence[str] | None = None, metric: str = "coco"
+) -> dict[str, Any]:
     """COCO's metrics, plus VOC's (``voc_map``, ``voc_per_class``) when `metric` (eval.metric) is voc07 or voc."""
     metrics = coco_evaluate(gt, detections, class_names)
     if metric in ("voc07", "voc"):
@@ -106,7 +119,10 @@ PR_IOU_THRESHOLDS = (0.5, 0.75)
 
 
 def precision_recall_curves(
-    gt: dict, detections: list[dict], class_names: Sequence[str] | None = None, iou_thresholds: Sequence[float] = PR_IOU_THRESHOLDS,
+    gt: dict,
+    detections: list[dict],
+    class_names: Sequence[str] | None = None,
+    iou_thresholds: Sequence[float] = PR_IOU_THRESHOLDS,
 ) -> dict[str, Any]:
     """COCO's interpolated precision at its 101 recall points (area all, 100 detections).
 
@@ -120,7 +136,9 @@ def precision_recall_curves(
     names = _category_names(gt, class_names)
     evaluator = _run_cocoeval(gt, detections)
     params = evaluator.params
-    precision = evaluator.eval["precision"][:, :, :, params.areaRngLbl.index("all"), params.maxDets.index(100)]  # (T, R, K)
+    precision = evaluator.eval["precision"][
+        :, :, :, params.areaRngLbl.index("all"), params.maxDets.index(100)
+    ]  # (T, R, K)
     curves: dict[str, Any] = {"recall": [round(float(r), 2) for r in params.recThrs], "iou": {}}
     for threshold in iou_thresholds:
         matches = np.flatnonzero(np.isclose(params.iouThrs, threshold))
@@ -130,11 +148,14 @@ def precision_recall_curves(
         defined = (at_iou > -1).all(axis=0)  # classes with ground truth
         per_class = {
             names.get(int(cat_id), str(cat_id)): {"precision": at_iou[:, k].tolist(), "ap": float(at_iou[:, k].mean())}
-            for k, cat_id in enumerate(params.catIds) if defined[k]
+            for k, cat_id in enumerate(params.catIds)
+            if defined[k]
         }
         mean = at_iou[:, defined].mean(axis=1) if defined.any() else np.zeros(0)
         curves["iou"][f"{threshold:.2f}"] = {
-            "precision": mean.tolist(), "ap": float(mean.mean()) if mean.size else -1.0, "per_class": per_class,
+            "precision": mean.tolist(),
+            "ap": float(mean.mean()) if mean.size else -1.0,
+            "per_class": per_class,
         }
     return curves
 
@@ -192,15 +213,21 @@ class DetectionAccumulator:
         if sum(counts) == 0:
             return
         # float32 on the model's device (MPS has no float64), one host copy per batch.
-        rows = torch.cat(
-            [
-                torch.cat([boxes[i].reshape(-1, 4) for i in fresh]).float(),
-                torch.cat([scores[i].reshape(-1) for i in fresh]).float()[:, None],
-                torch.cat([category_ids[i].reshape(-1) for i in fresh]).float()[:, None],
-            ],
-            dim=1,
-        ).cpu().double()
-        id_column = torch.repeat_interleave(torch.tensor([ids[i] for i in fresh], dtype=torch.float64), torch.tensor(counts))
+        rows = (
+            torch.cat(
+                [
+                    torch.cat([boxes[i].reshape(-1, 4) for i in fresh]).float(),
+                    torch.cat([scores[i].reshape(-1) for i in fresh]).float()[:, None],
+                    torch.cat([category_ids[i].reshape(-1) for i in fresh]).float()[:, None],
+                ],
+                dim=1,
+            )
+            .cpu()
+            .double()
+        )
+        id_column = torch.repeat_interleave(
+            torch.tensor([ids[i] for i in fresh], dtype=torch.float64), torch.tensor(counts)
+        )
         self._rows.append(torch.cat([id_column[:, None], rows], dim=1))
 
     def __len__(self) -> int:
@@ -270,7 +297,9 @@ def _format_value(value: float) -> str:
     return "n/a" if value < 0 else f"{value:.3f}"
 
 
-def format_metrics_table(metrics: dict[str, Any], class_names: Sequence[str] | None = None, title: str = "COCO bbox metrics") -> Table:
+def format_metrics_table(
+    metrics: dict[str, Any], class_names: Sequence[str] | None = None, title: str = "COCO bbox metrics"
+) -> Table:
     """The 12 COCO numbers with their descriptions, then a section of per-class AP.
 
     `class_names` (optional) orders the per-class rows and lists classes that have no
@@ -289,10 +318,16 @@ def format_metrics_table(metrics: dict[str, Any], class_names: Sequence[str] | N
         table.add_section()
         for name in names:
             value = per_class.get(name)
-            table.add_row(name, "AP @[IoU=0.50:0.95 | area=all | maxDets=100]", "n/a (no gt)" if value is None else _format_value(value))
+            table.add_row(
+                name,
+                "AP @[IoU=0.50:0.95 | area=all | maxDets=100]",
+                "n/a (no gt)" if value is None else _format_value(value),
+            )
     return table
 
 
-def print_metrics(metrics: dict[str, Any], console: Console | None = None, class_names: Sequence[str] | None = None) -> None:
+def print_metrics(
+    metrics: dict[str, Any], console: Console | None = None, class_names: Sequence[str] | None = None
+) -> None:
     """Print the metrics table (to `console`, or a new one on stdout)."""
     (console or Console()).print(format_metrics_table(metrics, class_names))

@@ -79,7 +79,9 @@ class DetectionModule(L.LightningModule):
 
     def _losses(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         box_regression, cls_logits = self(batch["images"])
-        losses = self.criterion(box_regression, cls_logits, self.detector.default_boxes, batch["boxes"], batch["labels"])
+        losses = self.criterion(
+            box_regression, cls_logits, self.detector.default_boxes, batch["boxes"], batch["labels"]
+        )
         return losses, box_regression, cls_logits
 
     def _count_skipped(self, batch: dict[str, Any], stage: str) -> None:
@@ -107,13 +109,18 @@ class DetectionModule(L.LightningModule):
         # returning None here alone would leave them waiting forever. Take part with zero gradients.
         losses = self._losses(batch)[0] if usable else self._zero_losses()
         finite = self._check_finite(losses)
-        self.log("train/skipped_nonfinite", float(not finite), reduce_fx="sum", on_step=False, on_epoch=True, batch_size=1)
+        self.log(
+            "train/skipped_nonfinite", float(not finite), reduce_fx="sum", on_step=False, on_epoch=True, batch_size=1
+        )
         if not finite:
             return None  # every rank skips backward and the update together
         if usable:
             self.log("train/loss", losses["loss"], prog_bar=True, batch_size=kept)
-            self.log_dict({"train/loss_bbox": losses["loss_bbox"], "train/loss_cls": losses["loss_cls"]}, prog_bar=True,
-                          batch_size=kept)
+            self.log_dict(
+                {"train/loss_bbox": losses["loss_bbox"], "train/loss_cls": losses["loss_cls"]},
+                prog_bar=True,
+                batch_size=kept,
+            )
             self.log("train/num_positives", losses["num_positives"].float(), batch_size=kept)
             self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True, batch_size=kept)
         return losses["loss"]
@@ -122,8 +129,12 @@ class DetectionModule(L.LightningModule):
         """A loss of exactly 0 that reaches every trainable parameter, so DDP's gradient all-reduce runs."""
         zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
         assert isinstance(zero, Tensor)  # a sum of tensors: the detector has trainable parameters
-        return {"loss": zero, "loss_bbox": zero.detach(), "loss_cls": zero.detach(),
-                "num_positives": torch.zeros((), dtype=torch.long, device=zero.device)}
+        return {
+            "loss": zero,
+            "loss_bbox": zero.detach(),
+            "loss_cls": zero.detach(),
+            "num_positives": torch.zeros((), dtype=torch.long, device=zero.device),
+        }
 
     def _check_finite(self, losses: dict[str, Tensor]) -> bool:
         """False when the loss is NaN or infinite and train.on_nan is skip (warned, counted); raises when it is stop.
@@ -139,9 +150,13 @@ class DetectionModule(L.LightningModule):
         where = f"epoch {self.current_epoch} step {self.global_step}"
         terms = f"loss_bbox={float(losses['loss_bbox']):.4g}, loss_cls={float(losses['loss_cls']):.4g}"
         if self.config.train.on_nan == "stop":
-            raise MultiboxError(f"non-finite loss at {where} ({terms}); training stopped, checkpoints hold the last finite weights")
+            raise MultiboxError(
+                f"non-finite loss at {where} ({terms}); training stopped, checkpoints hold the last finite weights"
+            )
         self.skipped_nonfinite += 1
-        warnings.warn(f"non-finite loss at {where} ({terms}); step skipped (train.on_nan: skip)", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"non-finite loss at {where} ({terms}); step skipped (train.on_nan: skip)", RuntimeWarning, stacklevel=2
+        )
         return False
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -152,8 +167,9 @@ class DetectionModule(L.LightningModule):
         size = batch["images"].shape[0]
         # sync_dist: under DDP each rank sees its shard; the logged epoch value is the mean over all ranks.
         self.log("val/loss", losses["loss"], prog_bar=True, batch_size=size, sync_dist=True)
-        self.log_dict({"val/loss_bbox": losses["loss_bbox"], "val/loss_cls": losses["loss_cls"]}, batch_size=size,
-                      sync_dist=True)
+        self.log_dict(
+            {"val/loss_bbox": losses["loss_bbox"], "val/loss_cls": losses["loss_cls"]}, batch_size=size, sync_dist=True
+        )
         if self._evaluating():
             detections = self.detector.postprocess(box_regression, cls_logits, batch["orig_sizes"])
             self.accumulator.add(
@@ -181,8 +197,13 @@ class DetectionModule(L.LightningModule):
         skipped, total = (int(v) for v in self.trainer.strategy.reduce(counts, reduce_op="sum").tolist())
         split = self.config.data.train if stage == "train" or self.config.data.val is None else self.config.data.val
         source = str((split.annotations or split.images) if split is not None else "data")
-        check_skipped(skipped, total, "training" if stage == "train" else "validation", source,
-                      self.config.data.max_skipped_fraction)
+        check_skipped(
+            skipped,
+            total,
+            "training" if stage == "train" else "validation",
+            source,
+            self.config.data.max_skipped_fraction,
+        )
 
     def on_validation_epoch_start(self) -> None:
         self.accumulator.reset()
@@ -209,7 +230,11 @@ class DetectionModule(L.LightningModule):
         optimizer: torch.optim.Optimizer
         if opt.name == "sgd":
             optimizer = torch.optim.SGD(
-                self.parameters(), lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov, weight_decay=opt.weight_decay
+                self.parameters(),
+                lr=opt.lr,
+                momentum=opt.momentum,
+                nesterov=opt.nesterov,
+                weight_decay=opt.weight_decay,
             )
         else:
             optimizer = torch.optim.AdamW(self.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
@@ -229,12 +254,25 @@ def build_criterion(config: Config, num_classes: int) -> nn.Module:
         )
     if loss.name == "focal":  # the detector's postprocess then scores with sigmoids (build_detector)
         return FocalLoss(
-            num_classes + 1, loss.focal_alpha, loss.focal_gamma, loss.iou_threshold, loss.class_weights,
-            loss.bbox_weight, loss.cls_weight, box=loss.box,
+            num_classes + 1,
+            loss.focal_alpha,
+            loss.focal_gamma,
+            loss.iou_threshold,
+            loss.class_weights,
+            loss.bbox_weight,
+            loss.cls_weight,
+            box=loss.box,
         )
     return MultiBoxLoss(
-        num_classes + 1, loss.neg_pos_ratio, loss.iou_threshold, loss.class_weights, loss.bbox_weight, loss.cls_weight,
-        negatives=loss.negatives, minibatch_size=loss.minibatch_size, box=loss.box,
+        num_classes + 1,
+        loss.neg_pos_ratio,
+        loss.iou_threshold,
+        loss.class_weights,
+        loss.bbox_weight,
+        loss.cls_weight,
+        negatives=loss.negatives,
+        minibatch_size=loss.minibatch_size,
+        box=loss.box,
     )
 
 
@@ -250,7 +288,10 @@ def resolve_class_weights(config: Config, train_set: DetectionSet) -> Config:
 
 @rank_zero_only
 def _print_class_weights(class_names: list[str], weights: list[float]) -> None:
-    print("loss.class_weights (auto, from label counts): " + ", ".join(f"{n} {w:.3g}" for n, w in zip(class_names, weights, strict=True)))
+    print(
+        "loss.class_weights (auto, from label counts): "
+        + ", ".join(f"{n} {w:.3g}" for n, w in zip(class_names, weights, strict=True))
+    )
 
 
 def lr_multiplier(config: Config, total_steps: int) -> Callable[[int], float]:

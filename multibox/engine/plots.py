@@ -136,7 +136,9 @@ class ImageOutcome:
 
 
 def match_detections(
-    dataset: DetectionSet, detections: list[dict], score_threshold: float = REPORT_SCORE_THRESHOLD,
+    dataset: DetectionSet,
+    detections: list[dict],
+    score_threshold: float = REPORT_SCORE_THRESHOLD,
     iou_threshold: float = MATCH_IOU_THRESHOLD,
 ) -> list[ImageOutcome]:
     """Match COCO-format `detections` (dataset category ids, xywh) to every record of `dataset`."""
@@ -153,8 +155,15 @@ def match_detections(
         classes = np.array([class_of[int(d["category_id"])] for d in kept], np.int64)
         scores = np.array([d["score"] for d in kept], np.float64)
         crowd = record.iscrowd
-        true, predicted, ious = match_image(record.boxes[~crowd], record.labels[~crowd] - 1, boxes, classes, scores,
-                                            iou_threshold, ignore_boxes=record.boxes[crowd])
+        true, predicted, ious = match_image(
+            record.boxes[~crowd],
+            record.labels[~crowd] - 1,
+            boxes,
+            classes,
+            scores,
+            iou_threshold,
+            ignore_boxes=record.boxes[crowd],
+        )
         outcomes.append(ImageOutcome(record, boxes, classes, scores, true, predicted, ious))
     return outcomes
 
@@ -206,7 +215,9 @@ def plot_pr_curves(curves: dict[str, Any], out_png: Path, class_names: Sequence[
     save_figure(figure, out_png)
 
 
-def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], out_png: Path, score_threshold: float) -> None:
+def plot_confusion_matrix(
+    matrix: np.ndarray, class_names: Sequence[str], out_png: Path, score_threshold: float
+) -> None:
     """Counts and the row-normalised matrix side by side (rows: true class, columns: predicted)."""
     names = [*class_names, "background"]
     side = min(16.0, max(4.5, 0.42 * len(names) + 2.5))  # inches per panel; 80 COCO classes fill 16
@@ -216,7 +227,9 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], out_pn
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, np.float64), where=rows > 0)
     panels = ((matrix, "counts", "d"), (normalised, "share of each true class (row)", ".2f"))
-    figure.suptitle(f"confusion matrix: detections with score >= {score_threshold:g}, matched at IoU >= {MATCH_IOU_THRESHOLD:g}")
+    figure.suptitle(
+        f"confusion matrix: detections with score >= {score_threshold:g}, matched at IoU >= {MATCH_IOU_THRESHOLD:g}"
+    )
     for index, (values, title, fmt) in enumerate(panels, start=1):
         axes = figure.add_subplot(1, 2, index)
         image = axes.imshow(values, cmap="Blues", vmin=0)
@@ -230,8 +243,15 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], out_pn
             limit = values.max() / 2 if values.size else 0
             for (r, c), value in np.ndenumerate(values):
                 if value:
-                    axes.text(c, r, format(value, fmt), ha="center", va="center", fontsize="small",
-                              color="white" if value > limit else "black")
+                    axes.text(
+                        c,
+                        r,
+                        format(value, fmt),
+                        ha="center",
+                        va="center",
+                        fontsize="small",
+                        color="white" if value > limit else "black",
+                    )
     save_figure(figure, out_png)
 
 
@@ -251,25 +271,40 @@ def _caption(width: int, text: str) -> np.ndarray:
     return strip
 
 
-def gallery_image(outcome: ImageOutcome, class_names: Sequence[str], title: str, side: int = GALLERY_SIDE) -> np.ndarray:
+def gallery_image(
+    outcome: ImageOutcome, class_names: Sequence[str], title: str, side: int = GALLERY_SIDE
+) -> np.ndarray:
     """Predictions (left) beside the ground truth (right) of one image, with a caption above each."""
     record = outcome.record
     image = read_image(record.file, (record.height, record.width))
     resized, boxes = _fit(image, outcome.boxes, side)
-    prediction = draw_detections(resized, boxes, [class_names[c] for c in outcome.classes], outcome.scores,
-                                 color_key=outcome.classes + 1)
+    prediction = draw_detections(
+        resized, boxes, [class_names[c] for c in outcome.classes], outcome.scores, color_key=outcome.classes + 1
+    )
     _, gt_boxes = _fit(image, record.boxes, side)
-    truth = draw_detections(resized, gt_boxes, [class_names[c - 1] + (" (crowd)" if crowd else "")
-                                                for c, crowd in zip(record.labels, record.iscrowd, strict=True)], color_key=record.labels)
+    truth = draw_detections(
+        resized,
+        gt_boxes,
+        [
+            class_names[c - 1] + (" (crowd)" if crowd else "")
+            for c, crowd in zip(record.labels, record.iscrowd, strict=True)
+        ],
+        color_key=record.labels,
+    )
     gap = np.full((resized.shape[0], 6, 3), 255, np.uint8)
     pair = np.concatenate([prediction, gap, truth], axis=1)
-    captions = np.concatenate([_caption(prediction.shape[1], "predictions"), _caption(6, ""),
-                               _caption(truth.shape[1], "ground truth")], axis=1)
+    captions = np.concatenate(
+        [_caption(prediction.shape[1], "predictions"), _caption(6, ""), _caption(truth.shape[1], "ground truth")],
+        axis=1,
+    )
     return np.concatenate([_caption(pair.shape[1], title), captions, pair], axis=0)
 
 
 def write_gallery(
-    outcomes: Sequence[ImageOutcome], class_names: Sequence[str], folder: Path, count: int = 16,
+    outcomes: Sequence[ImageOutcome],
+    class_names: Sequence[str],
+    folder: Path,
+    count: int = 16,
 ) -> list[dict[str, Any]]:
     """The `count` worst images as ``folder/NN_<image name>.jpg``; returns one entry per image written.
 
@@ -284,8 +319,10 @@ def write_gallery(
     for outcome in worst_first(outcomes)[:count]:
         rank = len(entries) + 1
         record = outcome.record
-        title = (f"#{rank} {record.file.name}: {outcome.missed} missed, {outcome.false_positives} false, "
-                 f"{outcome.wrong_class} wrong class")
+        title = (
+            f"#{rank} {record.file.name}: {outcome.missed} missed, {outcome.false_positives} false, "
+            f"{outcome.wrong_class} wrong class"
+        )
         try:
             picture = gallery_image(outcome, class_names, title)
         except MultiboxError as error:
@@ -293,9 +330,17 @@ def write_gallery(
             continue
         name = f"{rank:02d}_{re.sub(r'[^A-Za-z0-9._-]', '_', record.file.stem)[:60]}.jpg"
         save_image(folder / name, picture)
-        entries.append({
-            "rank": rank, "image": f"{folder.name}/{name}", "file": str(record.file), "image_id": int(record.image_id),
-            "errors": outcome.errors, "missed": outcome.missed, "false_positives": outcome.false_positives,
-            "wrong_class": outcome.wrong_class, "mean_iou": round(outcome.mean_iou, 4),
-        })
+        entries.append(
+            {
+                "rank": rank,
+                "image": f"{folder.name}/{name}",
+                "file": str(record.file),
+                "image_id": int(record.image_id),
+                "errors": outcome.errors,
+                "missed": outcome.missed,
+                "false_positives": outcome.false_positives,
+                "wrong_class": outcome.wrong_class,
+                "mean_iou": round(outcome.mean_iou, 4),
+            }
+        )
     return entries

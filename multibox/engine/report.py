@@ -194,9 +194,18 @@ def write_evaluation_report(
     true = np.concatenate([o.true for o in outcomes]) if outcomes else np.zeros(0, np.int64)
     predicted = np.concatenate([o.predicted for o in outcomes]) if outcomes else np.zeros(0, np.int64)
     matrix = confusion_matrix(true, predicted, len(names))
-    save_json({"classes": [*names, "background"], "rows": "true class", "columns": "predicted class",
-               "score_threshold": score_threshold, "iou_threshold": MATCH_IOU_THRESHOLD, "counts": matrix.tolist()},
-              out / "confusion_matrix.json", "confusion matrix")
+    save_json(
+        {
+            "classes": [*names, "background"],
+            "rows": "true class",
+            "columns": "predicted class",
+            "score_threshold": score_threshold,
+            "iou_threshold": MATCH_IOU_THRESHOLD,
+            "counts": matrix.tolist(),
+        },
+        out / "confusion_matrix.json",
+        "confusion matrix",
+    )
     plot_confusion_matrix(matrix, names, out / "confusion_matrix.png", score_threshold)
 
     gallery = write_gallery(outcomes, names, out / "gallery", gallery_size)
@@ -207,8 +216,18 @@ def write_evaluation_report(
     boxes = f"{dataset.num_boxes - crowd} ground-truth boxes"
     boxes += f" (and {crowd} crowd/difficult, not scored)" if crowd else ""
     unread = f" ({total - len(dataset)} unreadable, left out as in metrics.json)" if total > len(dataset) else ""
-    summary = (f"{len(dataset)} validation images{unread}, {boxes}, {len(detections)} detections; "
-               f"written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Numbers as in metrics.json.")
-    blocks = evaluation_blocks(metrics, curves, matrix, names, gallery, score_threshold,
-                               "results.png" if (out / "results.png").is_file() else None, summary)
+    summary = (
+        f"{len(dataset)} validation images{unread}, {boxes}, {len(detections)} detections; "
+        f"written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Numbers as in metrics.json."
+    )
+    blocks = evaluation_blocks(
+        metrics,
+        curves,
+        matrix,
+        names,
+        gallery,
+        score_threshold,
+        "results.png" if (out / "results.png").is_file() else None,
+        summary,
+    )
     return write_report_page(out, "multibox evaluation report", blocks)

@@ -31,7 +31,9 @@ from multibox.errors import MultiboxError, TrainingInterrupted
 from multibox.outputs import writable_dir
 
 _PRECISION: dict[str, Literal["32-true", "bf16-mixed", "16-mixed"]] = {
-    "32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"
+    "32": "32-true",
+    "bf16-mixed": "bf16-mixed",
+    "16-mixed": "16-mixed",
 }
 
 
@@ -90,8 +92,12 @@ def check_class_count(config: Config, data: DetectionDataModule) -> Config:
                 f"model.num_classes is {asked} but {source} has {found} classes ({_names(data.class_names)}): "
                 "remove model.num_classes to take the data's count, or fix the data"
             )
-        warnings.warn(f"model.num_classes is {asked} (model.weights) but {source} has {found} classes: the head's "
-                      f"class layers are re-initialised for {found}", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"model.num_classes is {asked} (model.weights) but {source} has {found} classes: the head's "
+            f"class layers are re-initialised for {found}",
+            UserWarning,
+            stacklevel=2,
+        )
         config = config.model_copy(update={"model": config.model.model_copy(update={"num_classes": found})})
     weights = config.loss.class_weights
     if isinstance(weights, list) and len(weights) != found:
@@ -117,14 +123,30 @@ def _callbacks(config: Config, has_val: bool) -> list[L.Callback]:
     folder = checkpoint_dir(config)
     callbacks: list[L.Callback] = [
         RandomStateCallback(),
-        ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False),
+        ModelCheckpoint(
+            dirpath=folder, filename="last", save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False
+        ),
     ]
     if config.train.checkpoint_every_n_steps is not None:
-        callbacks.append(ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False,
-                                         every_n_train_steps=config.train.checkpoint_every_n_steps))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=folder,
+                filename="last",
+                save_top_k=1,
+                enable_version_counter=False,
+                every_n_train_steps=config.train.checkpoint_every_n_steps,
+            )
+        )
     if has_val:
         callbacks.append(
-            ModelCheckpoint(dirpath=folder, filename="best", monitor="val/map", mode="max", save_top_k=1, enable_version_counter=False)
+            ModelCheckpoint(
+                dirpath=folder,
+                filename="best",
+                monitor="val/map",
+                mode="max",
+                save_top_k=1,
+                enable_version_counter=False,
+            )
         )
     callbacks += training_callbacks(config)  # EMA (train.ema), throughput and GPU memory logging
     return callbacks
@@ -218,8 +240,10 @@ def resolve_input_size(config: Config, train_set: DetectionSet, show: bool = Tru
     """``data.input_short_side``: the input size that keeps the training images' median aspect ratio."""
     size = input_size_for(train_set, config.data.input_short_side or min(config.data.input_size))
     if show:
-        print(f"data.input_size={size[0]},{size[1]} (H,W): shorter side {config.data.input_short_side}, "
-              "the training images' median aspect ratio")
+        print(
+            f"data.input_size={size[0]},{size[1]} (H,W): shorter side {config.data.input_short_side}, "
+            "the training images' median aspect ratio"
+        )
     data = config.data.model_copy(update={"input_size": size, "input_short_side": None})
     return config.model_copy(update={"data": data})
 
@@ -283,9 +307,16 @@ def train(
     loaded = load_checkpoint(best if best.is_file() else checkpoint_dir(config) / "last.ckpt", config)
     evaluated: set[int] = set()
     metrics, detections = detect_and_evaluate(
-        loaded.detector, data.val_dataloader(), module.val_ground_truth, data.category_ids, data.class_names,
-        pick_device(config.train.accelerator), progress=config.train.progress, prepare_batch=data.prepare_batch,
-        metric=config.eval.metric, evaluated=evaluated,
+        loaded.detector,
+        data.val_dataloader(),
+        module.val_ground_truth,
+        data.category_ids,
+        data.class_names,
+        pick_device(config.train.accelerator),
+        progress=config.train.progress,
+        prepare_batch=data.prepare_batch,
+        metric=config.eval.metric,
+        evaluated=evaluated,
     )
     metrics["train_seconds"] = round(elapsed, 1)
     save_metrics_json(metrics, out / "metrics.json")

@@ -91,7 +91,9 @@ def median_ms(call: Callable[[], Any], warmup: int, repeat: int, device: torch.d
     return statistics.median(times)
 
 
-def _onnx_sessions(detector: SSDDetector, input_size: tuple[int, int], folder: Path, providers: list[str]) -> dict[str, Any]:
+def _onnx_sessions(
+    detector: SSDDetector, input_size: tuple[int, int], folder: Path, providers: list[str]
+) -> dict[str, Any]:
     """One ONNX Runtime session per stage, from dynamic-batch exports of the detector."""
     import onnxruntime as ort
 
@@ -122,8 +124,9 @@ def _onnx_providers(device: torch.device) -> list[str] | None:
     return ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in ort.get_available_providers() else None
 
 
-def _bench_batch(detector: SSDDetector, sessions: dict[str, Any], images: Tensor, device: torch.device,
-                 warmup: int, repeat: int) -> list[Timing]:
+def _bench_batch(
+    detector: SSDDetector, sessions: dict[str, Any], images: Tensor, device: torch.device, warmup: int, repeat: int
+) -> list[Timing]:
     """Every stage on one batch of uint8 images, PyTorch on `device`, ONNX Runtime from host memory."""
     n, input_size = len(images), list(images.shape[-2:])
     on_device = images.to(device)
@@ -134,27 +137,41 @@ def _bench_batch(detector: SSDDetector, sessions: dict[str, Any], images: Tensor
         "postprocess": lambda: detector.postprocess(box_regression, cls_logits, sizes),
         "end-to-end": lambda: detector.detect(on_device.float() / 255.0, sizes),
     }
-    feeds = {"model": {"images": images.numpy()}, "end-to-end": {"images": images.numpy()},
-             "postprocess": {"box_regression": box_regression.cpu().numpy(), "cls_logits": cls_logits.cpu().numpy()}}
+    feeds = {
+        "model": {"images": images.numpy()},
+        "end-to-end": {"images": images.numpy()},
+        "postprocess": {"box_regression": box_regression.cpu().numpy(), "cls_logits": cls_logits.cpu().numpy()},
+    }
     timings = []
     for stage in STAGES:
         timings.append(Timing(device.type, "pytorch", stage, n, median_ms(pytorch[stage], warmup, repeat, device)))
         if stage in sessions:  # session.run returns when its outputs are on the host: nothing to synchronise
             run = partial(sessions[stage].run, None, feeds[stage])
-            timings.append(Timing(device.type, "onnxruntime", stage, n, median_ms(run, warmup, repeat, torch.device("cpu"))))
+            timings.append(
+                Timing(device.type, "onnxruntime", stage, n, median_ms(run, warmup, repeat, torch.device("cpu")))
+            )
     return timings
 
 
 @torch.no_grad()
-def _bench_device(detector: SSDDetector, input_size: tuple[int, int], batch_sizes: list[int], device: torch.device,
-                  warmup: int, repeat: int, onnx: bool) -> list[Timing]:
+def _bench_device(
+    detector: SSDDetector,
+    input_size: tuple[int, int],
+    batch_sizes: list[int],
+    device: torch.device,
+    warmup: int,
+    repeat: int,
+    onnx: bool,
+) -> list[Timing]:
     timings = []
     with tempfile.TemporaryDirectory(prefix="multibox-bench-") as folder:
         providers = _onnx_providers(device) if onnx else None
         sessions = _onnx_sessions(detector.cpu().eval(), input_size, Path(folder), providers) if providers else {}
         detector = detector.to(device).eval()
         for n in batch_sizes:
-            images = torch.randint(0, 256, (n, 3, *input_size), dtype=torch.uint8, generator=torch.Generator().manual_seed(n))
+            images = torch.randint(
+                0, 256, (n, 3, *input_size), dtype=torch.uint8, generator=torch.Generator().manual_seed(n)
+            )
             timings += _bench_batch(detector, sessions, images, device, warmup, repeat)
     return timings
 
@@ -169,8 +186,15 @@ def bench_devices(name: str) -> list[torch.device]:
     return devices
 
 
-def bench_detector(detector: SSDDetector, input_size: tuple[int, int], batch_sizes: list[int], device: str = "auto",
-                   warmup: int = 2, repeat: int = 10, onnx: bool = True) -> list[Timing]:
+def bench_detector(
+    detector: SSDDetector,
+    input_size: tuple[int, int],
+    batch_sizes: list[int],
+    device: str = "auto",
+    warmup: int = 2,
+    repeat: int = 10,
+    onnx: bool = True,
+) -> list[Timing]:
     """Timings of every stage, runtime, batch size and device."""
     if not batch_sizes or min(batch_sizes) < 1:
         raise MultiboxError(f"--batch-sizes: need positive sizes, got {batch_sizes}")
@@ -203,13 +227,27 @@ def bench_table(timings: list[Timing], title: str) -> Table:
 def machine_info() -> dict[str, Any]:
     import onnxruntime as ort
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "onnxruntime": ort.__version__, "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
 
 
-def bench_command(weights: Path | None, config_path: Path | None, overrides: list[str], batch_sizes: str, device: str,
-                  warmup: int, repeat: int, json_out: Path | None, onnx: bool = True) -> list[Timing]:
+def bench_command(
+    weights: Path | None,
+    config_path: Path | None,
+    overrides: list[str],
+    batch_sizes: str,
+    device: str,
+    warmup: int,
+    repeat: int,
+    json_out: Path | None,
+    onnx: bool = True,
+) -> list[Timing]:
     """`multibox bench`: a checkpoint's detector, or a random-init one built from a config."""
     from multibox.config import load_config
 
@@ -218,12 +256,16 @@ def bench_command(weights: Path | None, config_path: Path | None, overrides: lis
     try:
         sizes = [int(part) for part in batch_sizes.split(",") if part.strip()]
     except ValueError:
-        raise MultiboxError(f"--batch-sizes: expected comma-separated integers such as 1,8,32, got {batch_sizes!r}") from None
+        raise MultiboxError(
+            f"--batch-sizes: expected comma-separated integers such as 1,8,32, got {batch_sizes!r}"
+        ) from None
     if weights is not None:
         from multibox.engine.checkpoint import load_checkpoint
 
         if overrides:
-            raise MultiboxError(f"bench: KEY=VALUE overrides ({overrides[0]}) go with -c CONFIG; a checkpoint runs as saved")
+            raise MultiboxError(
+                f"bench: KEY=VALUE overrides ({overrides[0]}) go with -c CONFIG; a checkpoint runs as saved"
+            )
         loaded = load_checkpoint(weights)
         detector, config, source = loaded.detector, loaded.config, str(weights)
     else:
@@ -242,9 +284,14 @@ def bench_command(weights: Path | None, config_path: Path | None, overrides: lis
     console.print(bench_table(timings, title))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        record = {"source": source, "model": config.model.name, "input_size": list(input_size), "machine": machine_info(),
-                  "warmup": warmup, "repeat": repeat,
-                  "timings": [asdict(t) | {"images_per_s": round(t.images_per_s, 2)} for t in timings]}
+        record = {
+            "source": source,
+            "model": config.model.name,
+            "input_size": list(input_size),
+            "machine": machine_info(),
+            "warmup": warmup,
+            "repeat": repeat,
+            "timings": [asdict(t) | {"images_per_s": round(t.images_per_s, 2)} for t in timings],
+        }
         json_out.write_text(json.dumps(record, indent=2))
     return timings
-

@@ -54,7 +54,13 @@ class Detections:
         xywh = np.concatenate((boxes[:, :2], boxes[:, 2:] - boxes[:, :2]), axis=1).round(2)
         named = {} if file_name is None else {"file_name": file_name}
         return [
-            {"image_id": int(image_id), **named, "category_id": int(c), "bbox": [float(v) for v in b], "score": round(float(s), SCORE_DECIMALS)}
+            {
+                "image_id": int(image_id),
+                **named,
+                "category_id": int(c),
+                "bbox": [float(v) for v in b],
+                "score": round(float(s), SCORE_DECIMALS),
+            }
             for b, c, s in zip(xywh, self.category_ids, self.scores, strict=True)
         ]
 
@@ -112,8 +118,11 @@ def to_rgb(image: ImageInput) -> np.ndarray:
     if isinstance(image, np.ndarray):
         if image.dtype == np.uint8 and (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 4))):
             # grayscale (H, W) or (H, W, 1), or RGBA: converted as reading a file of the same image converts it
-            image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2) if image.ndim == 2 or image.shape[2] == 1 \
+            image = (
+                np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2)
+                if image.ndim == 2 or image.shape[2] == 1
                 else np.ascontiguousarray(image[..., :3])
+            )
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise MultiboxError(f"image array: expected HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
         return image
@@ -177,7 +186,9 @@ class Detector:
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.device = resolve_device(device)
         if half and self.device.type != "cuda":
-            raise MultiboxError(f"half: fp16 inference needs a CUDA device, got {self.device} (leave --half out on the CPU)")
+            raise MultiboxError(
+                f"half: fp16 inference needs a CUDA device, got {self.device} (leave --half out on the CPU)"
+            )
         self.dtype = torch.float16 if half else torch.float32
         self.conf = float(conf)
         _check_range("conf", self.conf, 0.0, 1.0)
@@ -191,8 +202,11 @@ class Detector:
         self.network = network.eval().to(self.device)
         self.network.model.to(self.dtype)  # the default boxes stay fp32
         self._transform = build_eval_transform(self.input_size)
-        self.slicing = None if tile is None else check_slicing(
-            Slicing(tuple(tile), overlap, full_frame, merge), self.network, self.input_size)  # type: ignore[arg-type]
+        self.slicing = (
+            None
+            if tile is None
+            else check_slicing(Slicing(tuple(tile), overlap, full_frame, merge), self.network, self.input_size)
+        )  # type: ignore[arg-type]
 
     def _postprocess_settings(self, settings: PostprocessSettings, iou: float | None) -> PostprocessSettings:
         """The checkpoint's settings with conf as the pre-NMS threshold, and iou and max_det applied.
@@ -211,8 +225,14 @@ class Detector:
     def from_checkpoint(cls, path: str | Path, device: str = "auto", **options: Any) -> Detector:
         """Rebuild a training checkpoint's detector; `options` as in the class docstring."""
         loaded = load_checkpoint(path)
-        return cls(loaded.detector, loaded.config.data.input_size, loaded.class_names, loaded.category_ids,
-                   device=device, **options)
+        return cls(
+            loaded.detector,
+            loaded.config.data.input_size,
+            loaded.class_names,
+            loaded.category_ids,
+            device=device,
+            **options,
+        )
 
     def _class_indices(self, classes: Iterable[str | int]) -> np.ndarray:
         """0-based indices of classes given by name or index; names win over digit strings."""
@@ -255,7 +275,7 @@ class Detector:
         if self.slicing is not None:
             frames = [frame_tensor(image, self.device) for image in images]
             found = detect_sliced(self.network, frames, self.input_size, self.slicing, self.batch_size, self.dtype)
-            return [self._detections(d, image.shape[:2]) for d, image in zip(found, images)]
+            return [self._detections(d, image.shape[:2]) for d, image in zip(found, images, strict=True)]
         no_boxes, no_labels = np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
         resized = np.stack([self._transform(image, no_boxes, no_labels)[0] for image in images])
         batch = torch.from_numpy(resized).to(self.device).permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
@@ -272,5 +292,11 @@ class Detector:
             keep &= np.isin(labels, self.class_filter)
         kept = np.flatnonzero(keep)[: self.max_det]  # best first already
         boxes, scores, labels = boxes[kept], scores[kept], labels[kept]
-        return Detections(boxes, scores, labels, [self.class_names[i] for i in labels], self.category_ids[labels],
-                          (int(image_size[0]), int(image_size[1])))
+        return Detections(
+            boxes,
+            scores,
+            labels,
+            [self.class_names[i] for i in labels],
+            self.category_ids[labels],
+            (int(image_size[0]), int(image_size[1])),
+        )

@@ -69,7 +69,10 @@ def draw_detections(
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     names = [str(label) for label in labels]
     if len(names) != len(boxes) or (scores is not None and len(scores) != len(boxes)):
-        raise ValueError(f"draw_detections: {len(boxes)} boxes but {len(names)} labels" + ("" if scores is None else f" and {len(scores)} scores"))
+        raise ValueError(
+            f"draw_detections: {len(boxes)} boxes but {len(names)} labels"
+            + ("" if scores is None else f" and {len(scores)} scores")
+        )
     if len(boxes) == 0:
         return canvas
 
@@ -98,7 +101,9 @@ def annotate(image: np.ndarray, detections: Detections) -> np.ndarray:
     return draw_detections(image, detections.boxes, detections.names, detections.scores, color_key=detections.labels)
 
 
-def _draw_label(canvas: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int], font_scale: float, font_thickness: int) -> None:
+def _draw_label(
+    canvas: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int], font_scale: float, font_thickness: int
+) -> None:
     """Filled label box above (x, y), or just below it when the box touches the top edge."""
     height, width = canvas.shape[:2]
     (text_w, text_h), baseline = cv2.getTextSize(text, _FONT, font_scale, font_thickness)

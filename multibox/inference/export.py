@@ -57,7 +57,9 @@ class _OnnxNonMaxSuppression(torch.autograd.Function):
     """``nms_indices`` in PyTorch, the ONNX ``NonMaxSuppression`` op in an exported graph."""
 
     @staticmethod
-    def forward(ctx, boxes: Tensor, scores: Tensor, max_per_class: int, iou_threshold: float, score_threshold: float) -> Tensor:
+    def forward(
+        ctx, boxes: Tensor, scores: Tensor, max_per_class: int, iou_threshold: float, score_threshold: float
+    ) -> Tensor:
         return nms_indices(boxes, scores, iou_threshold, score_threshold)
 
     @staticmethod
@@ -65,8 +67,14 @@ class _OnnxNonMaxSuppression(torch.autograd.Function):
         def constant(value: float, dtype: torch.dtype):
             return g.op("Constant", value_t=torch.tensor([value], dtype=dtype))
 
-        return g.op("NonMaxSuppression", boxes, scores, constant(max_per_class, torch.int64),
-                    constant(iou_threshold, torch.float32), constant(score_threshold, torch.float32))
+        return g.op(
+            "NonMaxSuppression",
+            boxes,
+            scores,
+            constant(max_per_class, torch.int64),
+            constant(iou_threshold, torch.float32),
+            constant(score_threshold, torch.float32),
+        )
 
 
 class DecodeScores(nn.Module):
@@ -139,8 +147,15 @@ def output_names(nms: bool) -> list[str]:
     return ["boxes", "scores", "labels", "num_detections"] if nms else ["boxes", "scores"]
 
 
-def export_onnx(module: nn.Module, example: tuple[Tensor, ...], path: Path, input_names: list[str],
-                names: list[str], dynamic_batch: bool, metadata: dict[str, str] | None = None) -> None:
+def export_onnx(
+    module: nn.Module,
+    example: tuple[Tensor, ...],
+    path: Path,
+    input_names: list[str],
+    names: list[str],
+    dynamic_batch: bool,
+    metadata: dict[str, str] | None = None,
+) -> None:
     """torch.onnx's TorchScript-based exporter (``dynamo=False``): it needs no onnxscript and
     exports the custom NMS symbolic; then ``onnx.checker`` validates the file."""
     import onnx
@@ -149,8 +164,16 @@ def export_onnx(module: nn.Module, example: tuple[Tensor, ...], path: Path, inpu
     module.eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy-exporter deprecation and tracer warnings
-        torch.onnx.export(module, example, str(path), dynamo=False, opset_version=OPSET, input_names=input_names,
-                          output_names=names, dynamic_axes=axes)
+        torch.onnx.export(
+            module,
+            example,
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=input_names,
+            output_names=names,
+            dynamic_axes=axes,
+        )
     model = onnx.load(str(path))
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -201,10 +224,16 @@ def _set_distance(ours: tuple[np.ndarray, ...], theirs: tuple[np.ndarray, ...]) 
     nearest = cost.argmin(1)
     rows = np.arange(len(s2))
     found = same[rows, nearest]
-    return float(box[rows, nearest][found].max(initial=0.0)), float(score[rows, nearest][found].max(initial=0.0)), int((~found).sum())
+    return (
+        float(box[rows, nearest][found].max(initial=0.0)),
+        float(score[rows, nearest][found].max(initial=0.0)),
+        int((~found).sum()),
+    )
 
 
-def compare_detections(outputs: list[np.ndarray], reference: list[dict[str, Tensor]], detector: SSDDetector, atol: float) -> Parity:
+def compare_detections(
+    outputs: list[np.ndarray], reference: list[dict[str, Tensor]], detector: SSDDetector, atol: float
+) -> Parity:
     """Exported fixed-size detections against ``SSDDetector.postprocess``, image by image, as sets.
 
     Detections within `atol` of the score threshold, or of the last kept score when an image has
@@ -221,13 +250,19 @@ def compare_detections(outputs: list[np.ndarray], reference: list[dict[str, Tens
                 floor = max(floor, float(side[1].min()))
         ours, theirs = (tuple(a[side[1] > floor + atol] for a in side) for side in (ours, theirs))
         forward, backward = _set_distance(ours, theirs), _set_distance(theirs, ours)
-        worst = Parity(max(worst.box_diff, forward[0], backward[0]), max(worst.score_diff, forward[1], backward[1]),
-                       worst.detections + len(theirs[1]), worst.mismatched + max(forward[2], backward[2], abs(len(ours[1]) - len(theirs[1]))))
+        worst = Parity(
+            max(worst.box_diff, forward[0], backward[0]),
+            max(worst.score_diff, forward[1], backward[1]),
+            worst.detections + len(theirs[1]),
+            worst.mismatched + max(forward[2], backward[2], abs(len(ours[1]) - len(theirs[1]))),
+        )
     return worst
 
 
 @torch.no_grad()
-def check_parity(run: Callable[[np.ndarray], list[np.ndarray]], detector: SSDDetector, images: Tensor, nms: bool, atol: float) -> Parity:
+def check_parity(
+    run: Callable[[np.ndarray], list[np.ndarray]], detector: SSDDetector, images: Tensor, nms: bool, atol: float
+) -> Parity:
     """Run the exported model on uint8 `images` and compare with the PyTorch detector."""
     outputs = [np.asarray(o) for o in run(images.numpy())]
     box_regression, cls_logits = detector(images.float() / 255.0)
@@ -235,7 +270,11 @@ def check_parity(run: Callable[[np.ndarray], list[np.ndarray]], detector: SSDDet
         ones = torch.ones(len(images), 2)  # image size 1 × 1: boxes stay normalised
         return compare_detections(outputs, detector.postprocess(box_regression, cls_logits, ones), detector, atol)
     boxes, scores = DecodeScores(detector)(box_regression, cls_logits)
-    return Parity(float(np.abs(outputs[0] - boxes.numpy()).max()), float(np.abs(outputs[1] - scores.numpy()).max()), boxes.shape[1] * len(images))
+    return Parity(
+        float(np.abs(outputs[0] - boxes.numpy()).max()),
+        float(np.abs(outputs[1] - scores.numpy()).max()),
+        boxes.shape[1] * len(images),
+    )
 
 
 def sample_images(input_size: tuple[int, int], count: int, folder: Path | None = None, seed: int = 0) -> Tensor:
@@ -243,7 +282,9 @@ def sample_images(input_size: tuple[int, int], count: int, folder: Path | None =
     else seeded random pixels."""
     height, width = input_size
     if folder is None:
-        return torch.randint(0, 256, (count, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+        return torch.randint(
+            0, 256, (count, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+        )
     import cv2
 
     from multibox.inference.predict import list_images, read_rgb
@@ -252,7 +293,9 @@ def sample_images(input_size: tuple[int, int], count: int, folder: Path | None =
     if not decoded:
         raise MultiboxError(f"{folder}: no readable sample image")
     resized = [cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR) for image in decoded]
-    return torch.from_numpy(np.stack([resized[i % len(resized)] for i in range(count)])).permute(0, 3, 1, 2).contiguous()
+    return (
+        torch.from_numpy(np.stack([resized[i % len(resized)] for i in range(count)])).permute(0, 3, 1, 2).contiguous()
+    )
 
 
 def default_export_path(weights: Path, fmt: ExportFormat, nms: bool, precision: str = "fp32") -> Path:
@@ -275,8 +318,15 @@ def export_metadata(loaded: LoadedCheckpoint, nms: bool, precision: str = "fp32"
     """What a deployment (and ``multibox eval``) needs to read the outputs, stored in the exported file."""
     from multibox.inference.runtime import ExportMetadata
 
-    return ExportMetadata(list(loaded.class_names), list(loaded.category_ids), tuple(loaded.config.data.input_size),
-                          nms, loaded.detector.settings, precision, loaded.config.to_dict()).to_strings()
+    return ExportMetadata(
+        list(loaded.class_names),
+        list(loaded.category_ids),
+        tuple(loaded.config.data.input_size),
+        nms,
+        loaded.detector.settings,
+        precision,
+        loaded.config.to_dict(),
+    ).to_strings()
 
 
 @dataclass
@@ -293,18 +343,21 @@ class Agreement:
         return self.matched / self.total if self.total else 1.0
 
     def describe(self) -> str:
-        return (f"{self.matched}/{self.total} FP32 detections (score >= {self.score:g}) found again "
-                f"(same class, IoU >= {self.iou:g}): {100 * self.fraction:.1f}%")
+        return (
+            f"{self.matched}/{self.total} FP32 detections (score >= {self.score:g}) found again "
+            f"(same class, IoU >= {self.iou:g}): {100 * self.fraction:.1f}%"
+        )
 
 
-def detection_agreement(reference: list[dict[str, Tensor]], other: list[dict[str, Tensor]], score: float = 0.3,
-                        iou: float = 0.5) -> Agreement:
+def detection_agreement(
+    reference: list[dict[str, Tensor]], other: list[dict[str, Tensor]], score: float = 0.3, iou: float = 0.5
+) -> Agreement:
     """Per image, each reference detection above `score` matched to a same-label detection of `other`
     (any score above the reference's threshold less 0.1) with IoU >= `iou`."""
     from torchvision.ops import box_iou
 
     matched = total = 0
-    for ref, out in zip(reference, other):
+    for ref, out in zip(reference, other, strict=True):
         keep = ref["scores"] >= score
         cand = out["scores"] >= max(score - 0.1, 0.0)
         boxes, labels = ref["boxes"][keep], ref["labels"][keep]
@@ -316,14 +369,29 @@ def detection_agreement(reference: list[dict[str, Tensor]], other: list[dict[str
     return Agreement(matched, total, score, iou)
 
 
-def _stage_onnx(loaded: LoadedCheckpoint, wrapper: ExportableDetector, samples: Tensor, path: Path, nms: bool,
-                dynamic_batch: bool, batch_size: int) -> None:
-    export_onnx(wrapper, (samples[:batch_size],), path, ["images"], output_names(nms), dynamic_batch,
-                export_metadata(loaded, nms))
+def _stage_onnx(
+    loaded: LoadedCheckpoint,
+    wrapper: ExportableDetector,
+    samples: Tensor,
+    path: Path,
+    nms: bool,
+    dynamic_batch: bool,
+    batch_size: int,
+) -> None:
+    export_onnx(
+        wrapper,
+        (samples[:batch_size],),
+        path,
+        ["images"],
+        output_names(nms),
+        dynamic_batch,
+        export_metadata(loaded, nms),
+    )
 
 
-def _fp32_checks(path: Path, detector: SSDDetector, samples: Tensor, sizes: list[int], nms: bool, atol: float,
-                 fmt: str) -> dict[int, Parity]:
+def _fp32_checks(
+    path: Path, detector: SSDDetector, samples: Tensor, sizes: list[int], nms: bool, atol: float, fmt: str
+) -> dict[int, Parity]:
     """The exported FP32 graph against PyTorch at each batch size; raises when it differs."""
     from multibox.inference.runtime import ExportedModel
 
@@ -331,8 +399,10 @@ def _fp32_checks(path: Path, detector: SSDDetector, samples: Tensor, sizes: list
     checks = {n: check_parity(model.run, detector, samples[:n], nms, atol) for n in sizes}
     for n, parity in checks.items():
         if max(parity.box_diff, parity.score_diff) > atol or parity.mismatched:
-            raise MultiboxError(f"{path.name}: {fmt} output differs from PyTorch at batch {n} ({parity.describe()}; "
-                                f"tolerance {atol:g}); nothing written")
+            raise MultiboxError(
+                f"{path.name}: {fmt} output differs from PyTorch at batch {n} ({parity.describe()}; "
+                f"tolerance {atol:g}); nothing written"
+            )
     return checks
 
 
@@ -363,9 +433,20 @@ def _targets(path: Path) -> list[Path]:
 
 
 def export_checkpoint(
-    weights: Path, fmt: ExportFormat = "onnx", out: Path | None = None, nms: bool = False, dynamic_batch: bool = False,
-    force: bool = False, images: Path | None = None, batch_size: int = 1, atol: float = 1e-4, int8: bool = False,
-    calib_images: Path | None = None, calib_count: int = 200, fp32_layers: list[str] | None = None, half: bool = False,
+    weights: Path,
+    fmt: ExportFormat = "onnx",
+    out: Path | None = None,
+    nms: bool = False,
+    dynamic_batch: bool = False,
+    force: bool = False,
+    images: Path | None = None,
+    batch_size: int = 1,
+    atol: float = 1e-4,
+    int8: bool = False,
+    calib_images: Path | None = None,
+    calib_count: int = 200,
+    fp32_layers: list[str] | None = None,
+    half: bool = False,
 ) -> ExportResult:
     """Export a checkpoint and check it before it is kept: an FP32 graph against PyTorch on sample images
     (a second batch size too with `dynamic_batch`), an INT8/FP16 one by how many of the FP32 export's
@@ -404,12 +485,17 @@ def export_checkpoint(
         result = ExportResult(path, {}, precision)
         if fmt == "torchscript":
             traced = export_torchscript(wrapper, samples[:batch_size], staged)
-            run = lambda batch: [t.numpy() for t in traced(torch.from_numpy(batch))]
+
+            def run(batch: np.ndarray) -> list[np.ndarray]:
+                return [t.numpy() for t in traced(torch.from_numpy(batch))]
+
             result.checks = {n: check_parity(run, detector, samples[:n], nms, atol) for n in sizes}
             for n, parity in result.checks.items():
                 if max(parity.box_diff, parity.score_diff) > atol or parity.mismatched:
-                    raise MultiboxError(f"{path}: torchscript output differs from PyTorch at batch {n} "
-                                        f"({parity.describe()}; tolerance {atol:g}); nothing written")
+                    raise MultiboxError(
+                        f"{path}: torchscript output differs from PyTorch at batch {n} "
+                        f"({parity.describe()}; tolerance {atol:g}); nothing written"
+                    )
         else:
             fp32 = Path(scratch) / "fp32.onnx"
             _stage_onnx(loaded, wrapper, samples, fp32, nms, dynamic_batch, batch_size)
@@ -447,11 +533,21 @@ def _train_files(loaded: LoadedCheckpoint) -> list[Path]:
     try:
         return [record.file for record in load_split(data.train, "train", data.format, data).records]
     except MultiboxError as error:
-        raise MultiboxError(f"--calib-images: the config's training images cannot be listed ({error}); give a folder") from None
+        raise MultiboxError(
+            f"--calib-images: the config's training images cannot be listed ({error}); give a folder"
+        ) from None
 
 
-def _stage_openvino(ov: Any, fp32: Path, staged: Path, loaded: LoadedCheckpoint, nms: bool, precision: str,
-                    calibration: Any, fp32_layers: list[str] | None) -> list[str]:
+def _stage_openvino(
+    ov: Any,
+    fp32: Path,
+    staged: Path,
+    loaded: LoadedCheckpoint,
+    nms: bool,
+    precision: str,
+    calibration: Any,
+    fp32_layers: list[str] | None,
+) -> list[str]:
     """The FP32 ONNX graph converted with ``ov.convert_model``; INT8 by NNCF, FP16 by compressing the weights."""
     model = ov.convert_model(str(fp32))
     kept: list[str] = []

@@ -42,7 +42,8 @@ def list_images(source: Path, exclude: Path | None = None) -> list[Path]:
     if source.is_dir():
         skip = exclude.resolve() if exclude is not None else None
         files = sorted(
-            p for p in source.rglob("*")
+            p
+            for p in source.rglob("*")
             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not (skip and p.resolve().is_relative_to(skip))
         )
         if not files:
@@ -54,7 +55,9 @@ def list_images(source: Path, exclude: Path | None = None) -> list[Path]:
 def _check_output_dir(out_dir: Path, source_root: Path) -> None:
     """Never overwrite the user's images or videos, or an earlier prediction run."""
     if out_dir.resolve() == source_root.resolve():
-        raise MultiboxError(f"{out_dir}: --out is the source folder itself; annotated copies would overwrite the originals")
+        raise MultiboxError(
+            f"{out_dir}: --out is the source folder itself; annotated copies would overwrite the originals"
+        )
     if (out_dir / "predictions.json").exists():
         raise MultiboxError(f"{out_dir}: already holds predictions.json from an earlier run; choose another --out")
 
@@ -67,8 +70,14 @@ def _leave_a_core_free(device: torch.device) -> None:
 
 
 def _progress(enabled: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=True, disable=not enabled)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        disable=not enabled,
+    )
 
 
 def _save_txt(path: Path, detections: Detections) -> None:
@@ -104,8 +113,17 @@ def predict(
     if video:
         VideoReader(source).close()  # an undecodable video fails before the checkpoint is loaded
     writable_dir(out_dir, "predictions")  # and so does an output folder that cannot be written
-    detector = Detector.from_checkpoint(weights, device=device, conf=conf, iou=iou, max_det=max_det, classes=classes,
-                                        half=half, batch_size=batch_size, **slicing)
+    detector = Detector.from_checkpoint(
+        weights,
+        device=device,
+        conf=conf,
+        iou=iou,
+        max_det=max_det,
+        classes=classes,
+        half=half,
+        batch_size=batch_size,
+        **slicing,
+    )
     _leave_a_core_free(detector.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     if video:
@@ -134,7 +152,12 @@ def _label_files(files: list[Path], root: Path) -> dict[Path, str]:
     stems clash in one folder, so that no label file overwrites another."""
     stems = Counter(path.relative_to(root).with_suffix("").as_posix() for path in files)
     return {
-        path: (relative.with_suffix("").as_posix() if stems[relative.with_suffix("").as_posix()] == 1 else relative.as_posix()) + ".txt"
+        path: (
+            relative.with_suffix("").as_posix()
+            if stems[relative.with_suffix("").as_posix()] == 1
+            else relative.as_posix()
+        )
+        + ".txt"
         for path in files
         for relative in [path.relative_to(root)]
     }
@@ -169,7 +192,9 @@ def predict_images(
     return results
 
 
-def predict_video(detector: Detector, source: Path, out_dir: Path, progress: bool = True, save_txt: bool = False) -> list[dict[str, Any]]:
+def predict_video(
+    detector: Detector, source: Path, out_dir: Path, progress: bool = True, save_txt: bool = False
+) -> list[dict[str, Any]]:
     """Every frame of `source` through `detector`; writes ``out_dir/<source name>`` annotated at the same fps.
 
     Frame i (from 0) is image id i + 1 named ``<video name>#<i, 6 digits>`` in the results.
@@ -195,4 +220,3 @@ def predict_video(detector: Detector, source: Path, out_dir: Path, progress: boo
     if frame == 0:
         raise MultiboxError(f"{source}: no frames could be decoded")
     return results
-

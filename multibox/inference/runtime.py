@@ -174,7 +174,7 @@ class ExportedModel:
                 chunk = images[start : start + size]
                 padding = np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)
                 parts.append([o[: len(chunk)] for o in run(np.concatenate([chunk, padding]))])
-            return [np.concatenate(outputs) for outputs in zip(*parts)]
+            return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
 
         return call
 

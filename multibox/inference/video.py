@@ -60,16 +60,22 @@ class VideoWriter:
         self.path, self.fps = Path(path), fps
         fourcc = VIDEO_FOURCC.get(self.path.suffix.lower())
         if fourcc is None:
-            raise MultiboxError(f"{self.path}: cannot write video with suffix {self.path.suffix!r} (use {', '.join(VIDEO_FOURCC)})")
+            raise MultiboxError(
+                f"{self.path}: cannot write video with suffix {self.path.suffix!r} (use {', '.join(VIDEO_FOURCC)})"
+            )
         self.fourcc = fourcc
         self.writer: cv2.VideoWriter | None = None
 
     def write(self, rgb: np.ndarray) -> None:
         if self.writer is None:
             height, width = rgb.shape[:2]
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*self.fourcc), self.fps, (width, height))
+            self.writer = cv2.VideoWriter(
+                str(self.path), cv2.VideoWriter.fourcc(*self.fourcc), self.fps, (width, height)
+            )
             if not self.writer.isOpened():
-                raise MultiboxError(f"{self.path}: OpenCV cannot write a {self.path.suffix} video with codec {self.fourcc}")
+                raise MultiboxError(
+                    f"{self.path}: OpenCV cannot write a {self.path.suffix} video with codec {self.fourcc}"
+                )
         self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
     def close(self) -> None:

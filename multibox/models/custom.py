@@ -102,16 +102,23 @@ class CustomFeatureExtractor(nn.Module):
         strides: the returned levels' strides; ``out_channels``: their channels.
     """
 
-    def __init__(self, backbone: str, strides: list[int], width_mult: float = 1.0,
-                 norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d) -> None:
+    def __init__(
+        self,
+        backbone: str,
+        strides: list[int],
+        width_mult: float = 1.0,
+        norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d,
+    ) -> None:
         super().__init__()
         check_strides(backbone, strides)
         layers, taps = _backbone_layers(backbone, width_mult)
         deepest = max(strides)
         self.stage_strides = [s for s in BACKBONE_STRIDES if s <= deepest]
         ends = [taps[s] for s in self.stage_strides]
-        self.stages = nn.ModuleList(nn.Sequential(*layers[start:end]) for start, end in zip([0, *ends], ends, strict=False))
-        channels = {s: _last_conv_channels(nn.Sequential(*layers[:taps[s]])) for s in self.stage_strides}
+        self.stages = nn.ModuleList(
+            nn.Sequential(*layers[start:end]) for start, end in zip([0, *ends], ends, strict=False)
+        )
+        channels = {s: _last_conv_channels(nn.Sequential(*layers[: taps[s]])) for s in self.stage_strides}
 
         self.extra_strides = []
         extra = []
@@ -136,8 +143,14 @@ class CustomFeatureExtractor(nn.Module):
         return [by_stride[s] for s in self.strides]
 
 
-def custom_ssd(num_classes: int, num_anchors: list[int], backbone: str = "mobilenet_v2",
-               strides: list[int] | None = None, head: str = "ssdlite", width_mult: float = 1.0) -> SSD:
+def custom_ssd(
+    num_classes: int,
+    num_anchors: list[int],
+    backbone: str = "mobilenet_v2",
+    strides: list[int] | None = None,
+    head: str = "ssdlite",
+    width_mult: float = 1.0,
+) -> SSD:
     """An SSD on ``backbone`` predicting at ``strides`` with an SSD or SSDLite head.
 
     Args:
@@ -156,9 +169,7 @@ def custom_ssd(num_classes: int, num_anchors: list[int], backbone: str = "mobile
         raise MultiboxError(f"model.head: unknown head {head!r}; choose one of {', '.join(HEADS)}")
     extractor = CustomFeatureExtractor(backbone, strides, width_mult)
     if len(num_anchors) != len(strides):
-        raise MultiboxError(
-            f"anchors: model.strides has {len(strides)} levels but the anchors give {len(num_anchors)}"
-        )
+        raise MultiboxError(f"anchors: model.strides has {len(strides)} levels but the anchors give {len(num_anchors)}")
     predictor: nn.Module
     if head == "ssd":
         predictor = SSDHead(extractor.out_channels, list(num_anchors), num_classes)

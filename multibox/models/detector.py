@@ -43,7 +43,9 @@ class SSDDetector(nn.Module):
         box_regression, cls_logits = self.model(images)
         return self.postprocess(box_regression, cls_logits, original_sizes)
 
-    def postprocess(self, box_regression: Tensor, cls_logits: Tensor, original_sizes: Tensor) -> list[dict[str, Tensor]]:
+    def postprocess(
+        self, box_regression: Tensor, cls_logits: Tensor, original_sizes: Tensor
+    ) -> list[dict[str, Tensor]]:
         return postprocess(box_regression, cls_logits, self.default_boxes, original_sizes, self.settings)
 
 
@@ -81,8 +83,11 @@ def resolve_layout(config: Config) -> AnchorLayout:
     ratios = anchors.aspect_ratios or defaults.aspect_ratios
     if config.model.name == "custom":  # no defaults: square boxes unless told, sizes always given
         ratios = anchors.aspect_ratios if anchors.aspect_ratios is not None else [[] for _ in config.model.strides]
-        if anchors.box_sizes is None and anchors.sizes is None and anchors.scales is None and (
-            anchors.min_scale is None or anchors.max_scale is None
+        if (
+            anchors.box_sizes is None
+            and anchors.sizes is None
+            and anchors.scales is None
+            and (anchors.min_scale is None or anchors.max_scale is None)
         ):
             raise MultiboxError(
                 "anchors: model.name=custom has no default boxes; give anchors.box_sizes "
@@ -91,13 +96,17 @@ def resolve_layout(config: Config) -> AnchorLayout:
     steps = anchors.steps if anchors.steps is not None else _default_steps(defaults.steps, config.data.input_size)
     to_fractions = lambda values: [v / short for v in values]  # noqa: E731
     if anchors.box_sizes is not None:
-        return make_layout(ratios, steps=steps, clip=anchors.clip, box_sizes=[to_fractions(s) for s in anchors.box_sizes])
+        return make_layout(
+            ratios, steps=steps, clip=anchors.clip, box_sizes=[to_fractions(s) for s in anchors.box_sizes]
+        )
     if anchors.sizes is not None:
         return make_layout(ratios, to_fractions(anchors.sizes), steps=steps, clip=anchors.clip)
     if anchors.scales is not None or (anchors.min_scale is not None and anchors.max_scale is not None):
         return make_layout(ratios, anchors.scales, anchors.min_scale, anchors.max_scale, steps, anchors.clip)
     if defaults.box_sizes is not None:
-        return make_layout(ratios, steps=steps, clip=anchors.clip, box_sizes=[to_fractions(s) for s in defaults.box_sizes])
+        return make_layout(
+            ratios, steps=steps, clip=anchors.clip, box_sizes=[to_fractions(s) for s in defaults.box_sizes]
+        )
     return make_layout(ratios, defaults.scales, defaults.min_scale, defaults.max_scale, steps, anchors.clip)
 
 
@@ -110,8 +119,16 @@ def build_detector(config: Config, num_classes: int, load_weights: bool = True) 
     layout = resolve_layout(config)
     m = config.model
     # The heads are sized from the resolved layout: explicit box_sizes give len(sizes) * (1 + 2 * len(ratios)).
-    model = build_model(m.name, num_classes + 1, [list(r) for r in layout.aspect_ratios], m.width_mult,
-                        num_anchors=layout.boxes_per_location(), backbone=m.backbone, strides=list(m.strides), head=m.head)
+    model = build_model(
+        m.name,
+        num_classes + 1,
+        [list(r) for r in layout.aspect_ratios],
+        m.width_mult,
+        num_anchors=layout.boxes_per_location(),
+        backbone=m.backbone,
+        strides=list(m.strides),
+        head=m.head,
+    )
     apply_weights(model, m, load=load_weights)  # before the momentum: it may swap in a backbone (see apply_weights)
     if config.model.norm_momentum is not None:
         set_norm_momentum(model, config.model.norm_momentum)

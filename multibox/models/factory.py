@@ -200,7 +200,9 @@ def build_model(
         num_anchors = [2 + 2 * len(ratios) for ratios in aspect_ratios]
     num_anchors = [int(a) for a in num_anchors]
     if len(num_anchors) != levels or min(num_anchors) < 1:
-        raise MultiboxError(f"anchors: {name} needs at least 1 box per location on each of {levels} levels, got {num_anchors}")
+        raise MultiboxError(
+            f"anchors: {name} needs at least 1 box per location on each of {levels} levels, got {num_anchors}"
+        )
     if name == "ssd_resnet50_fpn" and len(set(num_anchors)) != 1:
         raise MultiboxError(
             "anchors: ssd_resnet50_fpn's shared head needs the same number of boxes per location on every level, "

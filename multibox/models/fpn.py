@@ -56,8 +56,9 @@ def mindspore_norm_layer() -> Callable[..., nn.Module]:
 
 def _conv_bn_relu6(in_channels: int, out_channels: int, stride: int, norm_layer: Callable[..., nn.Module]) -> nn.Module:
     """3x3 conv + norm + ReLU6 (MindSpore's ``conv_bn_relu``); padding 1 gives its 'same' sizes, ceil(H / stride)."""
-    return Conv2dNormActivation(in_channels, out_channels, kernel_size=3, stride=stride, norm_layer=norm_layer,
-                                activation_layer=nn.ReLU6)
+    return Conv2dNormActivation(
+        in_channels, out_channels, kernel_size=3, stride=stride, norm_layer=norm_layer, activation_layer=nn.ReLU6
+    )
 
 
 class ResNetFPNFeatureExtractor(nn.Module):
@@ -77,8 +78,9 @@ class ResNetFPNFeatureExtractor(nn.Module):
         out_channels: channels of each returned level.
     """
 
-    def __init__(self, resnet: ResNet, out_channels: int = FPN_CHANNELS,
-                 norm_layer: Callable[..., nn.Module] | None = None) -> None:
+    def __init__(
+        self, resnet: ResNet, out_channels: int = FPN_CHANNELS, norm_layer: Callable[..., nn.Module] | None = None
+    ) -> None:
         super().__init__()
         norm_layer = norm_layer or mindspore_norm_layer()
         self.body = IntermediateLayerGetter(resnet, return_layers={"layer2": "c3", "layer3": "c4", "layer4": "c5"})
@@ -117,8 +119,9 @@ class _SharedTower(nn.Module):
         norm_layer: the per-level normalisation.
     """
 
-    def __init__(self, channels: int, num_levels: int, depth: int, out_channels: int,
-                 norm_layer: Callable[..., nn.Module]) -> None:
+    def __init__(
+        self, channels: int, num_levels: int, depth: int, out_channels: int, norm_layer: Callable[..., nn.Module]
+    ) -> None:
         super().__init__()
         self.convs = nn.ModuleList(nn.Conv2d(channels, channels, kernel_size=3, padding=1) for _ in range(depth))
         self.norms = nn.ModuleList(nn.ModuleList(norm_layer(channels) for _ in range(depth)) for _ in range(num_levels))
@@ -150,9 +153,16 @@ class WeightSharedHead(nn.Module):
         prior_probability: initial sigmoid score of every class.
     """
 
-    def __init__(self, channels: int, num_levels: int, num_anchors: int, num_classes: int, depth: int = 4,
-                 norm_layer: Callable[..., nn.Module] | None = None,
-                 prior_probability: float = PRIOR_PROBABILITY) -> None:
+    def __init__(
+        self,
+        channels: int,
+        num_levels: int,
+        num_anchors: int,
+        num_classes: int,
+        depth: int = 4,
+        norm_layer: Callable[..., nn.Module] | None = None,
+        prior_probability: float = PRIOR_PROBABILITY,
+    ) -> None:
         super().__init__()
         norm_layer = norm_layer or mindspore_norm_layer()
         self.classification_tower = _SharedTower(channels, num_levels, depth, num_anchors * num_classes, norm_layer)

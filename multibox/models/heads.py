@@ -70,8 +70,9 @@ class ScoringHead(nn.Module):
 class _PairHead(nn.Module):
     """A regression and a classification :class:`ScoringHead` sharing the same input features."""
 
-    def __init__(self, classification_head: ScoringHead, regression_head: ScoringHead, num_classes: int,
-                 num_anchors: list[int]) -> None:
+    def __init__(
+        self, classification_head: ScoringHead, regression_head: ScoringHead, num_classes: int, num_anchors: list[int]
+    ) -> None:
         super().__init__()
         self.classification_head = classification_head
         self.regression_head = regression_head
@@ -98,7 +99,8 @@ class SSDHead(_PairHead):
             raise ValueError(f"{len(in_channels)} feature levels but {len(num_anchors)} anchor counts")
         # Build-then-init order matches torchvision, so the same seed gives the same weights.
         cls_convs = nn.ModuleList(
-            nn.Conv2d(c, num_classes * a, kernel_size=3, padding=1) for c, a in zip(in_channels, num_anchors, strict=True)
+            nn.Conv2d(c, num_classes * a, kernel_size=3, padding=1)
+            for c, a in zip(in_channels, num_anchors, strict=True)
         )
         xavier_init(cls_convs)
         reg_convs = nn.ModuleList(
@@ -133,14 +135,17 @@ class SSDLiteHead(_PairHead):
         norm_layer: normalisation after each depthwise conv (torchvision: BatchNorm2d eps=0.001, momentum=0.03).
     """
 
-    def __init__(self, in_channels: list[int], num_anchors: list[int], num_classes: int,
-                 norm_layer: Callable[..., nn.Module]) -> None:
+    def __init__(
+        self, in_channels: list[int], num_anchors: list[int], num_classes: int, norm_layer: Callable[..., nn.Module]
+    ) -> None:
         if len(in_channels) != len(num_anchors):
             raise ValueError(f"{len(in_channels)} feature levels but {len(num_anchors)} anchor counts")
         cls_blocks = nn.ModuleList(
             _prediction_block(c, num_classes * a, norm_layer) for c, a in zip(in_channels, num_anchors, strict=True)
         )
         normal_init(cls_blocks)
-        reg_blocks = nn.ModuleList(_prediction_block(c, 4 * a, norm_layer) for c, a in zip(in_channels, num_anchors, strict=True))
+        reg_blocks = nn.ModuleList(
+            _prediction_block(c, 4 * a, norm_layer) for c, a in zip(in_channels, num_anchors, strict=True)
+        )
         normal_init(reg_blocks)
         super().__init__(ScoringHead(cls_blocks, num_classes), ScoringHead(reg_blocks, 4), num_classes, num_anchors)

@@ -63,8 +63,13 @@ class SSDLiteFeatureExtractorMobileNet(nn.Module):
         out_channels: channels of each returned level.
     """
 
-    def __init__(self, mobilenet_features: nn.Sequential, norm_layer: Callable[..., nn.Module],
-                 extras_width_mult: float = 1.0, min_depth: int = 16) -> None:
+    def __init__(
+        self,
+        mobilenet_features: nn.Sequential,
+        norm_layer: Callable[..., nn.Module],
+        extras_width_mult: float = 1.0,
+        min_depth: int = 16,
+    ) -> None:
         super().__init__()
         # Downsampling blocks C1..C4; the last one is C4 (stride 16 -> 32 inside it).
         c4_pos = [i for i, block in enumerate(mobilenet_features) if getattr(block, "_is_cn", False)][-1]
@@ -74,19 +79,21 @@ class SSDLiteFeatureExtractorMobileNet(nn.Module):
             raise ValueError("the C4 block of the backbone must not be residual")
         self.features = nn.Sequential(
             nn.Sequential(*mobilenet_features[:c4_pos], c4.block[0]),  # up to C4's 1x1 expansion (stride 16)
-            nn.Sequential(c4.block[1:], *mobilenet_features[c4_pos + 1:]),  # C4's depthwise ... last conv (stride 32)
+            nn.Sequential(c4.block[1:], *mobilenet_features[c4_pos + 1 :]),  # C4's depthwise ... last conv (stride 32)
         )
 
         def depth(d: int) -> int:
             return max(min_depth, int(d * extras_width_mult))
 
         last_channels = last_conv(mobilenet_features).out_channels
-        self.extra = nn.ModuleList([
-            _extra_block(last_channels, depth(512), norm_layer),
-            _extra_block(depth(512), depth(256), norm_layer),
-            _extra_block(depth(256), depth(256), norm_layer),
-            _extra_block(depth(256), depth(128), norm_layer),
-        ])
+        self.extra = nn.ModuleList(
+            [
+                _extra_block(last_channels, depth(512), norm_layer),
+                _extra_block(depth(512), depth(256), norm_layer),
+                _extra_block(depth(256), depth(256), norm_layer),
+                _extra_block(depth(256), depth(128), norm_layer),
+            ]
+        )
         normal_init(self.extra)
         self.out_channels = [c4.block[0].out_channels, last_channels, depth(512), depth(256), depth(256), depth(128)]
 
@@ -121,8 +128,9 @@ def mobilenet_v3_large_extractor(
     return SSDLiteFeatureExtractorMobileNet(mobilenet.features, norm_layer)
 
 
-def ssdlite320_mobilenet_v3_large(num_classes: int, width_mult: float = 1.0,
-                                  num_anchors: list[int] | None = None) -> SSD:
+def ssdlite320_mobilenet_v3_large(
+    num_classes: int, width_mult: float = 1.0, num_anchors: list[int] | None = None
+) -> SSD:
     """SSDLite320 with a MobileNetV3-Large backbone: 6 levels, 20/10/5/3/2/1 at 320x320.
 
     Args:

@@ -26,9 +26,19 @@ MB1_SSD_NUM_ANCHORS = (6, 6, 6, 6, 6, 6)
 
 # (out_channels, stride) of the 13 depthwise-separable blocks at width 1.0 (the paper's Table 1).
 MOBILENET_V1_BLOCKS = (
-    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1),  # the 11th block ends stride 16: SSD's first level
-    (1024, 2), (1024, 1),
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),  # the 11th block ends stride 16: SSD's first level
+    (1024, 2),
+    (1024, 1),
 )
 
 # (bottleneck 1x1 channels, output channels) of the extra blocks: pytorch-ssd's mb1-ssd, fixed widths.
@@ -40,19 +50,25 @@ def _depth(channels: int, width_mult: float, min_depth: int = 8) -> int:
     return max(min_depth, int(channels * width_mult))
 
 
-def _separable_block(in_channels: int, out_channels: int, stride: int,
-                     norm_layer: Callable[..., nn.Module]) -> nn.Sequential:
+def _separable_block(
+    in_channels: int, out_channels: int, stride: int, norm_layer: Callable[..., nn.Module]
+) -> nn.Sequential:
     """3x3 depthwise conv + norm + ReLU, then 1x1 pointwise conv + norm + ReLU (convs without bias)."""
     return nn.Sequential(
-        Conv2dNormActivation(in_channels, in_channels, kernel_size=3, stride=stride, groups=in_channels,
-                             norm_layer=norm_layer, activation_layer=nn.ReLU),
-        Conv2dNormActivation(in_channels, out_channels, kernel_size=1, norm_layer=norm_layer,
-                             activation_layer=nn.ReLU),
+        Conv2dNormActivation(
+            in_channels,
+            in_channels,
+            kernel_size=3,
+            stride=stride,
+            groups=in_channels,
+            norm_layer=norm_layer,
+            activation_layer=nn.ReLU,
+        ),
+        Conv2dNormActivation(in_channels, out_channels, kernel_size=1, norm_layer=norm_layer, activation_layer=nn.ReLU),
     )
 
 
-def mobilenet_v1_features(width_mult: float = 1.0,
-                          norm_layer: Callable[..., nn.Module] | None = None) -> nn.Sequential:
+def mobilenet_v1_features(width_mult: float = 1.0, norm_layer: Callable[..., nn.Module] | None = None) -> nn.Sequential:
     """MobileNetV1's 14 conv blocks (no pooling or classifier), randomly initialised.
 
     Initialisation follows torchvision's MobileNets (Kaiming-normal fan-out convs, unit

@@ -61,7 +61,7 @@ class SSDLiteFeatureExtractorMobileNetV2(nn.Module):
         expansion = block.conv[0]  # Conv2dNormActivation: 1x1 conv + norm + ReLU6 (pytorch-ssd's conv[:3])
         self.features = nn.Sequential(
             nn.Sequential(*mobilenet_features[:split], expansion),
-            nn.Sequential(block.conv[1:], *mobilenet_features[split + 1:]),
+            nn.Sequential(block.conv[1:], *mobilenet_features[split + 1 :]),
         )
         last_channels = last_conv(mobilenet_features).out_channels
         extra: list[nn.Module] = []
@@ -78,8 +78,9 @@ class SSDLiteFeatureExtractorMobileNetV2(nn.Module):
         return chain_outputs([*self.features, *self.extra], x)
 
 
-def mobilenet_v2_extractor(width_mult: float = 1.0,
-                           norm_layer: Callable[..., nn.Module] | None = None) -> SSDLiteFeatureExtractorMobileNetV2:
+def mobilenet_v2_extractor(
+    width_mult: float = 1.0, norm_layer: Callable[..., nn.Module] | None = None
+) -> SSDLiteFeatureExtractorMobileNetV2:
     """Randomly initialised mb2-ssd-lite backbone.
 
     The MobileNetV2 keeps torchvision's own initialisation (Kaiming-normal convs, unit BatchNorm),
@@ -109,8 +110,9 @@ class MobileNetV2SSDLiteHead(_PairHead):
         norm_layer: normalisation after each depthwise conv.
     """
 
-    def __init__(self, in_channels: list[int], num_anchors: list[int], num_classes: int,
-                 norm_layer: Callable[..., nn.Module]) -> None:
+    def __init__(
+        self, in_channels: list[int], num_anchors: list[int], num_classes: int, norm_layer: Callable[..., nn.Module]
+    ) -> None:
         if len(in_channels) != len(num_anchors):
             raise ValueError(f"{len(in_channels)} feature levels but {len(num_anchors)} anchor counts")
 

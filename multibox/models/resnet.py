@@ -105,8 +105,6 @@ class SSDFeatureExtractorResNet(nn.Module):
         return outputs
 
 
-
-
 def resnet50_extractor() -> SSDFeatureExtractorResNet:
     """Randomly initialised SSD ResNet-50 backbone: torchvision's ResNet init, Xavier extras.
 

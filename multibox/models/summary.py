@@ -97,15 +97,17 @@ def summarize(config: Config, depth: int = 3) -> dict[str, Any]:
         if level > depth:
             continue
         params = list(module.parameters())
-        layers.append({
-            "name": name,
-            "type": type(module).__name__,
-            "depth": level,
-            "output_shapes": calls.get(name, [[]])[0],
-            "calls": len(calls.get(name, [])),
-            "params": sum(p.numel() for p in params),
-            "trainable_params": sum(p.numel() for p in params if p.requires_grad),
-        })
+        layers.append(
+            {
+                "name": name,
+                "type": type(module).__name__,
+                "depth": level,
+                "output_shapes": calls.get(name, [[]])[0],
+                "calls": len(calls.get(name, [])),
+                "params": sum(p.numel() for p in params),
+                "trainable_params": sum(p.numel() for p in params if p.requires_grad),
+            }
+        )
 
     parameters = list(model.parameters())
     total = sum(p.numel() for p in parameters)
@@ -179,12 +181,20 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         if not console.is_terminal:  # pipes and files: don't squeeze the table into 80 columns
             console = Console(width=160)
     batch, (height, width) = summary["batch_size"], summary["input_size"]
-    console.print(f"{summary['model']}: input [{batch}, 3, {height}, {width}], "
-                  f"{summary['num_classes']} foreground classes + background", markup=False, highlight=False)
+    console.print(
+        f"{summary['model']}: input [{batch}, 3, {height}, {width}], "
+        f"{summary['num_classes']} foreground classes + background",
+        markup=False,
+        highlight=False,
+    )
     source = summary.get("num_classes_source", "")
     if not summary["num_classes_from_config"] and source.startswith("default"):
-        console.print(f"model.num_classes is not set: assumed {DEFAULT_NUM_CLASSES} (training takes it from the "
-                      "dataset, which is not at hand)", markup=False, highlight=False)
+        console.print(
+            f"model.num_classes is not set: assumed {DEFAULT_NUM_CLASSES} (training takes it from the "
+            "dataset, which is not at hand)",
+            markup=False,
+            highlight=False,
+        )
     elif not summary["num_classes_from_config"]:
         console.print(f"classes: {summary['num_classes']}, from {source}", markup=False, highlight=False)
 
@@ -215,8 +225,11 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         ("Input size (MB)", _mb(summary["input_bytes"]), f"[{batch}, 3, {height}, {width}] float32"),
         ("Forward pass size (MB)", _mb(fwd), "sum of every leaf module's output, float32"),
         ("Forward/backward pass size (MB)", _mb(fwd_bwd), "estimate: 2 x forward (activations + their gradients)"),
-        ("Estimated total size (MB)", _mb(summary["input_bytes"] + fwd_bwd + summary["param_bytes"]),
-         "input + forward/backward + params; excludes optimizer state"),
+        (
+            "Estimated total size (MB)",
+            _mb(summary["input_bytes"] + fwd_bwd + summary["param_bytes"]),
+            "input + forward/backward + params; excludes optimizer state",
+        ),
     ):
         totals.add_row(*row)
     console.print(totals)

@@ -28,8 +28,9 @@ SSD300_NUM_ANCHORS = (4, 6, 6, 6, 4, 4)
 SSD512_NUM_ANCHORS = (4, 6, 6, 6, 6, 4, 4)
 
 
-def _extra_block(in_channels: int, mid_channels: int, out_channels: int, kernel_size: int, stride: int,
-                 padding: int) -> nn.Sequential:
+def _extra_block(
+    in_channels: int, mid_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int
+) -> nn.Sequential:
     """1x1 bottleneck then a spatial conv, each followed by ReLU (the paper's conv8_x ... conv12_x)."""
     return nn.Sequential(
         nn.Conv2d(in_channels, mid_channels, kernel_size=1),
@@ -41,12 +42,14 @@ def _extra_block(in_channels: int, mid_channels: int, out_channels: int, kernel_
 
 def ssd300_extra_blocks() -> nn.ModuleList:
     """conv8_2 ... conv11_2 of SSD300: 19 -> 10 -> 5 -> 3 -> 1 at a 300x300 input."""
-    return nn.ModuleList([
-        _extra_block(1024, 256, 512, kernel_size=3, stride=2, padding=1),  # conv8_2
-        _extra_block(512, 128, 256, kernel_size=3, stride=2, padding=1),  # conv9_2
-        _extra_block(256, 128, 256, kernel_size=3, stride=1, padding=0),  # conv10_2
-        _extra_block(256, 128, 256, kernel_size=3, stride=1, padding=0),  # conv11_2
-    ])
+    return nn.ModuleList(
+        [
+            _extra_block(1024, 256, 512, kernel_size=3, stride=2, padding=1),  # conv8_2
+            _extra_block(512, 128, 256, kernel_size=3, stride=2, padding=1),  # conv9_2
+            _extra_block(256, 128, 256, kernel_size=3, stride=1, padding=0),  # conv10_2
+            _extra_block(256, 128, 256, kernel_size=3, stride=1, padding=0),  # conv11_2
+        ]
+    )
 
 
 def ssd512_extra_blocks() -> nn.ModuleList:
@@ -56,13 +59,15 @@ def ssd512_extra_blocks() -> nn.ModuleList:
     unreleased ``highres`` variant has the same parameters (so the same state-dict keys and shapes)
     but keeps SSD300's unpadded stride-1 conv10_2/conv11_2, which gives 8 -> 6 -> 4 -> 1 instead.
     """
-    return nn.ModuleList([
-        _extra_block(1024, 256, 512, kernel_size=3, stride=2, padding=1),  # conv8_2
-        _extra_block(512, 128, 256, kernel_size=3, stride=2, padding=1),  # conv9_2
-        _extra_block(256, 128, 256, kernel_size=3, stride=2, padding=1),  # conv10_2
-        _extra_block(256, 128, 256, kernel_size=3, stride=2, padding=1),  # conv11_2
-        _extra_block(256, 128, 256, kernel_size=4, stride=1, padding=1),  # conv12_2
-    ])
+    return nn.ModuleList(
+        [
+            _extra_block(1024, 256, 512, kernel_size=3, stride=2, padding=1),  # conv8_2
+            _extra_block(512, 128, 256, kernel_size=3, stride=2, padding=1),  # conv9_2
+            _extra_block(256, 128, 256, kernel_size=3, stride=2, padding=1),  # conv10_2
+            _extra_block(256, 128, 256, kernel_size=3, stride=2, padding=1),  # conv11_2
+            _extra_block(256, 128, 256, kernel_size=4, stride=1, padding=1),  # conv12_2
+        ]
+    )
 
 
 def _fc6_fc7() -> nn.Sequential:
@@ -119,8 +124,6 @@ class SSDFeatureExtractorVGG(nn.Module):
             x = block(x)
             outputs.append(x)
         return outputs
-
-
 
 
 def vgg16_extractor(highres: bool = False) -> SSDFeatureExtractorVGG:

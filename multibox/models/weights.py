@@ -110,7 +110,7 @@ def _resnet50_source_key(backbone: nn.Module, key: str) -> str | None:
 def _resnet50_fpn_source_key(backbone: nn.Module, key: str) -> str | None:
     """ResNet-50 FPN: ``body.*`` (conv1 ... layer4 via IntermediateLayerGetter) is the classifier's
     keys with a ``body.`` prefix; the pyramid (lateral, output, extra) is not in the classifier."""
-    return key[len("body."):] if key.startswith("body.") else None
+    return key[len("body.") :] if key.startswith("body.") else None
 
 
 _RESNET_LAYERS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
@@ -157,7 +157,9 @@ class BackboneFamily:
 _VGG16 = BackboneFamily(
     # The Caffe-converted features (torchvision's default for ssd300_vgg16): they expect the
     # 0-255 mean-subtracted input that multibox.models.vgg normalises to.
-    "VGG16", _weights_enum("VGG16_Weights", "IMAGENET1K_FEATURES"), _vgg16_source_key
+    "VGG16",
+    _weights_enum("VGG16_Weights", "IMAGENET1K_FEATURES"),
+    _vgg16_source_key,
 )
 BACKBONE_FAMILIES: dict[str, BackboneFamily] = {
     "ssd300_vgg16": _VGG16,
@@ -168,7 +170,8 @@ BACKBONE_FAMILIES: dict[str, BackboneFamily] = {
         _split_mobilenet_source_key("block"),
     ),
     "ssdlite_mobilenet_v2": BackboneFamily(
-        "MobileNetV2", _weights_enum("MobileNet_V2_Weights", "IMAGENET1K_V1"),
+        "MobileNetV2",
+        _weights_enum("MobileNet_V2_Weights", "IMAGENET1K_V1"),
         _split_mobilenet_source_key("conv"),
     ),
     "ssd_resnet50": BackboneFamily(
@@ -180,10 +183,13 @@ BACKBONE_FAMILIES: dict[str, BackboneFamily] = {
     # model.name=custom, by model.backbone. Its inputs get ImageNet mean/std normalisation, so its
     # VGG16 takes torchvision's standard ImageNet weights rather than the Caffe-style features.
     "custom/mobilenet_v2": BackboneFamily(
-        "MobileNetV2", _weights_enum("MobileNet_V2_Weights", "IMAGENET1K_V1"), _custom_source_key(lambda i: f"features.{i}")
+        "MobileNetV2",
+        _weights_enum("MobileNet_V2_Weights", "IMAGENET1K_V1"),
+        _custom_source_key(lambda i: f"features.{i}"),
     ),
     "custom/mobilenet_v3_large": BackboneFamily(
-        "MobileNetV3-Large", _weights_enum("MobileNet_V3_Large_Weights", "IMAGENET1K_V1"),
+        "MobileNetV3-Large",
+        _weights_enum("MobileNet_V3_Large_Weights", "IMAGENET1K_V1"),
         _custom_source_key(lambda i: f"features.{i}"),
     ),
     "custom/resnet50": BackboneFamily(
@@ -274,11 +280,13 @@ def torchvision_detector_weights(spec: str, model_name: str) -> Path:
 
     Refuses names torchvision does not have and weights of another model than ``model_name``."""
     key = "model.weights"
-    enum_name, _, member = spec[len(TORCHVISION_PREFIX):].strip().partition(".")
+    enum_name, _, member = spec[len(TORCHVISION_PREFIX) :].strip().partition(".")
     fits = TORCHVISION_DETECTORS.get(enum_name)
     if fits is None:
-        raise MultiboxError(f"{key}: {spec}: unknown; torchvision's detection weights here: "
-                            + ", ".join(f"{TORCHVISION_PREFIX}{e}.COCO_V1" for e in TORCHVISION_DETECTORS))
+        raise MultiboxError(
+            f"{key}: {spec}: unknown; torchvision's detection weights here: "
+            + ", ".join(f"{TORCHVISION_PREFIX}{e}.COCO_V1" for e in TORCHVISION_DETECTORS)
+        )
     import torchvision.models.detection as detection
 
     enum = getattr(detection, enum_name)
@@ -309,7 +317,11 @@ def _read(path: Path, key: str) -> Any:
 
 
 def _tensors(state: Any) -> dict[str, Tensor]:
-    return {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, Tensor)} if isinstance(state, dict) else {}
+    return (
+        {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, Tensor)}
+        if isinstance(state, dict)
+        else {}
+    )
 
 
 def _unwrap(raw: Any) -> tuple[dict[str, Tensor], str | None]:
@@ -332,10 +344,10 @@ def _unwrap(raw: Any) -> tuple[dict[str, Tensor], str | None]:
 def _strip_prefix(state: dict[str, Tensor], prefixes: tuple[str, ...]) -> dict[str, Tensor]:
     """Keys without ``module.`` (DataParallel) and the first of ``prefixes`` that the keys carry."""
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     for prefix in prefixes:
         if prefix and any(k.startswith(prefix) for k in state):
-            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     return state
 
 
@@ -379,7 +391,9 @@ def load_backbone_weights(model: SSD, name: str, source: str | Path, backbone: s
     if not state:
         raise MultiboxError(f"{key}: {path}: not a state dict (no tensors inside)")
     if any(k.startswith(("backbone.", "detector.model.backbone.")) for k in state):
-        raise MultiboxError(f"{key}: {path}: a detector's weights, not a classifier's; detector weights go in model.weights")
+        raise MultiboxError(
+            f"{key}: {path}: a detector's weights, not a classifier's; detector weights go in model.weights"
+        )
 
     extractor = model.backbone
     mapped: dict[str, Tensor] = {}
@@ -406,8 +420,10 @@ def load_backbone_weights(model: SSD, name: str, source: str | Path, backbone: s
         )
     if mismatched:
         theirs, file_value, value = mismatched[0]
-        hint = " (torchvision's ImageNet weights exist for model.width_mult 1.0 only)" if imagenet else (
-            " (another network, or another width_mult?)"
+        hint = (
+            " (torchvision's ImageNet weights exist for model.width_mult 1.0 only)"
+            if imagenet
+            else (" (another network, or another width_mult?)")
         )
         raise MultiboxError(
             f"{key}: {path}: {theirs} has shape {_shape(file_value)} in the file but {name}'s backbone needs "
@@ -437,7 +453,9 @@ def _reinit_summary(model: SSD, state: dict[str, Tensor], skipped: list[str]) ->
         if mine:
             levels = sorted({int(m[1]) for layer in mine if (m := re.search(r"module_list\.(\d+)", layer))})
             at = f" on levels {', '.join(map(str, levels))}" if levels else f" ({', '.join(mine)})"
-            where.append(f"{len(mine)} {part if part != 'other' else 'other head'} layer{'s' if len(mine) > 1 else ''}{at}")
+            where.append(
+                f"{len(mine)} {part if part != 'other' else 'other head'} layer{'s' if len(mine) > 1 else ''}{at}"
+            )
     reasons = []
     cls = [k for k in skipped if _head_part(k) == "classification" and k.endswith("weight")]
     reg = [k for k in skipped if _head_part(k) == "regression"]
@@ -450,7 +468,9 @@ def _reinit_summary(model: SSD, state: dict[str, Tensor], skipped: list[str]) ->
         reasons.append("the class count differs")
     if reg:
         reasons.append("the default boxes per location differ (anchors)")
-    return f"{' and '.join(where)}, whose shapes differ from the file's: {' and '.join(reasons) or 'another head layout'}"
+    return (
+        f"{' and '.join(where)}, whose shapes differ from the file's: {' and '.join(reasons) or 'another head layout'}"
+    )
 
 
 def load_detector_weights(model: SSD, name: str, path: str | Path) -> list[str]:
@@ -495,7 +515,8 @@ def load_detector_weights(model: SSD, name: str, path: str | Path) -> list[str]:
         if not k.startswith("head."):
             tail = (
                 "; its MobileNetV3 has the full tail with model.backbone_weights set, the reduced tail without"
-                if name == "ssdlite320_mobilenet_v3_large" else ""
+                if name == "ssdlite320_mobilenet_v3_large"
+                else ""
             )
             raise MultiboxError(
                 f"{key}: {path}: {k} has shape {_shape(state[k])} in the file but {_shape(targets[k])} in {name} "

@@ -40,8 +40,12 @@ def fitted(small_objects):
 
 
 def _overrides(root: Path) -> list[str]:
-    return [f"data.train.images={root / 'train' / 'images'}", f"data.train.annotations={root / 'train' / 'annotations.json'}",
-            f"data.input_size=[{SIZE[0]},{SIZE[1]}]", f"train.output_dir={root / 'run'}"]
+    return [
+        f"data.train.images={root / 'train' / 'images'}",
+        f"data.train.annotations={root / 'train' / 'annotations.json'}",
+        f"data.input_size=[{SIZE[0]},{SIZE[1]}]",
+        f"train.output_dir={root / 'run'}",
+    ]
 
 
 def _dataset(root: Path) -> DetectionSet:
@@ -103,7 +107,9 @@ def test_fragment_loads_back_and_is_never_overwritten(small_objects, fitted, tmp
     path = write_fragment(fit, tmp_path / "anchors.yaml", "demo.yaml")
     anchors = yaml.safe_load(path.read_text())["anchors"]
     assert anchors == {"box_sizes": fit.box_sizes, "aspect_ratios": fit.aspect_ratios}
-    override = [line.split("#", 1)[1].strip() for line in path.read_text().splitlines() if "anchors.box_sizes=" in line][0]
+    override = [
+        line.split("#", 1)[1].strip() for line in path.read_text().splitlines() if "anchors.box_sizes=" in line
+    ][0]
     merged = load_config(DEMO_CONFIG, _overrides(small_objects) + override.split())
     assert merged.anchors.box_sizes == fit.box_sizes
     _, spec = build_detector(merged, 5, load_weights=False)
@@ -136,9 +142,19 @@ def test_a_train_run_with_anchors_auto_trains_and_saves_the_fitted_anchors(small
     from multibox.engine.train import train
 
     run = small_objects / "auto_run"
-    config = load_config(DEMO_CONFIG, _overrides(small_objects) + [
-        "anchors.auto=true", f"train.output_dir={run}", "train.epochs=1", "data.batch_size=8", "data.num_workers=0",
-        "train.progress=false", "train.accelerator=cpu"])
+    config = load_config(
+        DEMO_CONFIG,
+        _overrides(small_objects)
+        + [
+            "anchors.auto=true",
+            f"train.output_dir={run}",
+            "train.epochs=1",
+            "data.batch_size=8",
+            "data.num_workers=0",
+            "train.progress=false",
+            "train.accelerator=cpu",
+        ],
+    )
     train(config)
     saved = yaml.safe_load((run / "config.yaml").read_text())["anchors"]
     assert saved["box_sizes"] == fitted[1].box_sizes and saved["auto"] is False

@@ -27,7 +27,9 @@ def test_decode_equals_torchvision_including_the_size_clamp():
     offsets = torch.randn(40, 4) * 3
     offsets[0, 2:] = 100.0  # exp would overflow without the clamp
     ours = BoxCoder().decode(offsets, defaults)
-    reference = TorchvisionBoxCoder((10.0, 10.0, 5.0, 5.0)).decode_single(offsets, box_convert(defaults, "cxcywh", "xyxy"))
+    reference = TorchvisionBoxCoder((10.0, 10.0, 5.0, 5.0)).decode_single(
+        offsets, box_convert(defaults, "cxcywh", "xyxy")
+    )
     assert torch.isfinite(ours).all()
     torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
 

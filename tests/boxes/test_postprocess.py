@@ -51,8 +51,13 @@ def test_boxes_come_back_in_each_images_original_pixels():
 
 
 def test_no_detection_above_threshold_gives_empty_results():
-    out = postprocess(torch.zeros(2, 4, 4), torch.zeros(2, 4, 3), torch.rand(4, 4) * 0.5 + 0.2, torch.tensor([[10, 10]] * 2),
-                      PostprocessSettings(score_threshold=0.9))
+    out = postprocess(
+        torch.zeros(2, 4, 4),
+        torch.zeros(2, 4, 3),
+        torch.rand(4, 4) * 0.5 + 0.2,
+        torch.tensor([[10, 10]] * 2),
+        PostprocessSettings(score_threshold=0.9),
+    )
     assert [len(o["scores"]) for o in out] == [0, 0]
     assert out[0]["boxes"].shape == (0, 4)
 
@@ -100,7 +105,9 @@ def test_selection_grows_when_the_best_candidates_suppress_each_other():
     defaults = torch.cat((torch.tensor([[0.5, 0.5, 0.3, 0.3]]).expand(100, 4), _random_defaults(300, g)))
     logits = torch.randn(2, 400, 3, generator=g)
     logits[:, :100, 1] += 8.0
-    ours = _assert_same_as_torchvision(torch.zeros(2, 400, 4), logits, defaults, PostprocessSettings(0.05, 0.45, 400, 10))
+    ours = _assert_same_as_torchvision(
+        torch.zeros(2, 400, 4), logits, defaults, PostprocessSettings(0.05, 0.45, 400, 10)
+    )
     assert [len(d["scores"]) for d in ours] == [10, 10]
 
 

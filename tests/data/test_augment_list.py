@@ -42,7 +42,9 @@ def test_list_form_keeps_boxes_on_the_rendered_object() -> None:
 
 
 def test_empty_list_is_plain_resize() -> None:
-    out, boxes, _ = build_train_transform([], (40, 40), seed=0)(np.zeros((20, 10, 3), np.uint8), np.array([[1, 2, 5, 10]]), np.array([1]))
+    out, boxes, _ = build_train_transform([], (40, 40), seed=0)(
+        np.zeros((20, 10, 3), np.uint8), np.array([[1, 2, 5, 10]]), np.array([1])
+    )
     assert out.shape == (40, 40, 3)
     np.testing.assert_allclose(boxes, [[4, 4, 20, 20]])
 
@@ -50,8 +52,14 @@ def test_empty_list_is_plain_resize() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ([{"name": "HorizontalFlip"}, {"name": "HorizontalFlipp"}], r"data\.augment\[1\]: unknown transform 'HorizontalFlipp'"),
-        ([{"name": "RandomBrightnessContrast", "brightness_limit": "x"}], r"data\.augment\[0\]: bad arguments for RandomBrightnessContrast: brightness_limit"),
+        (
+            [{"name": "HorizontalFlip"}, {"name": "HorizontalFlipp"}],
+            r"data\.augment\[1\]: unknown transform 'HorizontalFlipp'",
+        ),
+        (
+            [{"name": "RandomBrightnessContrast", "brightness_limit": "x"}],
+            r"data\.augment\[0\]: bad arguments for RandomBrightnessContrast: brightness_limit",
+        ),
         ([{"name": "HorizontalFlip", "prob": 0.5}], r"data\.augment\[0\]: HorizontalFlip has no argument\(s\) prob"),
         ([{"name": "ZoomOut", "max_scale": 0.5}], r"data\.augment\[0\]: bad arguments for ZoomOut: max_scale"),
         ([{"name": "Mosaic"}], r"data\.augment\[0\]: Mosaic is not allowed"),
@@ -85,7 +93,10 @@ def test_config_accepts_list_form(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("data.augment=[{name: HorizontalFlip}, {name: Blurr}]", r"c\.yaml: data\.augment: data\.augment\[1\]: unknown transform 'Blurr'"),
+        (
+            "data.augment=[{name: HorizontalFlip}, {name: Blurr}]",
+            r"c\.yaml: data\.augment: data\.augment\[1\]: unknown transform 'Blurr'",
+        ),
         ("data.augment=[{name: Blur, blur_limit: abc}]", r"data\.augment\[0\]: bad arguments for Blur"),
         ("data.augment=yolo", r"data\.augment: expected ssd, ssdlite, none or a list"),
     ],

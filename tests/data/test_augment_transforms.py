@@ -23,7 +23,7 @@ def _scene(rng: np.random.Generator, height: int = 120, width: int = 160) -> tup
     w, h = rng.integers(12, width // 2), rng.integers(12, height // 2)
     x, y = rng.integers(0, width - w), rng.integers(0, height - h)
     image = np.full((height, width, 3), GREY, np.uint8)
-    image[y:y + h, x:x + w] = RED
+    image[y : y + h, x : x + w] = RED
     return image, np.array([[x, y, x + w, y + h]], np.float32)
 
 
@@ -73,7 +73,7 @@ def test_box_matches_mask_through_full_pipeline(preset: str) -> None:
         mask = np.zeros(image.shape[:2], np.uint8)
         x0, y0, x1, y1 = boxes[0].astype(int)
         mask[y0:y1, x0:x1] = 1
-        mask[y0:y1, x0:x0 + 3] = 2  # marks the left edge, to see flips
+        mask[y0:y1, x0 : x0 + 3] = 2  # marks the left edge, to see flips
         out = transform.compose(image=image, mask=mask, bboxes=boxes, labels=np.array([1]))
         if not len(out["bboxes"]):
             continue
@@ -107,7 +107,9 @@ def test_iou_crop_rules() -> None:
         np.testing.assert_array_equal(labels, np.flatnonzero(inside) + 1)  # centre rule
         expected = np.clip(boxes[inside] - [left, top, left, top], 0, [w, h, w, h])
         np.testing.assert_allclose(out_boxes, expected, atol=1e-3)
-        ious = np.prod(expected[:, 2:] - expected[:, :2], axis=1) / (areas[inside] + w * h - np.prod(expected[:, 2:] - expected[:, :2], axis=1))
+        ious = np.prod(expected[:, 2:] - expected[:, :2], axis=1) / (
+            areas[inside] + w * h - np.prod(expected[:, 2:] - expected[:, :2], axis=1)
+        )
         assert ious.max() >= 0.5 - 1e-6
     assert cropped > 50
 

@@ -29,7 +29,11 @@ def _coco() -> dict[str, Any]:
             {"id": 4, "image_id": 7, "category_id": 12, "bbox": [5, 5, 0, 10]},
             {"id": 5, "image_id": 3, "category_id": 12, "bbox": [5, 5, 10, -1]},
         ],
-        "categories": [{"id": 90, "name": "toothbrush"}, {"id": 5, "name": "airplane"}, {"id": 12, "name": "stop sign"}],
+        "categories": [
+            {"id": 90, "name": "toothbrush"},
+            {"id": 5, "name": "airplane"},
+            {"id": 12, "name": "stop sign"},
+        ],
     }
 
 

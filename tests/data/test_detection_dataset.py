@@ -47,9 +47,15 @@ def test_augmented_items_stay_in_unit_range(synth_dir: Path) -> None:
 
 def _one_image_set(tmp_path: Path, iscrowd: list[bool]) -> DetectionSet:
     cv2.imwrite(str(tmp_path / "img.png"), np.zeros((40, 50, 3), np.uint8))
-    record = ImageRecord(image_id=5, file=tmp_path / "img.png", width=50, height=40,
-                         boxes=[[0, 0, 10, 10], [10, 10, 30, 30]][: len(iscrowd)], labels=[1, 2][: len(iscrowd)],
-                         iscrowd=iscrowd)
+    record = ImageRecord(
+        image_id=5,
+        file=tmp_path / "img.png",
+        width=50,
+        height=40,
+        boxes=[[0, 0, 10, 10], [10, 10, 30, 30]][: len(iscrowd)],
+        labels=[1, 2][: len(iscrowd)],
+        iscrowd=iscrowd,
+    )
     return DetectionSet([record], ["a", "b"], [1, 2])
 
 
@@ -74,7 +80,11 @@ def test_unreadable_or_mismatched_image_is_a_one_line_error(tmp_path: Path) -> N
 def _item(n: int, image_id: int) -> tuple[torch.Tensor, dict]:
     boxes = torch.rand(n, 4)
     return torch.full((3, 8, 10), image_id, dtype=torch.uint8), {
-        "boxes": boxes, "labels": torch.arange(1, n + 1), "image_id": image_id, "orig_size": (30 + image_id, 40)}
+        "boxes": boxes,
+        "labels": torch.arange(1, n + 1),
+        "image_id": image_id,
+        "orig_size": (30 + image_id, 40),
+    }
 
 
 def test_collate_pads_boxes_and_labels() -> None:

@@ -12,8 +12,15 @@ from multibox.data.records import DetectionSet, ImageRecord
 
 def _set(n: int) -> DetectionSet:
     records = [
-        ImageRecord(image_id=100 + i, file=Path(f"/x/{i}.jpg"), width=10, height=10,
-                    boxes=[[0, 0, 2, 3]], labels=[1 + i % 2], iscrowd=[False])
+        ImageRecord(
+            image_id=100 + i,
+            file=Path(f"/x/{i}.jpg"),
+            width=10,
+            height=10,
+            boxes=[[0, 0, 2, 3]],
+            labels=[1 + i % 2],
+            iscrowd=[False],
+        )
         for i in range(n)
     ]
     return DetectionSet(records=records, class_names=["cat", "dog"], category_ids=[17, 18])
@@ -30,7 +37,9 @@ def test_record_defaults_and_dtypes() -> None:
         ImageRecord(image_id=1, file=Path("/a.jpg"), width=5, height=5, boxes=[[0, 0, 1, 1]], labels=[], iscrowd=[])
 
 
-@pytest.mark.parametrize(("n", "fraction", "n_val"), [(10, 0.2, 2), (10, 0.25, 2), (3, 0.1, 1), (2, 0.9, 1), (5, 0.0, 0), (1, 0.5, 0)])
+@pytest.mark.parametrize(
+    ("n", "fraction", "n_val"), [(10, 0.2, 2), (10, 0.25, 2), (3, 0.1, 1), (2, 0.9, 1), (5, 0.0, 0), (1, 0.5, 0)]
+)
 def test_split_sizes(n: int, fraction: float, n_val: int) -> None:
     train, val = _set(n).split(fraction, seed=0)
     assert len(val) == n_val and len(train) == n - n_val

@@ -25,8 +25,17 @@ def shapes(tmp_path_factory) -> Path:
 
 def _config(data_dir: Path, decode: str, **data):
     split = {"images": str(data_dir / "images"), "annotations": str(data_dir / "annotations.json")}
-    raw = {"data": {"input_size": [64, 64], "batch_size": 4, "num_workers": 0, "val_split": 0.5, "decode": decode,
-                    "train": split, **data}}
+    raw = {
+        "data": {
+            "input_size": [64, 64],
+            "batch_size": 4,
+            "num_workers": 0,
+            "val_split": 0.5,
+            "decode": decode,
+            "train": split,
+            **data,
+        }
+    }
     return parse_config(raw)
 
 
@@ -72,8 +81,10 @@ def test_corrupt_files_are_skipped_and_pngs_decoded(shapes, tmp_path):
     good = (shapes / "images" / "000000.jpg").read_bytes()
     png = tmp_path / "x.png"
     cv2.imwrite(str(png), np.full((20, 30, 3), 7, np.uint8))
-    encoded = [torch.frombuffer(bytearray(data), dtype=torch.uint8)
-               for data in (good, good[:40] + b"\x00" * 40, png.read_bytes(), b"not an image at all")]
+    encoded = [
+        torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        for data in (good, good[:40] + b"\x00" * 40, png.read_bytes(), b"not an image at all")
+    ]
     images = decode_images(encoded, "cpu")
     assert images[0].shape == (3, 64, 80) and images[2].shape == (3, 20, 30) and int(images[2][0, 0, 0]) == 7
     assert images[1] is None and images[3] is None
@@ -88,11 +99,19 @@ def test_corrupt_files_are_skipped_and_pngs_decoded(shapes, tmp_path):
 
 
 def test_training_and_eval_run_with_gpu_decoding(shapes, tmp_path, one_thread):
-    config = {"data": {"input_size": [64, 64], "batch_size": 2, "num_workers": 0, "val_split": 0.25, "decode": "gpu",
-                       "augment": "ssd",
-                       "train": {"images": str(shapes / "images"), "annotations": str(shapes / "annotations.json")}},
-              "model": {"name": "ssdlite320_mobilenet_v3_large", "width_mult": 0.25},
-              "train": {"epochs": 1, "output_dir": str(tmp_path / "run"), "log_every_n_steps": 1}}
+    config = {
+        "data": {
+            "input_size": [64, 64],
+            "batch_size": 2,
+            "num_workers": 0,
+            "val_split": 0.25,
+            "decode": "gpu",
+            "augment": "ssd",
+            "train": {"images": str(shapes / "images"), "annotations": str(shapes / "annotations.json")},
+        },
+        "model": {"name": "ssdlite320_mobilenet_v3_large", "width_mult": 0.25},
+        "train": {"epochs": 1, "output_dir": str(tmp_path / "run"), "log_every_n_steps": 1},
+    }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     assert main(["train", "-c", str(path)]) == 0

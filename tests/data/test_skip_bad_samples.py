@@ -19,8 +19,16 @@ from multibox.data.synth import make_synthetic_dataset
 from multibox.data.transforms import build_eval_transform
 from multibox.engine.module import DetectionModule
 
-TINY = ["model.name=ssdlite320_mobilenet_v3_large", "model.width_mult=0.5", "data.input_size=[64,64]",
-        "data.num_workers=0", "data.batch_size=2", "train.accelerator=cpu", "optimizer.name=adamw", "optimizer.lr=0.001"]
+TINY = [
+    "model.name=ssdlite320_mobilenet_v3_large",
+    "model.width_mult=0.5",
+    "data.input_size=[64,64]",
+    "data.num_workers=0",
+    "data.batch_size=2",
+    "train.accelerator=cpu",
+    "optimizer.name=adamw",
+    "optimizer.lr=0.001",
+]
 
 
 @pytest.fixture
@@ -30,15 +38,24 @@ def corrupt(tmp_path: Path) -> Path:
     for name in ("000000.jpg", "000001.jpg"):
         (root / "images" / name).write_bytes(b"not a jpeg")
     coco = json.loads((root / "annotations.json").read_text())
-    coco["annotations"].append({"id": 999, "image_id": 4, "category_id": 1, "bbox": [70, 70, 5, 5], "area": 25, "iscrowd": 0})
+    coco["annotations"].append(
+        {"id": 999, "image_id": 4, "category_id": 1, "bbox": [70, 70, 5, 5], "area": 25, "iscrowd": 0}
+    )
     (root / "annotations.json").write_text(json.dumps(coco))
     return root
 
 
 def _trainer(**kwargs) -> L.Trainer:
     kwargs.setdefault("max_epochs", 1)
-    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, num_sanity_val_steps=0, **kwargs)
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
 
 
 def test_bad_samples_become_markers_warned_once_per_file(corrupt: Path) -> None:
@@ -63,7 +80,10 @@ def test_bad_samples_become_markers_warned_once_per_file(corrupt: Path) -> None:
 
 
 def test_a_fully_skipped_batch_skips_the_step_and_the_count_is_logged(corrupt: Path, one_thread) -> None:
-    config = load_config(None, [*TINY, f"data.train.images={corrupt / 'images'}", f"data.train.annotations={corrupt / 'annotations.json'}"])
+    config = load_config(
+        None,
+        [*TINY, f"data.train.images={corrupt / 'images'}", f"data.train.annotations={corrupt / 'annotations.json'}"],
+    )
     data = DetectionDataModule(config)
     module = DetectionModule(config.to_dict(), data.class_names, data.category_ids)
     dataset = DetectionDataset(data.train_set, build_eval_transform((64, 64)), (64, 64), skip_bad=True)
@@ -84,8 +104,16 @@ def test_a_fully_skipped_batch_skips_the_step_and_the_count_is_logged(corrupt: P
 def test_training_through_the_datamodule_survives_a_corrupt_image(tmp_path: Path, one_thread) -> None:
     root = make_synthetic_dataset(tmp_path / "d", 6, (64, 64), seed=4)
     (root / "images/000003.jpg").write_bytes((root / "images/000003.jpg").read_bytes()[:200])  # truncated
-    config = load_config(None, [*TINY, f"data.train.images={root / 'images'}", f"data.train.annotations={root / 'annotations.json'}",
-                                "data.val_split=0.34", "data.batch_size=3"])
+    config = load_config(
+        None,
+        [
+            *TINY,
+            f"data.train.images={root / 'images'}",
+            f"data.train.annotations={root / 'annotations.json'}",
+            "data.val_split=0.34",
+            "data.batch_size=3",
+        ],
+    )
     data = DetectionDataModule(config)
     module = DetectionModule(config.to_dict(), data.class_names, data.category_ids)
     trainer = _trainer(max_epochs=2)

@@ -22,9 +22,18 @@ TINY = ["model.name=ssdlite320_mobilenet_v3_large", "model.width_mult=0.5", "dat
 def _set(boxes_per_image: list[list[list[float]]], labels: list[list[int]], size=(100, 200)) -> DetectionSet:
     """Images of height x width = size, boxes xyxy in pixels."""
     h, w = size
-    records = [ImageRecord(i + 1, Path(f"/nowhere/{i}.jpg"), w, h, np.array(b, np.float32).reshape(-1, 4), np.array(c),
-                           np.zeros(len(c), bool))
-               for i, (b, c) in enumerate(zip(boxes_per_image, labels, strict=True))]
+    records = [
+        ImageRecord(
+            i + 1,
+            Path(f"/nowhere/{i}.jpg"),
+            w,
+            h,
+            np.array(b, np.float32).reshape(-1, 4),
+            np.array(c),
+            np.zeros(len(c), bool),
+        )
+        for i, (b, c) in enumerate(zip(boxes_per_image, labels, strict=True))
+    ]
     return DetectionSet(records, ["a", "b"], [1, 2])
 
 
@@ -34,7 +43,9 @@ def test_distributions_on_a_hand_made_set() -> None:
     assert stats["images"] == 3 and stats["boxes"] == 3 and stats["images_without_boxes"] == 1
     assert stats["boxes_per_class"] == {"a": 2, "b": 1}
     assert stats["boxes_per_image"]["p100"] == 2 and stats["boxes_per_image"]["p0"] == 0
-    assert sorted([stats["size_px"]["p0"], stats["size_px"]["p50"], stats["size_px"]["p100"]]) == pytest.approx([10, 20, 50])
+    assert sorted([stats["size_px"]["p0"], stats["size_px"]["p50"], stats["size_px"]["p100"]]) == pytest.approx(
+        [10, 20, 50]
+    )
     assert stats["size_relative"]["p100"] == pytest.approx(50 / np.sqrt(100 * 200))
     assert stats["aspect_ratio"]["p0"] == pytest.approx(0.25) and stats["aspect_ratio"]["p100"] == pytest.approx(1.0)
     assert stats["per_class"]["a"]["aspect_ratio"]["p0"] == pytest.approx(0.25)
@@ -62,12 +73,18 @@ def test_coverage_of_a_real_detectors_default_boxes(tmp_path: Path) -> None:
     xyxy = box_convert(detector.default_boxes, "cxcywh", "xyxy")
     inside = xyxy[((xyxy >= 0) & (xyxy <= 1)).all(dim=1)][::7][:30] * 64
     (tmp_path / "images").mkdir()
-    coco = {"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 64}],
-            "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1 + i % 2, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
-                            for i, b in enumerate(inside.tolist())],
-            "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    coco = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 64}],
+        "annotations": [
+            {"id": i + 1, "image_id": 1, "category_id": 1 + i % 2, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
+            for i, b in enumerate(inside.tolist())
+        ],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+    }
     (tmp_path / "ann.json").write_text(json.dumps(coco))
-    config = load_config(None, [*TINY, f"data.train.images={tmp_path / 'images'}", f"data.train.annotations={tmp_path / 'ann.json'}"])
+    config = load_config(
+        None, [*TINY, f"data.train.images={tmp_path / 'images'}", f"data.train.annotations={tmp_path / 'ann.json'}"]
+    )
     stats = config_stats(config)
     coverage = stats["coverage"]
     assert coverage["boxes"] == len(inside) > 10

@@ -47,10 +47,10 @@ def test_boxes_are_tight_around_shape_pixels(tmp_path: Path) -> None:
     for ann in coco["annotations"]:
         image = cv2.imread(str(files[ann["image_id"]]))
         x, y, w, h = ann["bbox"]
-        colours, counts = np.unique(image[y:y + h, x:x + w].reshape(-1, 3), axis=0, return_counts=True)
+        colours, counts = np.unique(image[y : y + h, x : x + w].reshape(-1, 3), axis=0, return_counts=True)
         colour = colours[np.argmax(counts)]  # the flat fill; the background is noisy
         y0, x0 = max(y - 4, 0), max(x - 4, 0)
-        mask = np.all(image[y0:y + h + 4, x0:x + w + 4] == colour, axis=2)
+        mask = np.all(image[y0 : y + h + 4, x0 : x + w + 4] == colour, axis=2)
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         assert [x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1] == [x, y, x + w, y + h]
         assert counts.max() >= 0.3 * w * h  # the shape fills a good part of its box

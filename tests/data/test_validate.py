@@ -30,7 +30,11 @@ from multibox.errors import MultiboxError
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -47,12 +51,54 @@ def broken(tmp_path: Path) -> Path:
     first_id = anns[0]["id"]
     next_id = max(a["id"] for a in anns) + 1
     anns += [
-        {"id": next_id, "image_id": 5, "category_id": 1, "bbox": [50, 50, 30, 10], "area": 300, "iscrowd": 0},  # partly outside
-        {"id": next_id + 1, "image_id": 5, "category_id": 1, "bbox": [70, 70, 5, 5], "area": 25, "iscrowd": 0},  # entirely outside
-        {"id": next_id + 2, "image_id": 5, "category_id": 2, "bbox": [10, 10, 0, 5], "area": 0, "iscrowd": 0},  # zero size
-        {"id": next_id + 3, "image_id": 5, "category_id": 99, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0},  # unknown category
-        {"id": first_id, "image_id": 6, "category_id": 1, "bbox": [2, 2, 6, 6], "area": 36, "iscrowd": 0},  # duplicate ann id
-        {"id": next_id + 4, "image_id": 77, "category_id": 1, "bbox": [2, 2, 6, 6], "area": 36, "iscrowd": 0},  # unknown image
+        {
+            "id": next_id,
+            "image_id": 5,
+            "category_id": 1,
+            "bbox": [50, 50, 30, 10],
+            "area": 300,
+            "iscrowd": 0,
+        },  # partly outside
+        {
+            "id": next_id + 1,
+            "image_id": 5,
+            "category_id": 1,
+            "bbox": [70, 70, 5, 5],
+            "area": 25,
+            "iscrowd": 0,
+        },  # entirely outside
+        {
+            "id": next_id + 2,
+            "image_id": 5,
+            "category_id": 2,
+            "bbox": [10, 10, 0, 5],
+            "area": 0,
+            "iscrowd": 0,
+        },  # zero size
+        {
+            "id": next_id + 3,
+            "image_id": 5,
+            "category_id": 99,
+            "bbox": [1, 1, 5, 5],
+            "area": 25,
+            "iscrowd": 0,
+        },  # unknown category
+        {
+            "id": first_id,
+            "image_id": 6,
+            "category_id": 1,
+            "bbox": [2, 2, 6, 6],
+            "area": 36,
+            "iscrowd": 0,
+        },  # duplicate ann id
+        {
+            "id": next_id + 4,
+            "image_id": 77,
+            "category_id": 1,
+            "bbox": [2, 2, 6, 6],
+            "area": 36,
+            "iscrowd": 0,
+        },  # unknown image
     ]
     coco["images"].append({"id": 6, "file_name": "000005.jpg", "width": 64, "height": 64})  # duplicate image id
     coco["images"].append({"id": 50, "file_name": "../outside.jpg", "width": 64, "height": 64})  # escapes the folder
@@ -96,7 +142,15 @@ def test_cli_exit_status_table_and_fix(broken: Path, tmp_path: Path, capsys) -> 
     args = ["data", "validate", "--images", str(broken / "images"), "--annotations", str(broken / "annotations.json")]
     assert main(args) == 1
     out = capsys.readouterr().out
-    for kind in (CORRUPT_IMAGE, MISSING_IMAGE, BOX_OUTSIDE, EMPTY_BOX, UNKNOWN_CATEGORY, DUPLICATE_IMAGE_ID, UNSAFE_FILE_NAME):
+    for kind in (
+        CORRUPT_IMAGE,
+        MISSING_IMAGE,
+        BOX_OUTSIDE,
+        EMPTY_BOX,
+        UNKNOWN_CATEGORY,
+        DUPLICATE_IMAGE_ID,
+        UNSAFE_FILE_NAME,
+    ):
         assert kind in out
     assert "errors" in out
 
@@ -114,7 +168,10 @@ def test_cli_exit_status_table_and_fix(broken: Path, tmp_path: Path, capsys) -> 
     assert len(ids) == len(set(ids))
     clipped = [a for a in coco["annotations"] if a["image_id"] == 5 and a["bbox"][:2] == [50, 50]]
     assert clipped and clipped[0]["bbox"] == [50, 50, 14, 10]
-    assert main(["data", "validate", "--images", str(fixed / "images"), "--annotations", str(fixed / "annotations.json")]) == 0
+    assert (
+        main(["data", "validate", "--images", str(fixed / "images"), "--annotations", str(fixed / "annotations.json")])
+        == 0
+    )
 
 
 def test_fix_refuses_a_non_empty_output(broken: Path, tmp_path: Path, capsys) -> None:
@@ -122,8 +179,21 @@ def test_fix_refuses_a_non_empty_output(broken: Path, tmp_path: Path, capsys) ->
     (tmp_path / "busy/x").write_text("x")
     with pytest.raises(MultiboxError, match="must not exist or be empty"):
         fix_coco(broken / "images", broken / "annotations.json", tmp_path / "busy")
-    assert main(["data", "validate", "--images", str(broken / "images"), "--annotations", str(broken / "annotations.json"),
-                 "--fix", str(tmp_path / "busy")]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "validate",
+                "--images",
+                str(broken / "images"),
+                "--annotations",
+                str(broken / "annotations.json"),
+                "--fix",
+                str(tmp_path / "busy"),
+            ]
+        )
+        == 2
+    )
     assert "must not exist or be empty" in capsys.readouterr().err
 
 
@@ -151,7 +221,21 @@ def test_other_formats_are_checked_after_their_reader(tmp_path):
     broken.unlink()  # a hard link to the COCO copy: replace it, never touch the source
     broken.write_bytes(data[: len(data) // 3])
     assert main(["data", "validate", "--format", "yolo", "--images", str(tmp_path / "yolo")]) == 1
-    assert main(["data", "validate", "--format", "yolo", "--images", str(tmp_path / "yolo"), "--fix", str(tmp_path / "clean")]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "validate",
+                "--format",
+                "yolo",
+                "--images",
+                str(tmp_path / "yolo"),
+                "--fix",
+                str(tmp_path / "clean"),
+            ]
+        )
+        == 0
+    )
     cleaned = load_coco(tmp_path / "clean" / "images", tmp_path / "clean" / "annotations.json")
     assert len(cleaned.records) == 3
 
@@ -161,5 +245,8 @@ def test_missing_images_are_not_counted_as_decoded(tmp_path: Path, capsys) -> No
     root = make_synthetic_dataset(tmp_path / "d", 3, (32, 32), seed=1)
     for image in (root / "images").iterdir():
         image.unlink()
-    assert main(["data", "validate", "--images", str(root / "images"), "--annotations", str(root / "annotations.json")]) == 1
+    assert (
+        main(["data", "validate", "--images", str(root / "images"), "--annotations", str(root / "annotations.json")])
+        == 1
+    )
     assert "3 images (0 decoded)" in capsys.readouterr().out

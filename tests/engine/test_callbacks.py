@@ -46,15 +46,20 @@ class WeightRecorder(L.Callback):
 
 def _batches(count: int) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(count)
-    return [{"images": torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=g),
-             "boxes": torch.tensor([[[0.1, 0.1, 0.5, 0.6]], [[0.3, 0.2, 0.9, 0.7]]]),
-             "labels": torch.tensor([[1], [2]])} for _ in range(count)]
+    return [
+        {
+            "images": torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=g),
+            "boxes": torch.tensor([[[0.1, 0.1, 0.5, 0.6]], [[0.3, 0.2, 0.9, 0.7]]]),
+            "labels": torch.tensor([[1], [2]]),
+        }
+        for _ in range(count)
+    ]
 
 
 def _ema(start: dict[str, torch.Tensor] | None, steps: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """torch's EMA rule: the first update copies the weights (when there is no average yet), then lerps by DECAY."""
     average = dict(start) if start is not None else dict(steps[0])
-    for weights in steps[0 if start is not None else 1:]:
+    for weights in steps[0 if start is not None else 1 :]:
         average = {k: DECAY * average[k] + (1 - DECAY) * weights[k] for k in average}
     return average
 
@@ -71,18 +76,39 @@ def _train(config, recorder: WeightRecorder, resume: bool = False) -> None:
         train_module.train(config, resume=resume or None)
 
 
-TINY = ["model.name=custom", "model.backbone=mobilenet_v3_large", "model.width_mult=0.25", "model.strides=[8,16,32]",
-        "anchors.box_sizes=[[16],[32],[48]]", "data.input_size=[64,64]", "optimizer.name=adamw", "optimizer.lr=0.01",
-        "train.ema=true", f"train.ema_decay={DECAY}"]
+TINY = [
+    "model.name=custom",
+    "model.backbone=mobilenet_v3_large",
+    "model.width_mult=0.25",
+    "model.strides=[8,16,32]",
+    "anchors.box_sizes=[[16],[32],[48]]",
+    "data.input_size=[64,64]",
+    "optimizer.name=adamw",
+    "optimizer.lr=0.01",
+    "train.ema=true",
+    f"train.ema_decay={DECAY}",
+]
 
 
 def _config(root: Path, epochs: int):
     """No val set: train() then skips the final COCO evaluation and its report, which this test does not need."""
-    return load_config(None, [
-        f"data.train.images={root}/train/images", f"data.train.annotations={root}/train/annotations.json", *TINY,
-        "data.batch_size=4", "data.num_workers=0", "data.augment=none", "train.accelerator=cpu", "train.progress=false",
-        "train.log_every_n_steps=1", f"train.epochs={epochs}", "loss.class_weights=auto", f"train.output_dir={root / 'run'}",
-    ])
+    return load_config(
+        None,
+        [
+            f"data.train.images={root}/train/images",
+            f"data.train.annotations={root}/train/annotations.json",
+            *TINY,
+            "data.batch_size=4",
+            "data.num_workers=0",
+            "data.augment=none",
+            "train.accelerator=cpu",
+            "train.progress=false",
+            "train.log_every_n_steps=1",
+            f"train.epochs={epochs}",
+            "loss.class_weights=auto",
+            f"train.output_dir={root / 'run'}",
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +121,9 @@ def ema_run(tmp_path_factory):
     first, second = WeightRecorder(), WeightRecorder()
     _train(_config(root, epochs=1), first)
     first_checkpoint = torch.load(root / "run/checkpoints/last.ckpt", weights_only=True)
-    first_loaded = load_checkpoint(root / "run/checkpoints/last.ckpt").detector.state_dict()  # what eval and predict use
+    first_loaded = load_checkpoint(
+        root / "run/checkpoints/last.ckpt"
+    ).detector.state_dict()  # what eval and predict use
     _train(_config(root, epochs=2), second, resume=True)
     torch.set_num_threads(threads)
     return root / "run", first, first_checkpoint, first_loaded, second
@@ -116,8 +144,16 @@ def test_validation_runs_on_the_averaged_weights(tmp_path, one_thread):
     config = load_config(None, [*TINY, "train.epochs=1"])
     module = DetectionModule(config.to_dict(), ["a", "b"], [1, 2])
     recorder = WeightRecorder()
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[*training_callbacks(config), recorder])
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[*training_callbacks(config), recorder],
+    )
     trainer.fit(module, DataLoader(_batches(3), batch_size=None), DataLoader(_batches(1), batch_size=None))
     expected = _ema(None, recorder.steps)
     _assert_state_equal(recorder.validated[0], expected)
@@ -127,7 +163,9 @@ def test_validation_runs_on_the_averaged_weights(tmp_path, one_thread):
 def test_resume_continues_the_average(ema_run):
     run, _, first, _, recorder = ema_run
     assert len(recorder.steps) == 2
-    _assert_state_equal(recorder.start, {k: v for k, v in first["current_model_state"].items() if v.is_floating_point()})
+    _assert_state_equal(
+        recorder.start, {k: v for k, v in first["current_model_state"].items() if v.is_floating_point()}
+    )
     average = {k: v for k, v in first["state_dict"].items() if v.is_floating_point()}
     resumed = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
     assert resumed["epoch"] == 1
@@ -143,7 +181,9 @@ def test_throughput_is_logged_per_step_and_per_epoch(ema_run):
     # Every step (log_every_n_steps=1) and each epoch, at least of the resumed run
     # (the CSV may keep the first run's rows).
     assert {2, 3} <= {int(row["step"]) for row in step_rows} and len(step_rows) in (2, 4)
-    assert 1 in {int(row["epoch"]) for row in epoch_rows} and len(epoch_rows) == len({row["epoch"] for row in epoch_rows})
+    assert 1 in {int(row["epoch"]) for row in epoch_rows} and len(epoch_rows) == len(
+        {row["epoch"] for row in epoch_rows}
+    )
     assert all(float(row["train/images_per_s"]) > 0 for row in rows)
     assert "gpu/max_memory_gb" not in rows[0]  # CPU run: no GPU memory column
 
@@ -163,7 +203,9 @@ def test_training_callbacks_follow_the_config():
     averaging = [c for c in ema if isinstance(c, EMAWeightAveraging)]
     assert len(averaging) == 1
     averaged, current = torch.zeros(1), torch.ones(1)
-    assert averaging[0]._kwargs["avg_fn"](averaged, current, 1) == pytest.approx(0.01)  # decay 0.99 reached the callback
+    assert averaging[0]._kwargs["avg_fn"](averaged, current, 1) == pytest.approx(
+        0.01
+    )  # decay 0.99 reached the callback
 
 
 def test_progress_bar_counts_epochs_from_one_without_v_num(tmp_path):

@@ -24,7 +24,9 @@ def test_save_writes_a_synced_temporary_file_then_renames_it(tmp_path, monkeypat
     events = []
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd)))
-    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", Path(a).name, Path(b).name)), real_replace(a, b)))
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: (events.append(("replace", Path(a).name, Path(b).name)), real_replace(a, b))
+    )
     path = tmp_path / "checkpoints/last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"step": torch.tensor(3)}, path)
     assert events[0] == "fsync"  # the data is on disk before the name points at it
@@ -85,7 +87,9 @@ class Payload:
 @pytest.fixture
 def hostile_checkpoint(tmp_path) -> tuple[Path, Path]:
     marker, path = tmp_path / "payload_ran", tmp_path / "hostile.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {"config": Payload(marker), "class_names": [], "category_ids": []}}, path)
+    torch.save(
+        {"state_dict": {}, "hyper_parameters": {"config": Payload(marker), "class_names": [], "category_ids": []}}, path
+    )
     assert not marker.exists()
     return path, marker
 

@@ -24,7 +24,7 @@ from multibox.engine.evaluation import METRIC_KEYS, DetectionAccumulator
 
 # Run as `python job.py train -c CFG ...`: Lightning's DDP launcher re-runs this same command for
 # rank 1, so both ranks install the recorder. Each rank writes what it saw to rank<N>.json.
-JOB = '''
+JOB = """
 import json, sys
 from pathlib import Path
 import lightning as L
@@ -65,7 +65,7 @@ original_callbacks = train_module._callbacks
 train_module._callbacks = lambda *args: [*original_callbacks(*args), Recorder()]
 train_module.write_evaluation_report = lambda *args, **kwargs: None  # pictures: not what is tested, and slow
 sys.exit(main(sys.argv[1:]))
-'''
+"""
 
 
 def run_ddp_job(tmp_path_factory, name: str, unreadable: int = 0) -> Path:
@@ -86,8 +86,14 @@ def run_ddp_job(tmp_path_factory, name: str, unreadable: int = 0) -> Path:
         "eval: {score_threshold: 0.01, max_detections: 50}\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, str(root / "job.py"), "train", "-c", str(root / "config.yaml")],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=root)
+    done = subprocess.run(
+        [sys.executable, str(root / "job.py"), "train", "-c", str(root / "config.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=root,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return root
 
@@ -100,12 +106,15 @@ def ddp_run(tmp_path_factory) -> Path:
 
 def rank_records(root: Path) -> list[dict]:
     """What each rank saw; a skipped train file (recorded by its path) becomes its image id again."""
-    ids = {image["file_name"]: image["id"]
-           for image in json.loads((root / "train/annotations.json").read_text())["images"]}
+    ids = {
+        image["file_name"]: image["id"] for image in json.loads((root / "train/annotations.json").read_text())["images"]
+    }
     records = [json.loads((root / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     for record in records:
-        record["train_ids"] = {epoch: [i if isinstance(i, int) else ids[Path(i).name] for i in drawn]
-                               for epoch, drawn in record["train_ids"].items()}
+        record["train_ids"] = {
+            epoch: [i if isinstance(i, int) else ids[Path(i).name] for i in drawn]
+            for epoch, drawn in record["train_ids"].items()
+        }
     return records
 
 
@@ -135,8 +144,12 @@ def test_validation_merges_each_image_once_and_matches_a_single_process_evaluati
     accumulator, lookup = DetectionAccumulator(), [0, *data.category_ids]
     for batch in data.val_dataloader():
         detections = loaded.detector.detect(batch["images"].float() / 255, batch["orig_sizes"])
-        accumulator.add(batch["image_ids"], [d["boxes"] for d in detections], [d["scores"] for d in detections],
-                        [d["labels"].new_tensor([lookup[i] for i in d["labels"].tolist()]) for d in detections])
+        accumulator.add(
+            batch["image_ids"],
+            [d["boxes"] for d in detections],
+            [d["scores"] for d in detections],
+            [d["labels"].new_tensor([lookup[i] for i in d["labels"].tolist()]) for d in detections],
+        )
     single = accumulator.results()
     assert Counter(d["image_id"] for d in merged) == Counter(d["image_id"] for d in single)  # each image once
     assert sorted(d["score"] for d in merged) == pytest.approx(sorted(d["score"] for d in single), abs=1e-4)

@@ -40,10 +40,16 @@ def make_gt(num_images: int = 6, seed: int = 0) -> dict:
         for _ in range(int(rng.integers(2, 6))):
             w, h = rng.choice(sides) * rng.uniform(0.8, 1.2, size=2)
             x, y = rng.uniform(0, 640 - w), rng.uniform(0, 480 - h)
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image["id"], "category_id": int(rng.choice(CATEGORY_IDS)),
-                "bbox": [float(x), float(y), float(w), float(h)], "area": float(w * h), "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image["id"],
+                    "category_id": int(rng.choice(CATEGORY_IDS)),
+                    "bbox": [float(x), float(y), float(w), float(h)],
+                    "area": float(w * h),
+                    "iscrowd": 0,
+                }
+            )
     annotations[3]["iscrowd"] = 1
     categories = [{"id": c, "name": f"class{c}"} for c in CATEGORY_IDS]
     return {"images": images, "annotations": annotations, "categories": categories}
@@ -59,17 +65,25 @@ def make_detections(gt: dict, seed: int = 1) -> list[dict]:
         x, y, w, h = ann["bbox"]
         jitter = rng.normal(0.0, 0.08, size=4) * [w, h, w, h]
         category = ann["category_id"] if rng.uniform() > 0.1 else int(rng.choice(CATEGORY_IDS))
-        detections.append({
-            "image_id": ann["image_id"], "category_id": category, "score": float(rng.uniform(0.2, 1.0)),
-            "bbox": [x + jitter[0], y + jitter[1], max(1.0, w + jitter[2]), max(1.0, h + jitter[3])],
-        })
+        detections.append(
+            {
+                "image_id": ann["image_id"],
+                "category_id": category,
+                "score": float(rng.uniform(0.2, 1.0)),
+                "bbox": [x + jitter[0], y + jitter[1], max(1.0, w + jitter[2]), max(1.0, h + jitter[3])],
+            }
+        )
     for image in gt["images"]:
         for _ in range(int(rng.integers(0, 4))):
             w, h = rng.uniform(8, 200, size=2)
-            detections.append({
-                "image_id": image["id"], "category_id": int(rng.choice(CATEGORY_IDS)), "score": float(rng.uniform(0.0, 0.6)),
-                "bbox": [float(rng.uniform(0, 640 - w)), float(rng.uniform(0, 480 - h)), float(w), float(h)],
-            })
+            detections.append(
+                {
+                    "image_id": image["id"],
+                    "category_id": int(rng.choice(CATEGORY_IDS)),
+                    "score": float(rng.uniform(0.0, 0.6)),
+                    "bbox": [float(rng.uniform(0, 640 - w)), float(rng.uniform(0, 480 - h)), float(w), float(h)],
+                }
+            )
     return detections
 
 
@@ -125,7 +139,8 @@ def test_perfect_detections() -> None:
     gt = make_gt()
     detections = [
         {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]), "score": 0.9}
-        for a in gt["annotations"] if not a["iscrowd"]
+        for a in gt["annotations"]
+        if not a["iscrowd"]
     ]
     metrics = coco_evaluate(gt, detections)
     assert metrics["map"] == 1.0 and metrics["map_50"] == 1.0 and metrics["mar_100"] == 1.0
@@ -179,15 +194,27 @@ def test_accumulator_round_trip() -> None:
         [torch.tensor([0.9, 0.3]), torch.zeros(0)],
         [torch.tensor([3, 7]), torch.zeros(0, dtype=torch.int64)],
     )
-    accumulator.add(torch.tensor([8]), [torch.tensor([[100.0, 50.0, 300.0, 80.0]])], [torch.tensor([0.123456789])], [torch.tensor([1])])
+    accumulator.add(
+        torch.tensor([8]),
+        [torch.tensor([[100.0, 50.0, 300.0, 80.0]])],
+        [torch.tensor([0.123456789])],
+        [torch.tensor([1])],
+    )
     results = accumulator.results()
     assert len(accumulator) == 3
     assert results == [
         {"image_id": 5, "category_id": 3, "bbox": [10.0, 20.0, 30.0, 40.0], "score": pytest.approx(0.9, abs=1e-6)},
         {"image_id": 5, "category_id": 7, "bbox": [0.0, 0.0, 1.5, 2.25], "score": pytest.approx(0.3, abs=1e-6)},
-        {"image_id": 8, "category_id": 1, "bbox": [100.0, 50.0, 200.0, 30.0], "score": pytest.approx(0.12346, abs=1e-6)},
+        {
+            "image_id": 8,
+            "category_id": 1,
+            "bbox": [100.0, 50.0, 200.0, 30.0],
+            "score": pytest.approx(0.12346, abs=1e-6),
+        },
     ]
-    assert all(type(r["image_id"]) is int and type(r["category_id"]) is int and type(r["score"]) is float for r in results)
+    assert all(
+        type(r["image_id"]) is int and type(r["category_id"]) is int and type(r["score"]) is float for r in results
+    )
     accumulator.reset()
     assert accumulator.results() == [] and len(accumulator) == 0
 
@@ -200,7 +227,12 @@ def test_accumulator_feeds_coco_evaluate() -> None:
         anns = [a for a in gt["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]]
         xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float64)
         xyxy = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1).float()
-        accumulator.add(torch.tensor([image["id"]]), [xyxy], [torch.full((len(anns),), 0.8)], [torch.tensor([a["category_id"] for a in anns])])
+        accumulator.add(
+            torch.tensor([image["id"]]),
+            [xyxy],
+            [torch.full((len(anns),), 0.8)],
+            [torch.tensor([a["category_id"] for a in anns])],
+        )
     assert coco_evaluate(gt, accumulator.results())["map"] == pytest.approx(1.0, abs=1e-9)
 
 
@@ -214,7 +246,12 @@ def test_images_the_loader_skipped_leave_the_metrics() -> None:
         anns = [a for a in gt["annotations"] if a["image_id"] == image["id"] and not a["iscrowd"]]
         xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float64).reshape(-1, 4)
         xyxy = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1).float()
-        accumulator.add(torch.tensor([image["id"]]), [xyxy], [torch.full((len(anns),), 0.8)], [torch.tensor([a["category_id"] for a in anns])])
+        accumulator.add(
+            torch.tensor([image["id"]]),
+            [xyxy],
+            [torch.full((len(anns),), 0.8)],
+            [torch.tensor([a["category_id"] for a in anns])],
+        )
     assert any(a["image_id"] == skipped and not a["iscrowd"] for a in gt["annotations"])
     assert coco_evaluate(gt, accumulator.results())["mar_100"] < 1.0  # counted as misses
     evaluated = accumulator.evaluated_ground_truth(gt)
@@ -228,7 +265,12 @@ def test_accumulator_keeps_first_copy_of_repeated_image() -> None:
     accumulator = DetectionAccumulator()
     box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
     accumulator.add(torch.tensor([1]), [box], [torch.tensor([0.5])], [torch.tensor([1])])
-    accumulator.add(torch.tensor([1, 2]), [box, box], [torch.tensor([0.7]), torch.tensor([0.6])], [torch.tensor([1]), torch.tensor([1])])
+    accumulator.add(
+        torch.tensor([1, 2]),
+        [box, box],
+        [torch.tensor([0.7]), torch.tensor([0.6])],
+        [torch.tensor([1]), torch.tensor([1])],
+    )
     assert [(r["image_id"], r["score"]) for r in accumulator.results()] == [(1, 0.5), (2, 0.6)]
     accumulator.gather()  # no process group: nothing changes
     assert len(accumulator) == 2
@@ -273,7 +315,9 @@ def _gather_worker(rank: int, world_size: int, init_file: str, out: Any) -> None
 def test_gather_across_two_processes(tmp_path: Path) -> None:
     # fork: the workers need this test module, which spawned interpreters could not import.
     queue = torch.multiprocessing.get_context("fork").SimpleQueue()
-    torch.multiprocessing.start_processes(_gather_worker, args=(2, str(tmp_path / "init"), queue), nprocs=2, start_method="fork")
+    torch.multiprocessing.start_processes(
+        _gather_worker, args=(2, str(tmp_path / "init"), queue), nprocs=2, start_method="fork"
+    )
     results = dict(queue.get() for _ in range(2))
     expected = [(1, 0.1), (3, 0.1), (2, 0.2)]
     assert results[0] == expected and results[1] == expected

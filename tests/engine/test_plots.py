@@ -103,9 +103,15 @@ def test_match_detections_maps_category_ids_and_drops_low_scores(tmp_path: Path)
     ]
     outcomes = match_detections(dataset, detections, score_threshold=0.3)
     assert [o.record.image_id for o in outcomes] == [1, 2, 3]
-    assert [(o.missed, o.false_positives, o.wrong_class, o.errors) for o in outcomes] == [(0, 0, 0, 0), (1, 0, 1, 2), (2, 1, 0, 3)]
+    assert [(o.missed, o.false_positives, o.wrong_class, o.errors) for o in outcomes] == [
+        (0, 0, 0, 0),
+        (1, 0, 1, 2),
+        (2, 1, 0, 3),
+    ]
     assert outcomes[0].classes.tolist() == [0] and outcomes[0].boxes.tolist() == [box(2, 4, 16, 16)]
-    total = confusion_matrix(np.concatenate([o.true for o in outcomes]), np.concatenate([o.predicted for o in outcomes]), 2)
+    total = confusion_matrix(
+        np.concatenate([o.true for o in outcomes]), np.concatenate([o.predicted for o in outcomes]), 2
+    )
     assert total.tolist() == [[2, 1, 3], [0, 0, 0], [0, 1, 0]]
     assert [o.record.image_id for o in worst_first(outcomes)] == [3, 2, 1]
 
@@ -116,7 +122,10 @@ def test_worst_first_breaks_ties_by_mean_iou(tmp_path: Path) -> None:
     def outcome(image_id: int, true: list[int], predicted: list[int], ious: list[float]) -> ImageOutcome:
         r = ImageRecord(image_id, record.file, 64, 48)
         empty = np.zeros((0, 4))
-        return ImageOutcome(r, empty, np.zeros(0, np.int64), np.zeros(0), np.array(true), np.array(predicted), np.array(ious))
+        return ImageOutcome(
+            r, empty, np.zeros(0, np.int64), np.zeros(0), np.array(true), np.array(predicted), np.array(ious)
+        )
+
     good = outcome(1, [0, 0], [0, BG], [0.9, 0.0])  # one miss, matched at 0.9
     poor = outcome(2, [0, 0], [0, BG], [0.6, 0.0])  # one miss, matched at 0.6
     nothing = outcome(3, [0], [BG], [0.0])  # one miss, nothing matched: mean IoU 0
@@ -163,11 +172,16 @@ def is_png_with_content(path: Path) -> bool:
 
 def test_figures(tmp_path: Path) -> None:
     gt = make_set(tmp_path).to_coco_gt()
-    detections = [coco(a["image_id"], [a["bbox"][0], a["bbox"][1], a["bbox"][0] + 16, a["bbox"][1] + 16], 3, 0.5 + 0.01 * a["id"])
-                  for a in gt["annotations"][1:]]
+    detections = [
+        coco(a["image_id"], [a["bbox"][0], a["bbox"][1], a["bbox"][0] + 16, a["bbox"][1] + 16], 3, 0.5 + 0.01 * a["id"])
+        for a in gt["annotations"][1:]
+    ]
     curves = precision_recall_curves(gt, detections, ["cat", "dog"])
     plot_pr_curves(curves, tmp_path / "pr.png", ["cat", "dog"])
-    assert is_png_with_content(tmp_path / "pr.png") and imread(tmp_path / "pr.png").shape[1] > 1.8 * imread(tmp_path / "pr.png").shape[0]
+    assert (
+        is_png_with_content(tmp_path / "pr.png")
+        and imread(tmp_path / "pr.png").shape[1] > 1.8 * imread(tmp_path / "pr.png").shape[0]
+    )
     matrix = np.array([[3, 1, 0], [0, 2, 1], [4, 0, 0]])
     plot_confusion_matrix(matrix, ["a", "b"], tmp_path / "cm.png", 0.3)
     assert is_png_with_content(tmp_path / "cm.png")

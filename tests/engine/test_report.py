@@ -91,8 +91,23 @@ def test_series_skips_empty_cells() -> None:
 
 
 def test_results_png_shows_every_loss_term_learning_rate_and_map() -> None:
-    header = ["epoch", "step", "lr-SGD", "lr-SGD/pg1", "train/loss", "train/loss_bbox", "train/loss_cls", "val/loss",
-              "val/loss_bbox", "val/loss_cls", "val/map", "val/map_50", "val/map_75", "val/map_small", "val/mar_100"]
+    header = [
+        "epoch",
+        "step",
+        "lr-SGD",
+        "lr-SGD/pg1",
+        "train/loss",
+        "train/loss_bbox",
+        "train/loss_cls",
+        "val/loss",
+        "val/loss_bbox",
+        "val/loss_cls",
+        "val/map",
+        "val/map_50",
+        "val/map_75",
+        "val/map_small",
+        "val/mar_100",
+    ]
     columns = {name: [0.0, 1.0] for name in header}
     panels = {kind: [name for name, _ in lines] for _, _, lines, kind in report.training_panels(columns)}
     assert panels == {

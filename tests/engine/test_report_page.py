@@ -24,7 +24,12 @@ from multibox.errors import MultiboxError
 
 
 def test_render_markdown_and_html_escape_and_align() -> None:
-    blocks = [Heading("Scores"), "a < b", Table(["name", "AP"], [["cat|dog", "0.5000"], ["fox", "n/a"]]), Picture("x y.png", "the <plot>")]
+    blocks = [
+        Heading("Scores"),
+        "a < b",
+        Table(["name", "AP"], [["cat|dog", "0.5000"], ["fox", "n/a"]]),
+        Picture("x y.png", "the <plot>"),
+    ]
     markdown = render_markdown("Report", blocks)
     assert markdown.splitlines()[:4] == ["# Report", "", "## Scores", ""]
     assert "| name | AP |\n|---|---:|\n| cat\\|dog | 0.5000 |\n| fox | n/a |" in markdown
@@ -42,8 +47,15 @@ def val_set(tmp_path_factory: pytest.TempPathFactory) -> DetectionSet:
 
 
 def perfect_detections(gt: dict) -> list[dict]:
-    return [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]), "score": 0.9 - 0.01 * a["id"]}
-            for a in gt["annotations"]]
+    return [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "bbox": list(a["bbox"]),
+            "score": 0.9 - 0.01 * a["id"],
+        }
+        for a in gt["annotations"]
+    ]
 
 
 def table_rows(markdown: str, first_header: str) -> dict[str, list[str]]:
@@ -51,7 +63,7 @@ def table_rows(markdown: str, first_header: str) -> dict[str, list[str]]:
     lines = markdown.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
     rows = {}
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
@@ -65,7 +77,9 @@ def test_evaluation_report_matches_its_numbers(val_set: DetectionSet, tmp_path: 
     missed, confused = gt["annotations"][0], gt["annotations"][-1]
     assert missed["image_id"] != confused["image_id"]
     detections = [d for d in detections if d["score"] != 0.9 - 0.01 * missed["id"]]  # one miss ...
-    detections.append({"image_id": missed["image_id"], "category_id": gt["categories"][0]["id"], "bbox": [0, 0, 9, 9], "score": 0.8})  # ... a false alarm
+    detections.append(
+        {"image_id": missed["image_id"], "category_id": gt["categories"][0]["id"], "bbox": [0, 0, 9, 9], "score": 0.8}
+    )  # ... a false alarm
     wrong = next(c["id"] for c in gt["categories"] if c["id"] != confused["category_id"])
     detections[-2] = {**detections[-2], "category_id": wrong}  # and one box with the wrong class
     metrics = coco_evaluate(gt, detections, val_set.class_names)
@@ -123,11 +137,24 @@ def tiny_checkpoint(run: Path, data: Path) -> Path:
     """A random-weight checkpoint of a tiny SSDLite, in a run folder as training leaves it."""
     from multibox.engine.module import DetectionModule
 
-    paths = [f"data.{split}.{key}={data / ('images' if key == 'images' else 'annotations.json')}"
-             for split in ("train", "val") for key in ("images", "annotations")]
-    config = load_config(None, [*paths, "model.name=ssdlite320_mobilenet_v3_large", "model.width_mult=0.25",
-                                "data.input_size=[64,64]", "data.num_workers=0", "train.progress=false",
-                                "train.accelerator=cpu", "eval.max_detections=20"])
+    paths = [
+        f"data.{split}.{key}={data / ('images' if key == 'images' else 'annotations.json')}"
+        for split in ("train", "val")
+        for key in ("images", "annotations")
+    ]
+    config = load_config(
+        None,
+        [
+            *paths,
+            "model.name=ssdlite320_mobilenet_v3_large",
+            "model.width_mult=0.25",
+            "data.input_size=[64,64]",
+            "data.num_workers=0",
+            "train.progress=false",
+            "train.accelerator=cpu",
+            "eval.max_detections=20",
+        ],
+    )
     dataset = load_coco(data / "images", data / "annotations.json")
     module = DetectionModule(config.to_dict(), dataset.class_names, dataset.category_ids)
     (run / "checkpoints").mkdir(parents=True)
@@ -137,15 +164,27 @@ def tiny_checkpoint(run: Path, data: Path) -> Path:
     return path
 
 
-def test_eval_plots_cli(val_set: DetectionSet, tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread: None) -> None:
+def test_eval_plots_cli(
+    val_set: DetectionSet, tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread: None
+) -> None:
     weights = tiny_checkpoint(tmp_path / "run", val_set.records[0].file.parent.parent)
     assert main(["eval", "--weights", str(weights), "--plots", "--plot-conf", "0.05"]) == 0
     out = tmp_path / "run" / "eval"
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
-    for name in ("report.md", "report.html", "metrics.json", "results.png", "pr_curves.png", "confusion_matrix.png", "gallery.json"):
+    for name in (
+        "report.md",
+        "report.html",
+        "metrics.json",
+        "results.png",
+        "pr_curves.png",
+        "confusion_matrix.png",
+        "gallery.json",
+    ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert json.loads((out / "pr_curves.json").read_text())["iou"]["0.50"]["ap"] == pytest.approx(metrics["map_50"], abs=1e-9)
+    assert json.loads((out / "pr_curves.json").read_text())["iou"]["0.50"]["ap"] == pytest.approx(
+        metrics["map_50"], abs=1e-9
+    )
     assert json.loads((out / "confusion_matrix.json").read_text())["score_threshold"] == 0.05
     assert len(list((out / "gallery").glob("*.jpg"))) == 6
 
@@ -180,5 +219,7 @@ def test_training_writes_the_report(tiny_run: Path) -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     for name in ("report.md", "report.html", "results.png", "pr_curves.png", "confusion_matrix.png", "gallery.json"):
         assert (run / name).is_file(), name
-    assert json.loads((run / "pr_curves.json").read_text())["iou"]["0.75"]["ap"] == pytest.approx(metrics["map_75"], abs=1e-9)
+    assert json.loads((run / "pr_curves.json").read_text())["iou"]["0.75"]["ap"] == pytest.approx(
+        metrics["map_75"], abs=1e-9
+    )
     assert "](results.png)" in (run / "report.md").read_text()

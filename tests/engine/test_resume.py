@@ -25,14 +25,30 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def tiny_config(root: Path, out: Path, workers: int):
-    return load_config(None, [
-        "model.name=ssdlite320_mobilenet_v3_large", "model.width_mult=0.25", "data.input_size=[64,64]",
-        f"data.train.images={root}/train/images", f"data.train.annotations={root}/train/annotations.json",
-        f"data.val.images={root}/val/images", f"data.val.annotations={root}/val/annotations.json",
-        "data.batch_size=4", f"data.num_workers={workers}", "data.augment=ssd", "train.epochs=2",
-        "train.accelerator=cpu", "train.progress=false", "optimizer.name=sgd", "optimizer.lr=0.01",
-        "scheduler.name=cosine", "scheduler.warmup_steps=2", "train.seed=3", f"train.output_dir={out}",
-    ])
+    return load_config(
+        None,
+        [
+            "model.name=ssdlite320_mobilenet_v3_large",
+            "model.width_mult=0.25",
+            "data.input_size=[64,64]",
+            f"data.train.images={root}/train/images",
+            f"data.train.annotations={root}/train/annotations.json",
+            f"data.val.images={root}/val/images",
+            f"data.val.annotations={root}/val/annotations.json",
+            "data.batch_size=4",
+            f"data.num_workers={workers}",
+            "data.augment=ssd",
+            "train.epochs=2",
+            "train.accelerator=cpu",
+            "train.progress=false",
+            "optimizer.name=sgd",
+            "optimizer.lr=0.01",
+            "scheduler.name=cosine",
+            "scheduler.warmup_steps=2",
+            "train.seed=3",
+            f"train.output_dir={out}",
+        ],
+    )
 
 
 class CrashAtSecondEpoch(L.Callback):

@@ -30,7 +30,9 @@ def test_multistep_with_warmup():
 
 def test_cosine_with_warmup():
     # 40 steps, warmup 4 from 0.2; floor 0.1. Warmup multiplies the cosine, which already runs from step 0.
-    f = _schedule("cosine", "scheduler.min_lr_ratio=0.1", "scheduler.warmup_steps=4", "scheduler.warmup_factor=0.2", epochs=4)
+    f = _schedule(
+        "cosine", "scheduler.min_lr_ratio=0.1", "scheduler.warmup_steps=4", "scheduler.warmup_factor=0.2", epochs=4
+    )
     cosine = lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / 40))  # noqa: E731
     assert f(0) == pytest.approx(0.2)
     assert f(2) == pytest.approx(0.6 * cosine(2))
@@ -42,8 +44,13 @@ def test_cosine_with_warmup():
 
 def test_onecycle_rises_then_anneals():
     # 100 steps, pct_start 0.25: linear 0.04 -> 1 over steps 0..25, then cosine over the remaining 75 steps to 0.05.
-    f = _schedule("onecycle", "scheduler.pct_start=0.25", "scheduler.warmup_factor=0.04", "scheduler.min_lr_ratio=0.05",
-                  "scheduler.warmup_steps=7")  # warmup_steps is ignored by onecycle
+    f = _schedule(
+        "onecycle",
+        "scheduler.pct_start=0.25",
+        "scheduler.warmup_factor=0.04",
+        "scheduler.min_lr_ratio=0.05",
+        "scheduler.warmup_steps=7",
+    )  # warmup_steps is ignored by onecycle
     assert f(0) == pytest.approx(0.04)
     assert f(10) == pytest.approx(0.04 + 0.96 * 10 / 25)
     assert f(25) == pytest.approx(1.0)
@@ -60,22 +67,47 @@ def test_constant_with_warmup():
 
 def _batches(count: int) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
-    return [{"images": torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=g),
-             "boxes": torch.tensor([[[0.1, 0.1, 0.5, 0.6]], [[0.3, 0.2, 0.9, 0.7]]]),
-             "labels": torch.tensor([[1], [2]])} for _ in range(count)]
+    return [
+        {
+            "images": torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=g),
+            "boxes": torch.tensor([[[0.1, 0.1, 0.5, 0.6]], [[0.3, 0.2, 0.9, 0.7]]]),
+            "labels": torch.tensor([[1], [2]]),
+        }
+        for _ in range(count)
+    ]
 
 
 @pytest.mark.parametrize("name", ["multistep", "cosine", "onecycle", "constant"])
 def test_logged_learning_rate_follows_the_schedule(name, tmp_path, one_thread):
     """2 epochs x 4 steps: the rate Lightning logs at each step is base lr x the schedule at that step."""
-    config = load_config(None, [
-        "model.name=custom", "model.backbone=mobilenet_v3_large", "model.width_mult=0.25", "model.strides=[8,16,32]",
-        "anchors.box_sizes=[[16],[32],[48]]", "data.input_size=[64,64]", "train.epochs=2", "optimizer.lr=0.1",
-        f"scheduler.name={name}", "scheduler.warmup_steps=3", "scheduler.milestones=[1]", "scheduler.min_lr_ratio=0.1",
-    ])
+    config = load_config(
+        None,
+        [
+            "model.name=custom",
+            "model.backbone=mobilenet_v3_large",
+            "model.width_mult=0.25",
+            "model.strides=[8,16,32]",
+            "anchors.box_sizes=[[16],[32],[48]]",
+            "data.input_size=[64,64]",
+            "train.epochs=2",
+            "optimizer.lr=0.1",
+            f"scheduler.name={name}",
+            "scheduler.warmup_steps=3",
+            "scheduler.milestones=[1]",
+            "scheduler.min_lr_ratio=0.1",
+        ],
+    )
     module = DetectionModule(config.to_dict(), ["a", "b"], [1, 2])
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=CSVLogger(tmp_path, name="", version=""), log_every_n_steps=1,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path, name="", version=""),
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(module, train_dataloaders=DataLoader(_batches(4), batch_size=None))
     with open(tmp_path / "metrics.csv") as file:
         logged = {int(row["step"]): float(row["lr"]) for row in csv.DictReader(file) if row["lr"]}

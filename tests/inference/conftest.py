@@ -16,7 +16,12 @@ def make_detector(tiny_checkpoint):
     loaded = load_checkpoint(tiny_checkpoint)
 
     def make(**options) -> Detector:
-        return Detector(copy.deepcopy(loaded.detector), tuple(loaded.config.data.input_size), loaded.class_names,
-                        loaded.category_ids, **{"device": "cpu", **options})
+        return Detector(
+            copy.deepcopy(loaded.detector),
+            tuple(loaded.config.data.input_size),
+            loaded.class_names,
+            loaded.category_ids,
+            **{"device": "cpu", **options},
+        )
 
     return make

@@ -11,7 +11,9 @@ from multibox.inference.bench import STAGES, Timing, bench_table, median_ms
 
 def test_median_ms_times_a_known_call():
     calls = []
-    elapsed = median_ms(lambda: (calls.append(1), time.sleep(0.02)), warmup=1, repeat=3, device=__import__("torch").device("cpu"))
+    elapsed = median_ms(
+        lambda: (calls.append(1), time.sleep(0.02)), warmup=1, repeat=3, device=__import__("torch").device("cpu")
+    )
     assert len(calls) == 4 and 20.0 <= elapsed < 200.0
 
 
@@ -24,10 +26,25 @@ def test_timing_and_table_rows():
 
 def test_cli_bench_times_every_stage_in_both_runtimes(tmp_path, one_thread, capsys):
     config = tmp_path / "tiny.yaml"
-    config.write_text("model: {name: ssdlite320_mobilenet_v3_large, width_mult: 0.25, num_classes: 3}\n"
-                      "data: {input_size: [64, 64]}\n")
+    config.write_text(
+        "model: {name: ssdlite320_mobilenet_v3_large, width_mult: 0.25, num_classes: 3}\ndata: {input_size: [64, 64]}\n"
+    )
     out = tmp_path / "bench.json"
-    argv = ["bench", "-c", str(config), "--batch-sizes", "1,2", "--device", "cpu", "--warmup", "0", "--repeat", "1", "--json", str(out)]
+    argv = [
+        "bench",
+        "-c",
+        str(config),
+        "--batch-sizes",
+        "1,2",
+        "--device",
+        "cpu",
+        "--warmup",
+        "0",
+        "--repeat",
+        "1",
+        "--json",
+        str(out),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "end-to-end" in printed and "ORT img/s" in printed

@@ -70,7 +70,7 @@ def test_exported_detections_and_eval_equal_the_checkpoint(deploy, tiny_checkpoi
     images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
     reference = _detections(lambda x, s: detector.detect(x.float() / 255.0, s), images)
     for kind in ("onnx", "openvino"):
-        for ours, theirs in zip(_detections(ExportedModel(files[kind]).detect, images), reference):
+        for ours, theirs in zip(_detections(ExportedModel(files[kind]).detect, images), reference, strict=True):
             assert torch.allclose(ours["boxes"], theirs["boxes"], atol=1e-3) and torch.equal(
                 ours["labels"], theirs["labels"]
             )

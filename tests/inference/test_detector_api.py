@@ -40,7 +40,8 @@ def _reference(checkpoint, images, conf, iou=None, max_det=None):
     settings = loaded.detector.settings
     assert settings.score_threshold < 0.05  # evaluation's low threshold, not conf
     loaded.detector.settings = dataclasses.replace(
-        settings, nms_threshold=iou or settings.nms_threshold, max_detections=max_det or settings.max_detections)
+        settings, nms_threshold=iou or settings.nms_threshold, max_detections=max_det or settings.max_detections
+    )
     transform = build_eval_transform(tuple(loaded.config.data.input_size))
     resized = [transform(im, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))[0] for im in images]
     batch = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float() / 255
@@ -83,8 +84,13 @@ def test_every_input_type_gives_the_same_detections(make_detector, tmp_path):
     detector = make_detector(conf=CONF)
     expected = detector(image)
     assert len(expected) == 1 and len(expected[0]) > 0
-    inputs = [str(path), path, Image.open(path), torch.from_numpy(image).permute(2, 0, 1),
-              torch.from_numpy(image).permute(2, 0, 1).float() / 255]
+    inputs = [
+        str(path),
+        path,
+        Image.open(path),
+        torch.from_numpy(image).permute(2, 0, 1),
+        torch.from_numpy(image).permute(2, 0, 1).float() / 255,
+    ]
     for item in inputs:
         (found,) = detector(item)
         np.testing.assert_array_equal(found.boxes, expected[0].boxes)
@@ -126,14 +132,25 @@ def test_class_filter_keeps_max_det_places_for_the_chosen_classes(make_detector)
 def test_detections_to_coco_and_yolo():
     found = Detections(
         boxes=np.array([[10.0, 20.0, 50.0, 40.0], [0.0, 0.0, 100.0, 80.0]], np.float32),
-        scores=np.array([0.9, 0.51234], np.float32), labels=np.array([2, 0]), names=["c", "a"],
-        category_ids=np.array([7, 1]), image_size=(80, 100),
+        scores=np.array([0.9, 0.51234], np.float32),
+        labels=np.array([2, 0]),
+        names=["c", "a"],
+        category_ids=np.array([7, 1]),
+        image_size=(80, 100),
     )
     coco = found.to_coco(4, "x/y.jpg")
-    assert coco[0] == {"image_id": 4, "file_name": "x/y.jpg", "category_id": 7, "bbox": [10.0, 20.0, 40.0, 20.0], "score": 0.9}
+    assert coco[0] == {
+        "image_id": 4,
+        "file_name": "x/y.jpg",
+        "category_id": 7,
+        "bbox": [10.0, 20.0, 40.0, 20.0],
+        "score": 0.9,
+    }
     assert coco[1]["bbox"] == [0.0, 0.0, 100.0, 80.0] and coco[1]["score"] == 0.5123
-    assert found.to_yolo().splitlines() == ["2 0.300000 0.375000 0.400000 0.250000 0.9000",
-                                            "0 0.500000 0.500000 1.000000 1.000000 0.5123"]
+    assert found.to_yolo().splitlines() == [
+        "2 0.300000 0.375000 0.400000 0.250000 0.9000",
+        "0 0.500000 0.500000 1.000000 1.000000 0.5123",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -155,8 +172,12 @@ def test_bad_options_are_one_line_errors(make_detector, options, message):
 def test_bad_inputs_are_one_line_errors(make_detector, tmp_path):
     detector = make_detector()
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
-    cases = [(tmp_path / "missing.jpg", "missing.jpg: image not found"), (tmp_path / "broken.jpg", "broken.jpg: cannot read image"),
-             (np.zeros((8, 8, 2), np.uint8), "expected HxWx3 uint8 RGB"), (torch.full((3, 8, 8), 2.0), "uint8 or float in [0, 1]")]
+    cases = [
+        (tmp_path / "missing.jpg", "missing.jpg: image not found"),
+        (tmp_path / "broken.jpg", "broken.jpg: cannot read image"),
+        (np.zeros((8, 8, 2), np.uint8), "expected HxWx3 uint8 RGB"),
+        (torch.full((3, 8, 8), 2.0), "uint8 or float in [0, 1]"),
+    ]
     for image, message in cases:
         with pytest.raises(MultiboxError) as excinfo:
             detector(image)

@@ -133,7 +133,9 @@ def test_save_image_unknown_extension(tmp_path: Path) -> None:
 def test_best_label_is_drawn_last_and_labels_shrink_on_small_images() -> None:
     """Issue 14 item 13: a weaker detection's label covered the best one's; labels were too large on small images."""
     boxes = np.array([[10, 30, 60, 60], [10, 30, 60, 60]], np.float32)
-    image = draw_detections(gray_image(64, 64), boxes, ["a", "b"], scores=np.array([0.9, 0.2]), color_key=np.array([0, 1]))
+    image = draw_detections(
+        gray_image(64, 64), boxes, ["a", "b"], scores=np.array([0.9, 0.2]), color_key=np.array([0, 1])
+    )
     label_pixels = {tuple(p) for p in image[20:30, 11:20].reshape(-1, 3).tolist()}
     assert class_color(0) in label_pixels and class_color(1) not in label_pixels
     from multibox.inference.draw import _style

@@ -43,8 +43,10 @@ def spread_scores(detector: torch.nn.Module, input_size: tuple[int, int]) -> Non
         detector.eval()
         offsets, logits = detector(images)
         head = detector.model.head
-        for levels, scale in ((head.classification_head.module_list, 2.0 / logits.std()),
-                              (head.regression_head.module_list, 1.0 / offsets.std())):  # trained offsets are ~N(0, 1)
+        for levels, scale in (
+            (head.classification_head.module_list, 2.0 / logits.std()),
+            (head.regression_head.module_list, 1.0 / offsets.std()),
+        ):  # trained offsets are ~N(0, 1)
             for level in levels:
                 last = [m for m in level.modules() if isinstance(m, torch.nn.Conv2d)][-1]
                 last.weight *= scale
@@ -56,9 +58,15 @@ def make_checkpoint(path: Path, overrides: list[str], num_classes: int = 3) -> P
     config = load_config(None, overrides)
     detector, _ = build_detector(config, num_classes)
     spread_scores(detector, tuple(config.data.input_size))
-    hparams = {"config": config.to_dict(), "class_names": [f"class{i}" for i in range(num_classes)],
-               "category_ids": list(range(1, num_classes + 1))}
-    torch.save({"hyper_parameters": hparams, "state_dict": {"detector." + k: v for k, v in detector.state_dict().items()}}, path)
+    hparams = {
+        "config": config.to_dict(),
+        "class_names": [f"class{i}" for i in range(num_classes)],
+        "category_ids": list(range(1, num_classes + 1)),
+    }
+    torch.save(
+        {"hyper_parameters": hparams, "state_dict": {"detector." + k: v for k, v in detector.state_dict().items()}},
+        path,
+    )
     return path
 
 
@@ -96,7 +104,9 @@ def _assert_parity(result, nms: bool) -> None:
 
 @pytest.mark.parametrize("nms", [False, True])
 def test_ssdlite_onnx_matches_pytorch_with_dynamic_batch(lite_checkpoint, one_thread, nms):
-    result = export_checkpoint(lite_checkpoint, "onnx", lite_checkpoint.with_suffix(f".{nms}.onnx"), nms=nms, dynamic_batch=True)
+    result = export_checkpoint(
+        lite_checkpoint, "onnx", lite_checkpoint.with_suffix(f".{nms}.onnx"), nms=nms, dynamic_batch=True
+    )
     assert sorted(result.checks) == [1, 2]  # checked at two batch sizes
     _assert_parity(result, nms)
     graph = onnx.load(str(result.path)).graph
@@ -135,12 +145,19 @@ def test_no_box_above_the_threshold_gives_zero_detections(tmp_path, one_thread):
 
 @pytest.mark.parametrize("nms", [False, True])
 def test_torchscript_matches_pytorch(lite_checkpoint, one_thread, nms):
-    result = export_checkpoint(lite_checkpoint, "torchscript", lite_checkpoint.with_suffix(f".{nms}.torchscript"), nms=nms, batch_size=2)
+    result = export_checkpoint(
+        lite_checkpoint, "torchscript", lite_checkpoint.with_suffix(f".{nms}.torchscript"), nms=nms, batch_size=2
+    )
     _assert_parity(result, nms)
     reloaded = torch.jit.load(str(result.path))  # a fresh load runs too, at another batch size
     loaded = load_checkpoint(lite_checkpoint)
-    parity = check_parity(lambda x: [t.numpy() for t in reloaded(torch.from_numpy(x))], loaded.detector,
-                          sample_images((128, 128), 3, seed=1), nms, 1e-4)
+    parity = check_parity(
+        lambda x: [t.numpy() for t in reloaded(torch.from_numpy(x))],
+        loaded.detector,
+        sample_images((128, 128), 3, seed=1),
+        nms,
+        1e-4,
+    )
     assert max(parity.box_diff, parity.score_diff) < 1e-4 and parity.mismatched == 0
 
 
@@ -170,12 +187,18 @@ def test_compare_detections_matches_sets_not_positions():
     reference = [{"boxes": boxes, "scores": torch.tensor([0.9, 0.5, 0.5]), "labels": torch.tensor([1, 2, 3])}]
 
     def padded(b, s, c):
-        return [np.pad(b, ((0, 4 - len(s)), (0, 0)))[None], np.pad(s.astype(np.float32), (0, 4 - len(s)))[None],
-                np.pad(c, (0, 4 - len(s)))[None], np.array([len(s)])]
+        return [
+            np.pad(b, ((0, 4 - len(s)), (0, 0)))[None],
+            np.pad(s.astype(np.float32), (0, 4 - len(s)))[None],
+            np.pad(c, (0, 4 - len(s)))[None],
+            np.array([len(s)]),
+        ]
 
     swapped = padded(boxes.numpy()[[0, 2, 1]], np.array([0.9, 0.5, 0.5]), np.array([1, 3, 2]))  # a tie in another order
     assert compare_detections(swapped, reference, detector, 1e-4) == Parity(0.0, 0.0, 3, 0)
-    moved = padded(boxes.numpy() + [[0, 0, 0, 0.01], [0, 0, 0, 0], [0, 0, 0, 0]], np.array([0.9, 0.5, 0.5]), np.array([1, 2, 3]))
+    moved = padded(
+        boxes.numpy() + [[0, 0, 0, 0.01], [0, 0, 0, 0], [0, 0, 0, 0]], np.array([0.9, 0.5, 0.5]), np.array([1, 2, 3])
+    )
     assert compare_detections(moved, reference, detector, 1e-4).box_diff == pytest.approx(0.01)
     missing = padded(boxes.numpy()[:2], np.array([0.9, 0.5]), np.array([1, 2]))
     assert compare_detections(missing, reference, detector, 1e-4).mismatched == 1
@@ -189,7 +212,12 @@ def test_cli_export_reports_the_difference_and_never_overwrites(lite_checkpoint,
     images = tmp_path / "images"
     images.mkdir()
     cv2.imwrite(str(images / "a.png"), np.random.default_rng(0).integers(0, 256, (70, 50, 3), dtype=np.uint8))
-    assert main(["export", "--weights", str(lite_checkpoint), "--out", str(out), "--force", "--sample-images", str(images)]) == 0
+    assert (
+        main(
+            ["export", "--weights", str(lite_checkpoint), "--out", str(out), "--force", "--sample-images", str(images)]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "parity at batch 1: max |Δbox|" in printed and str(out) in printed
     onnx.checker.check_model(onnx.load(str(out)))

@@ -30,9 +30,13 @@ def nested_images(shapes_dataset, tmp_path):
     return root
 
 
-def test_folder_predictions_load_in_faster_coco_eval_and_equal_the_api(shapes_dataset, tiny_checkpoint, make_detector, tmp_path):
+def test_folder_predictions_load_in_faster_coco_eval_and_equal_the_api(
+    shapes_dataset, tiny_checkpoint, make_detector, tmp_path
+):
     out = tmp_path / "pred"
-    results = predict(tiny_checkpoint, shapes_dataset / "images", out, conf=CONF, batch_size=2, device="cpu", progress=False)
+    results = predict(
+        tiny_checkpoint, shapes_dataset / "images", out, conf=CONF, batch_size=2, device="cpu", progress=False
+    )
     assert json.loads((out / "predictions.json").read_text()) == results and results
 
     gt = COCO(str(shapes_dataset / "annotations.json"))
@@ -57,18 +61,43 @@ def test_folder_predictions_load_in_faster_coco_eval_and_equal_the_api(shapes_da
         drawn, original = cv2.imread(str(out / name)), cv2.imread(str(shapes_dataset / "images" / name))
         assert drawn.shape == original.shape
     assert any(r["file_name"] == "000000.jpg" for r in results)
-    assert np.abs(cv2.imread(str(out / "000000.jpg")).astype(int) - cv2.imread(str(shapes_dataset / "images/000000.jpg"))).max() > 100
+    assert (
+        np.abs(
+            cv2.imread(str(out / "000000.jpg")).astype(int) - cv2.imread(str(shapes_dataset / "images/000000.jpg"))
+        ).max()
+        > 100
+    )
 
 
-def test_recursive_folder_keeps_relative_paths_skips_unreadable_and_writes_yolo_labels(nested_images, tiny_checkpoint, tmp_path):
+def test_recursive_folder_keeps_relative_paths_skips_unreadable_and_writes_yolo_labels(
+    nested_images, tiny_checkpoint, tmp_path
+):
     (nested_images / "sub/broken.png").write_bytes(b"not a png")
     out = tmp_path / "pred"
     with pytest.warns(UserWarning, match="broken.png: cannot read image .*skipped"):
-        results = predict(tiny_checkpoint, nested_images, out, conf=CONF, batch_size=3, device="cpu", progress=False,
-                          save_txt=True, max_det=4)
-    names = ["000000.jpg", "000001.jpg", "000002.jpg", "sub/broken.png", "sub/deeper/000003.jpg", "sub/deeper/000004.jpg"]
+        results = predict(
+            tiny_checkpoint,
+            nested_images,
+            out,
+            conf=CONF,
+            batch_size=3,
+            device="cpu",
+            progress=False,
+            save_txt=True,
+            max_det=4,
+        )
+    names = [
+        "000000.jpg",
+        "000001.jpg",
+        "000002.jpg",
+        "sub/broken.png",
+        "sub/deeper/000003.jpg",
+        "sub/deeper/000004.jpg",
+    ]
     assert {r["file_name"] for r in results} <= set(names) - {"sub/broken.png"}
-    assert {r["image_id"] for r in results if r["file_name"] == "sub/deeper/000004.jpg"} == {6}  # position in sorted order
+    assert {r["image_id"] for r in results if r["file_name"] == "sub/deeper/000004.jpg"} == {
+        6
+    }  # position in sorted order
     for index, name in enumerate(names):
         if name == "sub/broken.png":
             assert not (out / name).exists() and not (out / "labels/sub/broken.txt").exists()
@@ -81,7 +110,9 @@ def test_recursive_folder_keeps_relative_paths_skips_unreadable_and_writes_yolo_
             cls, cx, cy, w, h, score = (float(v) for v in line.split())
             x, y, bw, bh = r["bbox"]
             assert cls + 1 == r["category_id"] and score == pytest.approx(r["score"], abs=1e-4)
-            np.testing.assert_allclose([cx, cy, w, h], [(x + bw / 2) / 64, (y + bh / 2) / 64, bw / 64, bh / 64], atol=1e-3)
+            np.testing.assert_allclose(
+                [cx, cy, w, h], [(x + bw / 2) / 64, (y + bh / 2) / 64, bw / 64, bh / 64], atol=1e-3
+            )
 
 
 def test_out_inside_the_source_folder_is_not_read_back(nested_images, tiny_checkpoint):
@@ -95,8 +126,27 @@ def test_out_inside_the_source_folder_is_not_read_back(nested_images, tiny_check
 
 def test_cli_options_reach_the_detector(shapes_dataset, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "pred"
-    args = ["predict", "--weights", str(tiny_checkpoint), "--source", str(shapes_dataset / "images"), "--out", str(out),
-            "--device", "cpu", "--conf", "0.25", "--iou", "0.3", "--max-det", "2", "--classes", "square,star", "1", "--save-txt"]
+    args = [
+        "predict",
+        "--weights",
+        str(tiny_checkpoint),
+        "--source",
+        str(shapes_dataset / "images"),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--conf",
+        "0.25",
+        "--iou",
+        "0.3",
+        "--max-det",
+        "2",
+        "--classes",
+        "square,star",
+        "1",
+        "--save-txt",
+    ]
     assert main(args) == 0
     results = json.loads((out / "predictions.json").read_text())
     assert f"{len(results)} detections written" in capsys.readouterr().out
@@ -116,8 +166,18 @@ def test_cli_options_reach_the_detector(shapes_dataset, tiny_checkpoint, tmp_pat
     ],
 )
 def test_cli_option_errors_are_one_line(shapes_dataset, tiny_checkpoint, tmp_path, capsys, extra, message):
-    args = ["predict", "--weights", str(tiny_checkpoint), "--source", str(shapes_dataset / "images/000000.jpg"),
-            "--out", str(tmp_path / "pred"), "--device", "cpu", *extra]
+    args = [
+        "predict",
+        "--weights",
+        str(tiny_checkpoint),
+        "--source",
+        str(shapes_dataset / "images/000000.jpg"),
+        "--out",
+        str(tmp_path / "pred"),
+        "--device",
+        "cpu",
+        *extra,
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
@@ -126,8 +186,11 @@ def test_cli_option_errors_are_one_line(shapes_dataset, tiny_checkpoint, tmp_pat
 def test_sources_that_are_not_images_or_videos(tiny_checkpoint, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "empty").mkdir()
-    cases = [(tmp_path / "notes.txt", "notes.txt: not an image or video file name"),
-             (tmp_path / "empty", "empty: no images found"), (tmp_path / "missing", "missing: no such file or folder")]
+    cases = [
+        (tmp_path / "notes.txt", "notes.txt: not an image or video file name"),
+        (tmp_path / "empty", "empty: no images found"),
+        (tmp_path / "missing", "missing: no such file or folder"),
+    ]
     for source, message in cases:
         with pytest.raises(MultiboxError, match=message):
             predict(tiny_checkpoint, source, tmp_path / "out", device="cpu", progress=False)

@@ -21,7 +21,9 @@ FRAMES, FPS = 7, 12.0
 
 def _write_video(path: Path, images: Path) -> None:
     """Seven 64x48 frames: the synthetic shapes images, cropped, one after another."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*("mp4v" if path.suffix == ".mp4" else "MJPG")), FPS, (64, 48))
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*("mp4v" if path.suffix == ".mp4" else "MJPG")), FPS, (64, 48)
+    )
     assert writer.isOpened()
     files = sorted(images.glob("*.jpg"))
     for index in range(FRAMES):
@@ -39,12 +41,16 @@ def _frames(path: Path) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".avi"])
-def test_video_in_annotated_video_and_per_frame_results_out(shapes_dataset, tiny_checkpoint, make_detector, tmp_path, suffix):
+def test_video_in_annotated_video_and_per_frame_results_out(
+    shapes_dataset, tiny_checkpoint, make_detector, tmp_path, suffix
+):
     source = tmp_path / "videos" / f"clip{suffix}"
     source.parent.mkdir()
     _write_video(source, shapes_dataset / "images")
     out = tmp_path / "pred"
-    results = predict(tiny_checkpoint, source, out, conf=CONF, batch_size=3, device="cpu", progress=False, save_txt=True)
+    results = predict(
+        tiny_checkpoint, source, out, conf=CONF, batch_size=3, device="cpu", progress=False, save_txt=True
+    )
 
     assert json.loads((out / "predictions.json").read_text()) == results
     capture = cv2.VideoCapture(str(out / source.name))
@@ -60,7 +66,11 @@ def test_video_in_annotated_video_and_per_frame_results_out(shapes_dataset, tiny
         expected += found.to_coco(index + 1, f"clip{suffix}#{index:06d}")
     assert results and len(results) == len(expected)
     for got, want in zip(results, expected, strict=True):
-        assert (got["image_id"], got["file_name"], got["category_id"]) == (want["image_id"], want["file_name"], want["category_id"])
+        assert (got["image_id"], got["file_name"], got["category_id"]) == (
+            want["image_id"],
+            want["file_name"],
+            want["category_id"],
+        )
         np.testing.assert_allclose(got["bbox"], want["bbox"], atol=0.02)
     assert sorted(p.name for p in (out / "labels").iterdir()) == [f"clip_{i:06d}.txt" for i in range(FRAMES)]
     assert np.abs(annotated[0].astype(int) - frames[0]).max() > 100  # boxes were drawn
@@ -76,5 +86,20 @@ def test_video_errors(shapes_dataset, tiny_checkpoint, tmp_path, capsys):
     source = tmp_path / "clip.avi"  # --out beside the video would overwrite it
     _write_video(source, shapes_dataset / "images")
     before = source.read_bytes()
-    assert main(["predict", "--weights", str(tiny_checkpoint), "--source", str(source), "--out", str(tmp_path), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(tiny_checkpoint),
+                "--source",
+                str(source),
+                "--out",
+                str(tmp_path),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "overwrite the originals" in capsys.readouterr().err and source.read_bytes() == before

@@ -60,7 +60,12 @@ def _multibox(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 DATA = {
-    "voc": ["data.train.images=voc", "data.train.annotations=trainval", "data.val.images=voc", "data.val.annotations=test"],
+    "voc": [
+        "data.train.images=voc",
+        "data.train.annotations=trainval",
+        "data.val.images=voc",
+        "data.val.annotations=test",
+    ],
     "coco": [
         "data.train.images=coco/images",
         "data.train.annotations=coco/annotations.json",

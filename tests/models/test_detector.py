@@ -24,7 +24,9 @@ def test_ssd300_vgg16_detections_equal_torchvision():
     images = [torch.rand(3, 240, 320), torch.rand(3, 310, 280)]
     with torch.no_grad():
         expected = reference(images)
-        resized = torch.cat([F.interpolate(im[None], size=(300, 300), mode="bilinear", align_corners=False) for im in images])
+        resized = torch.cat(
+            [F.interpolate(im[None], size=(300, 300), mode="bilinear", align_corners=False) for im in images]
+        )
         ours = detector.detect(resized, torch.tensor([im.shape[-2:] for im in images]))
 
     for mine, theirs in zip(ours, expected, strict=True):
@@ -69,9 +71,18 @@ def test_pixel_sizes_on_a_non_square_input_are_normalised_per_side():
     from multibox.boxes.anchors import default_boxes
     from multibox.models.detector import resolve_layout
 
-    config = load_config(None, ["model.name=ssd300_vgg16", "data.input_size=[2160,3840]",
-                                "anchors.sizes=[21,45,99,153,207,261,315]", "anchors.steps=[8,16,32,64,100,300]"])
-    boxes = default_boxes(resolve_layout(config), [(270, 480), (135, 240), (68, 120), (34, 60), (32, 58), (30, 56)], (2160, 3840))
+    config = load_config(
+        None,
+        [
+            "model.name=ssd300_vgg16",
+            "data.input_size=[2160,3840]",
+            "anchors.sizes=[21,45,99,153,207,261,315]",
+            "anchors.steps=[8,16,32,64,100,300]",
+        ],
+    )
+    boxes = default_boxes(
+        resolve_layout(config), [(270, 480), (135, 240), (68, 120), (34, 60), (32, 58), (30, 56)], (2160, 3840)
+    )
     first = boxes[0]  # the 21-px square box of the first cell, centre (4, 4) px
     torch.testing.assert_close(first, torch.tensor([4 / 3840, 4 / 2160, 21 / 3840, 21 / 2160]))
 
@@ -92,8 +103,14 @@ def test_ssdlite320_mobilenet_v3_large_detections_equal_torchvision(one_thread):
             block[-1].weight.normal_(0.0, 0.01)
             block[-1].bias.uniform_(-2.0, 2.0)
     reference.eval()
-    overrides = ["model.name=ssdlite320_mobilenet_v3_large", "data.input_size=[320,320]", "eval.score_threshold=0.001",
-                 "eval.nms_threshold=0.55", "eval.topk_candidates=300", "eval.max_detections=300"]
+    overrides = [
+        "model.name=ssdlite320_mobilenet_v3_large",
+        "data.input_size=[320,320]",
+        "eval.score_threshold=0.001",
+        "eval.nms_threshold=0.55",
+        "eval.topk_candidates=300",
+        "eval.max_detections=300",
+    ]
     detector, spec = build_detector(load_config(None, overrides), num_classes=4)
     assert spec.num_boxes == 3234
     detector.model.load_state_dict(reference.state_dict())
@@ -101,7 +118,9 @@ def test_ssdlite320_mobilenet_v3_large_detections_equal_torchvision(one_thread):
 
     with torch.no_grad():
         expected = reference(images)
-        resized = torch.cat([F.interpolate(im[None], size=(320, 320), mode="bilinear", align_corners=False) for im in images])
+        resized = torch.cat(
+            [F.interpolate(im[None], size=(320, 320), mode="bilinear", align_corners=False) for im in images]
+        )
         ours = detector.detect(resized, torch.tensor([im.shape[-2:] for im in images]))
     for mine, theirs in zip(ours, expected, strict=True):
         assert len(torch.unique(theirs["scores"])) == len(theirs["scores"])  # no ties: the comparison is exact

@@ -20,7 +20,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_seed_000_config_gives_one_pixel_sized_box_per_location():
     config = load_config(SEED_000)
-    assert (config.model.backbone, config.model.strides, config.model.head) == ("mobilenet_v2", [8, 16, 32, 64], "ssdlite")
+    assert (config.model.backbone, config.model.strides, config.model.head) == (
+        "mobilenet_v2",
+        [8, 16, 32, 64],
+        "ssdlite",
+    )
     assert config.data.val_split == 0.15
     detector, spec = build_detector(config, 3)
     assert spec.feature_sizes == [(64, 64), (32, 32), (16, 16), (8, 8)]
@@ -29,7 +33,7 @@ def test_seed_000_config_gives_one_pixel_sized_box_per_location():
     sizes = detector.default_boxes[:, 2:] * 512
     starts = [0, 4096, 5120, 5376, 5440]
     for level, size in enumerate([25.0, 38.0, 58.0, 87.0]):
-        level_sizes = sizes[starts[level]:starts[level + 1]]
+        level_sizes = sizes[starts[level] : starts[level + 1]]
         torch.testing.assert_close(level_sizes, torch.full_like(level_sizes, size))
     torch.testing.assert_close(detector.default_boxes[0, :2] * 512, torch.tensor([4.0, 4.0]))  # stride-8 centre
     # Taps at the last layer of each stride: 32 ch (features[:7]), 96 (features[:14]), 1280 (features), extra 256.
@@ -50,9 +54,18 @@ def test_outputs_line_up_with_default_boxes_on_a_non_square_input():
 
 
 def test_resnet50_backbone_with_five_levels_and_an_ssd_head():
-    config = load_config(None, ["model.name=custom", "model.backbone=resnet50", "model.strides=[8,16,32,64,128]",
-                                "model.head=ssd", "data.input_size=[256,256]",
-                                "anchors.box_sizes=[[24,32],[48],[96],[160],[224]]", "anchors.aspect_ratios=[[2],[2],[],[],[3]]"])
+    config = load_config(
+        None,
+        [
+            "model.name=custom",
+            "model.backbone=resnet50",
+            "model.strides=[8,16,32,64,128]",
+            "model.head=ssd",
+            "data.input_size=[256,256]",
+            "anchors.box_sizes=[[24,32],[48],[96],[160],[224]]",
+            "anchors.aspect_ratios=[[2],[2],[],[],[3]]",
+        ],
+    )
     detector, spec = build_detector(config, 4)
     assert spec.feature_sizes == [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)]
     # Explicit sizes: each size's square plus 2 boxes per ratio.
@@ -106,6 +119,16 @@ def test_custom_needs_explicit_box_sizes():
         build_detector(load_config(None, ["model.name=custom"]), 3)
     assert "anchors.box_sizes" in str(error.value) and "\n" not in str(error.value)
     # Square boxes when only sizes are given.
-    _, spec = build_detector(load_config(None, ["model.name=custom", "anchors.box_sizes=[[16],[32],[64],[128]]",
-                                                "data.input_size=[128,128]", "model.width_mult=0.5"]), 1)
+    _, spec = build_detector(
+        load_config(
+            None,
+            [
+                "model.name=custom",
+                "anchors.box_sizes=[[16],[32],[64],[128]]",
+                "data.input_size=[128,128]",
+                "model.width_mult=0.5",
+            ],
+        ),
+        1,
+    )
     assert spec.layout.boxes_per_location() == [1, 1, 1, 1]

@@ -23,8 +23,14 @@ def _pytorch_ssd_priors() -> torch.Tensor:
     Per level: feature size, shrinkage (px) and min/max box size (px) at 300x300; boxes per location:
     min square, sqrt(min*max) square, then (w*sqrt(r), h/sqrt(r)), (w/sqrt(r), h*sqrt(r)) for r in 2, 3.
     """
-    specs = [(19, 16, 60, 105), (10, 32, 105, 150), (5, 64, 150, 195), (3, 100, 195, 240), (2, 150, 240, 285),
-             (1, 300, 285, 330)]
+    specs = [
+        (19, 16, 60, 105),
+        (10, 32, 105, 150),
+        (5, 64, 150, 195),
+        (3, 100, 195, 240),
+        (2, 150, 240, 285),
+        (1, 300, 285, 330),
+    ]
     priors = []
     for size, shrinkage, small, big in specs:
         scale = 300 / shrinkage

@@ -112,7 +112,9 @@ def test_detector_at_300_has_8732_boxes() -> None:
 
 def test_pixel_sizes_equal_the_fraction_form() -> None:
     common = [f"model.name={NAME}", "data.input_size=[300,300]"]
-    pixels = load_config(None, [*common, "anchors.sizes=[21,45,99,153,207,261,315]", "anchors.steps=[8,16,32,64,100,300]"])
+    pixels = load_config(
+        None, [*common, "anchors.sizes=[21,45,99,153,207,261,315]", "anchors.steps=[8,16,32,64,100,300]"]
+    )
     fractions = load_config(None, common)  # the model's defaults: scales = sizes / 300
     detector_px, spec_px = build_detector(pixels, 3)
     detector_fr, spec_fr = build_detector(fractions, 3)

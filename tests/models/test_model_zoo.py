@@ -51,8 +51,16 @@ def test_custom_model_box_count(size, expected):
     [
         (["model.name=ssd300_vgg16"], (268, 300)),
         (["model.name=ssd512_vgg16"], (320, 320)),
-        (["model.name=custom", "model.backbone=mobilenet_v2", "model.strides=[8,16,32,64]",
-          "anchors.box_sizes=[[12],[24],[48],[96]]", "model.width_mult=0.5"], (128, 96)),
+        (
+            [
+                "model.name=custom",
+                "model.backbone=mobilenet_v2",
+                "model.strides=[8,16,32,64]",
+                "anchors.box_sizes=[[12],[24],[48],[96]]",
+                "model.width_mult=0.5",
+            ],
+            (128, 96),
+        ),
     ],
 )
 def test_forward_and_backward(overrides, size, one_thread):

@@ -45,12 +45,17 @@ def test_table_has_every_modules_output_shape(ssd300):
     assert [shape[-2:] for shape in backbone] == ssd300["feature_sizes"]
     assert _layer(ssd300, "head.classification_head.module_list")["output_shapes"] == []  # never called itself
     assert _layer(ssd300, "head")["params"] == sum(
-        _layer(ssd300, f"head.{part}_head")["params"] for part in ("classification", "regression"))
+        _layer(ssd300, f"head.{part}_head")["params"] for part in ("classification", "regression")
+    )
 
 
 def test_activation_bytes_are_the_leaf_outputs(ssd300):
     names = [layer["name"] for layer in ssd300["layers"]]
-    leaves = [layer for layer in ssd300["layers"] if layer["name"] and not any(n.startswith(layer["name"] + ".") for n in names)]
+    leaves = [
+        layer
+        for layer in ssd300["layers"]
+        if layer["name"] and not any(n.startswith(layer["name"] + ".") for n in names)
+    ]
     assert all(layer["calls"] == 1 for layer in leaves)
     expected = sum(4 * math.prod(shape) for layer in leaves for shape in layer["output_shapes"])
     assert ssd300["activation_bytes"] == expected
@@ -59,8 +64,17 @@ def test_activation_bytes_are_the_leaf_outputs(ssd300):
 
 
 def test_ssdlite320_mobilenet_v3_large_matches_torchvision():
-    summary = summarize(load_config(None, ["model.name=ssdlite320_mobilenet_v3_large", "data.input_size=[320,320]",
-                                           "model.num_classes=90", "data.batch_size=1"]))
+    summary = summarize(
+        load_config(
+            None,
+            [
+                "model.name=ssdlite320_mobilenet_v3_large",
+                "data.input_size=[320,320]",
+                "model.num_classes=90",
+                "data.batch_size=1",
+            ],
+        )
+    )
     assert summary["total_params"] == 3_440_060
     assert summary["macs_per_image"] == pytest.approx(0.58e9, rel=0.05)  # torchvision's 0.58 GMAC
     assert summary["num_boxes"] == 3234
@@ -81,7 +95,9 @@ def test_non_square_input_and_default_class_count():
     assert summary["input_size"] == [300, 500]
     assert summary["feature_sizes"][0] == [38, 63]
     assert _layer(summary, "")["output_shapes"] == [[3, summary["num_boxes"], 4], [3, summary["num_boxes"], 81]]
-    assert summary["num_boxes"] == sum(h * w * b for (h, w), b in zip(summary["feature_sizes"], summary["boxes_per_location"], strict=True))
+    assert summary["num_boxes"] == sum(
+        h * w * b for (h, w), b in zip(summary["feature_sizes"], summary["boxes_per_location"], strict=True)
+    )
 
 
 def test_8_megapixel_input_costs_nothing_real():
@@ -99,9 +115,19 @@ def test_too_small_input_is_a_one_line_error():
 def test_cli_prints_the_tables(capsys):
     assert main(["summary", "-c", str(CONFIGS / "ssd300_vgg16_coco.yaml"), "data.batch_size=4"]) == 0
     out = capsys.readouterr().out
-    for text in ("Output shape", "Param #", "head.classification_head", "[4, 8732, 81]", "Total params",
-                 "Mult-adds per image", "34.", "Forward/backward pass size (MB)", "38 x 38", "8,732",
-                 "model.num_classes is not set: assumed 80"):
+    for text in (
+        "Output shape",
+        "Param #",
+        "head.classification_head",
+        "[4, 8732, 81]",
+        "Total params",
+        "Mult-adds per image",
+        "34.",
+        "Forward/backward pass size (MB)",
+        "38 x 38",
+        "8,732",
+        "model.num_classes is not set: assumed 80",
+    ):
         assert text in out, text
 
 
@@ -134,8 +160,10 @@ def test_class_count_is_read_from_the_data_when_at_hand(tmp_path: Path, capsys):
 
     root = make_synthetic_dataset(tmp_path / "d", 2, (32, 32))
     config = tmp_path / "c.yaml"
-    config.write_text(f"data:\n  train: {{images: {root}/images, annotations: {root}/annotations.json}}\n"
-                      "  input_size: [64, 64]\nmodel: {name: ssdlite320_mobilenet_v3_large, width_mult: 0.25}\n")
+    config.write_text(
+        f"data:\n  train: {{images: {root}/images, annotations: {root}/annotations.json}}\n"
+        "  input_size: [64, 64]\nmodel: {name: ssdlite320_mobilenet_v3_large, width_mult: 0.25}\n"
+    )
     assert main(["summary", "-c", str(config), "--depth", "0"]) == 0
     out = capsys.readouterr().out
     assert "5 foreground classes" in out and f"from {root / 'annotations.json'}" in out

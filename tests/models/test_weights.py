@@ -1,7 +1,8 @@
 """Starting models from weight files: classification backbones, torchvision detectors, checkpoints.
 
-Nothing is downloaded: every weight file is made here (downloads: test_weights_download.py). Mostly SSDLite320 MobileNetV3-Large at
-width 0.5 and a 128x128 input (fast); VGG16 is built once, for its layout mapping.
+Nothing is downloaded: every weight file is made here (downloads: test_weights_download.py).
+Mostly SSDLite320 MobileNetV3-Large at width 0.5 and a 128x128 input (fast); VGG16 is built once,
+for its layout mapping.
 """
 
 import logging
@@ -35,7 +36,9 @@ def _randomise(module: torch.nn.Module) -> torch.nn.Module:
     with torch.no_grad():
         for name, value in module.state_dict().items():
             if value.is_floating_point():
-                value.copy_(torch.rand_like(value) + 0.5 if name.endswith("running_var") else torch.randn_like(value) * 0.1)
+                value.copy_(
+                    torch.rand_like(value) + 0.5 if name.endswith("running_var") else torch.randn_like(value) * 0.1
+                )
     return module
 
 
@@ -52,7 +55,9 @@ def _one_line_error(excinfo: pytest.ExceptionInfo, *parts: str) -> str:
 
 def _mobilenet_v3_classifier(width_mult: float) -> torch.nn.Module:
     """torchvision's ImageNet MobileNetV3-Large layout: full tail (SSDLite with a pretrained backbone)."""
-    classifier = mobilenet_v3_large(weights=None, width_mult=width_mult, reduced_tail=False, norm_layer=default_norm_layer())
+    classifier = mobilenet_v3_large(
+        weights=None, width_mult=width_mult, reduced_tail=False, norm_layer=default_norm_layer()
+    )
     return _randomise(classifier)
 
 
@@ -88,7 +93,9 @@ def test_vgg16_backbone_from_classification_file(tmp_path) -> None:
         layout = torchvision.models.vgg16(weights=None).state_dict()
     features = _randomise(make_layers(cfgs["D"]))  # ...and the same features module, with values
     state = {f"features.{k}": v for k, v in features.state_dict().items()}
-    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in layout.items() if k.startswith("features.")}
+    assert {k: v.shape for k, v in state.items()} == {
+        k: v.shape for k, v in layout.items() if k.startswith("features.")
+    }
     state["classifier.6.bias"] = torch.zeros(1000)  # the classifier is ignored
     path = tmp_path / "vgg16.pth"
     torch.save(state, path)
@@ -116,9 +123,17 @@ def _mobilenet_v2_case():
 
     classifier = _randomise(torchvision.models.mobilenet_v2(weights=None, width_mult=0.35))
     config = ["model.name=ssdlite_mobilenet_v2", "model.width_mult=0.35", "data.input_size=[128,128]"]
-    spot = {"features.0.14.0.weight": "features.14.conv.0.0.weight", "features.1.0.2.weight": "features.14.conv.2.weight",
-            "features.1.4.1.running_mean": "features.18.1.running_mean"}
-    return classifier, config, lambda: SSDLiteFeatureExtractorMobileNetV2(classifier.features, torch.nn.BatchNorm2d), spot
+    spot = {
+        "features.0.14.0.weight": "features.14.conv.0.0.weight",
+        "features.1.0.2.weight": "features.14.conv.2.weight",
+        "features.1.4.1.running_mean": "features.18.1.running_mean",
+    }
+    return (
+        classifier,
+        config,
+        lambda: SSDLiteFeatureExtractorMobileNetV2(classifier.features, torch.nn.BatchNorm2d),
+        spot,
+    )
 
 
 def _resnet50_case():
@@ -126,9 +141,17 @@ def _resnet50_case():
 
     classifier = _randomise(torchvision.models.resnet50(weights=None))
     config = ["model.name=ssd_resnet50", "data.input_size=[300,300]"]
-    spot = {"features.0.weight": "conv1.weight", "features.1.running_var": "bn1.running_var",
-            "features.6.5.conv3.weight": "layer3.5.conv3.weight"}
-    return classifier, config, lambda: SSDFeatureExtractorResNet(resnet50_features(classifier), resnet50_extra_blocks()), spot
+    spot = {
+        "features.0.weight": "conv1.weight",
+        "features.1.running_var": "bn1.running_var",
+        "features.6.5.conv3.weight": "layer3.5.conv3.weight",
+    }
+    return (
+        classifier,
+        config,
+        lambda: SSDFeatureExtractorResNet(resnet50_features(classifier), resnet50_extra_blocks()),
+        spot,
+    )
 
 
 @pytest.mark.parametrize("case", [_mobilenet_v2_case, _resnet50_case], ids=["mobilenet_v2", "resnet50"])
@@ -209,7 +232,9 @@ def torchvision_files(tmp_path_factory) -> dict:
     files = {}
     for num_classes in (5, 91):
         torch.manual_seed(num_classes)
-        model = _randomise(torchvision_ssdlite(weights=None, weights_backbone=None, num_classes=num_classes, width_mult=0.5))
+        model = _randomise(
+            torchvision_ssdlite(weights=None, weights_backbone=None, num_classes=num_classes, width_mult=0.5)
+        )
         files[num_classes] = (folder / f"ssdlite_{num_classes}.pth", model.eval())
         torch.save(model.state_dict(), files[num_classes][0])
     return files

@@ -31,12 +31,30 @@ from multibox.errors import MultiboxError
 
 FORMATS = ("coco", "voc", "yolo", "txt", "openimages", "cognata")
 WRITERS: dict[str, Callable[[DetectionSet, Path], None]] = {
-    "coco": write_coco, "voc": write_voc, "yolo": write_yolo, "txt": write_txt, "openimages": write_openimages,
+    "coco": write_coco,
+    "voc": write_voc,
+    "yolo": write_yolo,
+    "txt": write_txt,
+    "openimages": write_openimages,
 }
 
 __all__ = [
-    "FORMATS", "WRITERS", "load_dataset", "write_dataset", "convert", "load_coco", "load_voc", "load_yolo", "load_txt",
-    "load_openimages", "load_cognata", "write_coco", "write_voc", "write_yolo", "write_txt", "write_openimages",
+    "FORMATS",
+    "WRITERS",
+    "load_dataset",
+    "write_dataset",
+    "convert",
+    "load_coco",
+    "load_voc",
+    "load_yolo",
+    "load_txt",
+    "load_openimages",
+    "load_cognata",
+    "write_coco",
+    "write_voc",
+    "write_yolo",
+    "write_txt",
+    "write_openimages",
 ]
 
 

@@ -24,8 +24,20 @@ from multibox.errors import MultiboxError
 
 # raw Cognata class id -> name, in label order 1..14
 LABEL_MAP: dict[int, str] = {
-    28: "Traffic_light", 29: "Props", 33: "TrafficSign", 8: "Car", 36: "Van", 13: "Rider", 11: "Motorcycle",
-    35: "Bicycle", 14: "Pedestrian", 9: "Truck", 48: "PersonalMobility", 10: "Bus", 46: "Trailer", 44: "Animal",
+    28: "Traffic_light",
+    29: "Props",
+    33: "TrafficSign",
+    8: "Car",
+    36: "Van",
+    13: "Rider",
+    11: "Motorcycle",
+    35: "Bicycle",
+    14: "Pedestrian",
+    9: "Truck",
+    48: "PersonalMobility",
+    10: "Bus",
+    46: "Trailer",
+    44: "Animal",
 }
 COLUMNS = ("bounding_box_2D", "object_class", "object_class_name", "center_distance")
 
@@ -70,9 +82,14 @@ def load_cognata(
                 boxes, raw = _read_csv(table, min_area, min_side, max_distance, ignored)
                 known = np.array([c in label_of for c in raw.tolist()], bool)
                 unmapped += int((~known).sum())
-                boxes, labels = boxes[known][:max_boxes], np.array([label_of[c] for c in raw[known].tolist()], np.int64)[:max_boxes]
+                boxes, labels = (
+                    boxes[known][:max_boxes],
+                    np.array([label_of[c] for c in raw[known].tolist()], np.int64)[:max_boxes],
+                )
                 width, height = image_size(file, table)
-                records.append(ImageRecord(len(records) + 1, file, width, height, boxes, labels, np.zeros(len(labels), bool)))
+                records.append(
+                    ImageRecord(len(records) + 1, file, width, height, boxes, labels, np.zeros(len(labels), bool))
+                )
     if not records:
         raise MultiboxError(f"{root}: no Cognata images found (<recording>/<camera>_png/*.png)")
     if unmapped:
@@ -80,7 +97,9 @@ def load_cognata(
     return with_ids(records, list(LABEL_MAP.values()))
 
 
-def _read_csv(path: Path, min_area: float, min_side: float, max_distance: float, ignored: set[int]) -> tuple[np.ndarray, np.ndarray]:
+def _read_csv(
+    path: Path, min_area: float, min_side: float, max_distance: float, ignored: set[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Filtered xyxy boxes and raw class ids of one frame."""
     boxes, classes = [], []
     with path.open(newline="", encoding="utf-8") as handle:
@@ -99,8 +118,10 @@ def _read_csv(path: Path, min_area: float, min_side: float, max_distance: float,
                 box = [float(v) for v in text[1:-1].split(",")]
                 cls, distance = int(row[col["object_class"]]), float(row[col["center_distance"]])
             except ValueError:
-                raise MultiboxError(f"{path}:{number}: expected bounding_box_2D '[x1, y1, x2, y2]', an integer object_class "
-                                    f"and a numeric center_distance") from None
+                raise MultiboxError(
+                    f"{path}:{number}: expected bounding_box_2D '[x1, y1, x2, y2]', an integer object_class "
+                    f"and a numeric center_distance"
+                ) from None
             if len(box) != 4:
                 raise MultiboxError(f"{path}:{number}: bounding_box_2D must hold 4 numbers, got {text!r}")
             width, height = box[2] - box[0], box[3] - box[1]

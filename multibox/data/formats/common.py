@@ -116,7 +116,9 @@ def place_image(source: Path, target: Path) -> None:
 
 def with_ids(records: list[ImageRecord], class_names: list[str]) -> DetectionSet:
     """A DetectionSet of a format without category ids: ids 1..K."""
-    return DetectionSet(records=records, class_names=list(class_names), category_ids=list(range(1, len(class_names) + 1)))
+    return DetectionSet(
+        records=records, class_names=list(class_names), category_ids=list(range(1, len(class_names) + 1))
+    )
 
 
 def drop_crowd_warning(dataset: DetectionSet, fmt: str, out_dir: Path) -> None:

@@ -48,8 +48,9 @@ def load_openimages(root: Path, split: str | Path = "train", classes: Sequence[s
         split_name, csv_path = str(split), root / f"sub-{split}-annotations-bbox.csv"
     if not csv_path.is_file():
         raise MultiboxError(f"{csv_path}: Open Images annotation file not found (split {split_name!r})")
-    descriptions = _descriptions(next((p for p in (csv_path.parent / DESCRIPTIONS, root / DESCRIPTIONS) if p.is_file()),
-                                      root / DESCRIPTIONS))
+    descriptions = _descriptions(
+        next((p for p in (csv_path.parent / DESCRIPTIONS, root / DESCRIPTIONS) if p.is_file()), root / DESCRIPTIONS)
+    )
     rows = _rows(csv_path, descriptions)
     present = {label for _, label, _, _ in rows}
     if classes is None:
@@ -70,10 +71,20 @@ def load_openimages(root: Path, split: str | Path = "train", classes: Sequence[s
     for image_id, objects in per_image.items():
         file = _image_file(image_dir, image_id, csv_path)
         width, height = image_size(file, csv_path)
-        boxes = np.array([box for _, box, _ in objects], np.float32) * np.array([width, height, width, height], np.float32)
-        records.append(ImageRecord(len(records) + 1, file, width, height, boxes,
-                                   np.array([lab for lab, _, _ in objects], np.int64),
-                                   np.array([g for _, _, g in objects], bool)))
+        boxes = np.array([box for _, box, _ in objects], np.float32) * np.array(
+            [width, height, width, height], np.float32
+        )
+        records.append(
+            ImageRecord(
+                len(records) + 1,
+                file,
+                width,
+                height,
+                boxes,
+                np.array([lab for lab, _, _ in objects], np.int64),
+                np.array([g for _, _, g in objects], bool),
+            )
+        )
     return with_ids(records, names)
 
 
@@ -114,9 +125,13 @@ def _rows(path: Path, descriptions: dict[str, str]) -> list[tuple[str, str, list
                 x1, x2, y1, y2 = (float(row[index[c]]) for c in ("XMin", "XMax", "YMin", "YMax"))
                 group = int(row[index["IsGroupOf"]]) if "IsGroupOf" in index else 0
             except ValueError:
-                raise MultiboxError(f"{path}:{number}: XMin/XMax/YMin/YMax must be numbers and IsGroupOf 0/1/-1") from None
+                raise MultiboxError(
+                    f"{path}:{number}: XMin/XMax/YMin/YMax must be numbers and IsGroupOf 0/1/-1"
+                ) from None
             if not (-TOLERANCE <= x1 <= x2 <= 1 + TOLERANCE and -TOLERANCE <= y1 <= y2 <= 1 + TOLERANCE):
-                raise MultiboxError(f"{path}:{number}: box must be normalised to [0, 1] with XMin <= XMax and YMin <= YMax")
+                raise MultiboxError(
+                    f"{path}:{number}: box must be normalised to [0, 1] with XMin <= XMax and YMin <= YMax"
+                )
             x1, x2, y1, y2 = (min(max(v, 0.0), 1.0) for v in (x1, x2, y1, y2))
             label = row[index["LabelName"]]
             if label not in descriptions:
@@ -140,6 +155,16 @@ def write_openimages(dataset: DetectionSet, out_dir: Path, split: str = "train")
         for record, name in zip(dataset.records, output_names(dataset), strict=True):
             place_image(record.file, out_dir / split / name)
             scale = np.array([record.width, record.height, record.width, record.height], np.float64)
-            for box, label, crowd in zip((record.boxes / scale).tolist(), record.labels.tolist(), record.iscrowd.tolist(), strict=True):
-                writer.writerow([Path(name).stem, "multibox", labels[label - 1], 1,
-                                 *(f"{v:.10g}" for v in (box[0], box[2], box[1], box[3])), int(crowd)])
+            for box, label, crowd in zip(
+                (record.boxes / scale).tolist(), record.labels.tolist(), record.iscrowd.tolist(), strict=True
+            ):
+                writer.writerow(
+                    [
+                        Path(name).stem,
+                        "multibox",
+                        labels[label - 1],
+                        1,
+                        *(f"{v:.10g}" for v in (box[0], box[2], box[1], box[3])),
+                        int(crowd),
+                    ]
+                )

@@ -30,7 +30,9 @@ from multibox.data.records import DetectionSet, ImageRecord
 from multibox.errors import MultiboxError
 
 
-def load_txt(images: Path, annotation_file: Path, class_names: Sequence[str] | Path | str | None = None) -> DetectionSet:
+def load_txt(
+    images: Path, annotation_file: Path, class_names: Sequence[str] | Path | str | None = None
+) -> DetectionSet:
     images, annotation_file = Path(images), Path(annotation_file)
     if not annotation_file.is_file():
         raise MultiboxError(f"{annotation_file}: annotation file not found")
@@ -65,8 +67,17 @@ def load_txt(images: Path, annotation_file: Path, class_names: Sequence[str] | P
             boxes.append(values[:4])
             labels.append(cls + 1)
         width, height = image_size(file, where)
-        records.append(ImageRecord(len(records) + 1, file, width, height, np.array(boxes, np.float32),
-                                   np.array(labels, np.int64), np.zeros(len(labels), bool)))
+        records.append(
+            ImageRecord(
+                len(records) + 1,
+                file,
+                width,
+                height,
+                np.array(boxes, np.float32),
+                np.array(labels, np.int64),
+                np.zeros(len(labels), bool),
+            )
+        )
     return with_ids(records, names)
 
 
@@ -81,7 +92,10 @@ def write_txt(dataset: DetectionSet, out_dir: Path) -> None:
         place_image(record.file, out_dir / "images" / name)
         keep = ~record.iscrowd
         boxes = np.rint(record.boxes[keep]).astype(np.int64)
-        items = [f"{x1},{y1},{x2},{y2},{int(c) - 1}" for (x1, y1, x2, y2), c in zip(boxes.tolist(), record.labels[keep].tolist(), strict=True)]
+        items = [
+            f"{x1},{y1},{x2},{y2},{int(c) - 1}"
+            for (x1, y1, x2, y2), c in zip(boxes.tolist(), record.labels[keep].tolist(), strict=True)
+        ]
         lines.append(" ".join([name, *items]) + "\n")
     (out_dir / "annotations.txt").write_text("".join(lines), encoding="utf-8")
     (out_dir / "classes.txt").write_text("".join(f"{n}\n" for n in dataset.class_names), encoding="utf-8")

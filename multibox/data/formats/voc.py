@@ -37,7 +37,9 @@ from multibox.data.records import DetectionSet, ImageRecord
 from multibox.errors import MultiboxError
 
 
-def load_voc(root: Path, split: str | Path | None = None, class_names: Sequence[str] | Path | str | None = None) -> DetectionSet:
+def load_voc(
+    root: Path, split: str | Path | None = None, class_names: Sequence[str] | Path | str | None = None
+) -> DetectionSet:
     """Read a VOC root; `split` is a split name (ImageSets/Main/<split>.txt), a split file, or None for every XML."""
     root = Path(root)
     if not (root / "Annotations").is_dir():
@@ -60,10 +62,17 @@ def load_voc(root: Path, split: str | Path | None = None, class_names: Sequence[
         width, height = size if size is not None else image_size(file, xml_path)
         boxes = np.array([obj[1] for obj in objects], np.float32).reshape(-1, 4)
         boxes[:, :2] -= 1.0
-        records.append(ImageRecord(
-            index + 1, file, width, height, boxes,
-            np.array([label_of[obj[0]] for obj in objects], np.int64), np.array([obj[2] for obj in objects], bool),
-        ))
+        records.append(
+            ImageRecord(
+                index + 1,
+                file,
+                width,
+                height,
+                boxes,
+                np.array([label_of[obj[0]] for obj in objects], np.int64),
+                np.array([obj[2] for obj in objects], bool),
+            )
+        )
     return with_ids(records, names)
 
 
@@ -84,7 +93,9 @@ def _split_ids(root: Path, split: str | Path | None) -> tuple[list[str], Path]:
         if not fields:
             continue
         if len(fields) > 2 or (len(fields) == 2 and fields[1] not in ("1", "0", "-1")):
-            raise MultiboxError(f"{path}:{number}: expected an image id (optionally followed by 1/0/-1), got {line.strip()!r}")
+            raise MultiboxError(
+                f"{path}:{number}: expected an image id (optionally followed by 1/0/-1), got {line.strip()!r}"
+            )
         if len(fields) == 2 and fields[1] == "-1":
             continue
         ids.append(fields[0])
@@ -142,19 +153,32 @@ def write_voc(dataset: DetectionSet, out_dir: Path, split: str = "trainval") -> 
     names = output_names(dataset)
     for record, name in zip(dataset.records, names, strict=True):
         place_image(record.file, out_dir / "JPEGImages" / name)
-        (out_dir / "Annotations" / f"{Path(name).stem}.xml").write_text(_xml(record, name, dataset.class_names), encoding="utf-8")
-    (out_dir / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{Path(n).stem}\n" for n in names), encoding="utf-8")
+        (out_dir / "Annotations" / f"{Path(name).stem}.xml").write_text(
+            _xml(record, name, dataset.class_names), encoding="utf-8"
+        )
+    (out_dir / "ImageSets" / "Main" / f"{split}.txt").write_text(
+        "".join(f"{Path(n).stem}\n" for n in names), encoding="utf-8"
+    )
     (out_dir / "labels.txt").write_text("".join(f"{n}\n" for n in dataset.class_names), encoding="utf-8")
 
 
 def _xml(record: ImageRecord, file_name: str, class_names: list[str]) -> str:
-    lines = ["<annotation>", "  <folder>JPEGImages</folder>", f"  <filename>{escape(file_name)}</filename>",
-             f"  <size><width>{record.width}</width><height>{record.height}</height><depth>3</depth></size>"]
+    lines = [
+        "<annotation>",
+        "  <folder>JPEGImages</folder>",
+        f"  <filename>{escape(file_name)}</filename>",
+        f"  <size><width>{record.width}</width><height>{record.height}</height><depth>3</depth></size>",
+    ]
     for box, label, crowd in zip(record.boxes.tolist(), record.labels.tolist(), record.iscrowd.tolist(), strict=True):
         x1, y1 = int(round(box[0])) + 1, int(round(box[1])) + 1
         x2, y2 = max(int(round(box[2])), x1), max(int(round(box[3])), y1)
-        lines += ["  <object>", f"    <name>{escape(class_names[label - 1])}</name>", "    <truncated>0</truncated>",
-                  f"    <difficult>{int(crowd)}</difficult>",
-                  f"    <bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox>", "  </object>"]
+        lines += [
+            "  <object>",
+            f"    <name>{escape(class_names[label - 1])}</name>",
+            "    <truncated>0</truncated>",
+            f"    <difficult>{int(crowd)}</difficult>",
+            f"    <bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox>",
+            "  </object>",
+        ]
     lines.append("</annotation>")
     return "\n".join(lines) + "\n"

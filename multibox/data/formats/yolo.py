@@ -36,8 +36,12 @@ TOLERANCE = 1e-3  # normalised coordinates may overshoot [0, 1] this much (float
 SPLIT_FOLDERS = ("train", "val", "valid", "validation", "test")  # subfolders of images/ that are splits, never merged
 
 
-def load_yolo(images: Path, labels: Path | None = None, class_names: Sequence[str] | Path | str | None = None,
-              split: str | None = None) -> DetectionSet:
+def load_yolo(
+    images: Path,
+    labels: Path | None = None,
+    class_names: Sequence[str] | Path | str | None = None,
+    split: str | None = None,
+) -> DetectionSet:
     """Read a YOLO dataset: an Ultralytics data .yaml, a root holding images/ and labels/ (or data.yaml), or an
     images folder, with its labels folder.
 
@@ -150,8 +154,17 @@ def _read_folder(images: Path, labels: Path | None, names: list[str] | None, fir
         boxes, classes = _read_labels(label_file, len(names))
         boxes *= np.array([width, height, width, height], np.float32)
         xyxy = np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], axis=1)
-        records.append(ImageRecord(first + index + 1, root_abs / file.relative_to(images), width, height, xyxy,
-                                   classes + 1, np.zeros(len(classes), bool)))
+        records.append(
+            ImageRecord(
+                first + index + 1,
+                root_abs / file.relative_to(images),
+                width,
+                height,
+                xyxy,
+                classes + 1,
+                np.zeros(len(classes), bool),
+            )
+        )
     return records
 
 
@@ -181,11 +194,19 @@ def _read_labels(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
             cls = int(fields[0])
             values = [float(v) for v in fields[1:]]
         except ValueError:
-            raise MultiboxError(f"{path}:{number}: expected an integer class and 4 numbers, got {line.strip()!r}") from None
+            raise MultiboxError(
+                f"{path}:{number}: expected an integer class and 4 numbers, got {line.strip()!r}"
+            ) from None
         if not 0 <= cls < num_classes:
-            raise MultiboxError(f"{path}:{number}: class {cls} is outside 0..{num_classes - 1} ({num_classes} class names)")
+            raise MultiboxError(
+                f"{path}:{number}: class {cls} is outside 0..{num_classes - 1} ({num_classes} class names)"
+            )
         cx, cy, w, h = values
-        if not (w >= 0 and h >= 0 and all(-TOLERANCE <= v <= 1 + TOLERANCE for v in (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))):
+        if not (
+            w >= 0
+            and h >= 0
+            and all(-TOLERANCE <= v <= 1 + TOLERANCE for v in (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+        ):
             raise MultiboxError(f"{path}:{number}: box {values} is not normalised to [0, 1]")
         boxes.append(values)
         classes.append(cls)
@@ -203,8 +224,10 @@ def write_yolo(dataset: DetectionSet, out_dir: Path) -> None:
         boxes, labels = record.boxes[keep].astype(np.float64), record.labels[keep]
         scale = np.array([record.width, record.height], np.float64)
         centre, size = (boxes[:, :2] + boxes[:, 2:]) / 2 / scale, (boxes[:, 2:] - boxes[:, :2]) / scale
-        lines = [f"{int(c) - 1} {cx:.10g} {cy:.10g} {w:.10g} {h:.10g}\n"
-                 for c, (cx, cy), (w, h) in zip(labels.tolist(), centre.tolist(), size.tolist(), strict=True)]
+        lines = [
+            f"{int(c) - 1} {cx:.10g} {cy:.10g} {w:.10g} {h:.10g}\n"
+            for c, (cx, cy), (w, h) in zip(labels.tolist(), centre.tolist(), size.tolist(), strict=True)
+        ]
         (out_dir / "labels" / f"{Path(name).stem}.txt").write_text("".join(lines), encoding="utf-8")
     import yaml
 

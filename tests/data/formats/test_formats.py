@@ -82,7 +82,10 @@ def test_convert_round_trips_through_coco(via, source, tmp_path) -> None:
     root, data = source
     assert main(["data", "convert", "--from", "coco", "--to", via, str(root), str(tmp_path / via)]) == 0
     extra = ["--annotations", "trainval"] if via == "voc" else []
-    assert main(["data", "convert", "--from", via, "--to", "coco", str(tmp_path / via), str(tmp_path / "back"), *extra]) == 0
+    assert (
+        main(["data", "convert", "--from", via, "--to", "coco", str(tmp_path / via), str(tmp_path / "back"), *extra])
+        == 0
+    )
     back = load_coco(tmp_path / "back" / "images", tmp_path / "back" / "annotations.json")
     original = load_coco(root / "images", root / "annotations.json")
     assert_same(original, back, atol=1.0 if via != "yolo" else 0.0, rtol=1e-3)
@@ -98,7 +101,9 @@ def test_convert_never_overwrites(source, tmp_path, capsys) -> None:
 
 def test_voc_difficult_is_crowd_and_one_based(tmp_path, source) -> None:
     record = source[1].records[1]
-    crowd = ImageRecord(1, record.file, record.width, record.height, [[0, 0, 10, 12], [5, 6, 20, 30]], [1, 2], [False, True])
+    crowd = ImageRecord(
+        1, record.file, record.width, record.height, [[0, 0, 10, 12], [5, 6, 20, 30]], [1, 2], [False, True]
+    )
     write_voc(DetectionSet([crowd], ["a", "b"], [1, 2]), tmp_path / "voc")
     xml = next((tmp_path / "voc" / "Annotations").glob("*.xml")).read_text()
     assert "<xmin>1</xmin><ymin>1</ymin><xmax>10</xmax><ymax>12</ymax>" in xml and "<difficult>1</difficult>" in xml
@@ -113,7 +118,9 @@ def test_voc_difficult_is_crowd_and_one_based(tmp_path, source) -> None:
 
 def test_yolo_and_txt_drop_crowd_with_a_warning(tmp_path, source) -> None:
     record = source[1].records[1]
-    crowd = ImageRecord(1, record.file, record.width, record.height, [[0, 0, 10, 12], [5, 6, 20, 30]], [1, 2], [False, True])
+    crowd = ImageRecord(
+        1, record.file, record.width, record.height, [[0, 0, 10, 12], [5, 6, 20, 30]], [1, 2], [False, True]
+    )
     with pytest.warns(UserWarning, match="1 crowd boxes left out"):
         WRITERS["yolo"](DetectionSet([crowd], ["a", "b"], [1, 2]), tmp_path / "yolo")
     assert load_yolo(tmp_path / "yolo").records[0].num_boxes == 1
@@ -130,8 +137,17 @@ def test_yolo_class_names_from_list_txt_or_yaml(written, tmp_path) -> None:
 
 
 def test_datamodule_builds_a_yolo_loader(written) -> None:
-    raw = {"data": {"format": "yolo", "train": {"images": str(written["yolo"])}, "class_names": list(SHAPES),
-                    "input_size": [64, 96], "batch_size": 2, "num_workers": 0, "augment": "none"}}
+    raw = {
+        "data": {
+            "format": "yolo",
+            "train": {"images": str(written["yolo"])},
+            "class_names": list(SHAPES),
+            "input_size": [64, 96],
+            "batch_size": 2,
+            "num_workers": 0,
+            "augment": "none",
+        }
+    }
     module = DetectionDataModule(parse_config(raw))
     assert module.class_names == list(SHAPES) and module.num_classes == 5
     batch = next(iter(module.train_dataloader()))
@@ -160,7 +176,9 @@ def test_openimages_classes_restrict_and_group_of_is_crowd(tmp_path, source) -> 
     assert dogs.records[0].labels.tolist() == [1]
     with pytest.raises(MultiboxError, match="'Bird' is not a class"):
         load_openimages(root, "train", ["Bird"])
-    (root / "sub-validation-annotations-bbox.csv").write_text("ImageID,LabelName,XMin,XMax,YMin,YMax\nimg1,/m/01,0.1,x,0,1\n")
+    (root / "sub-validation-annotations-bbox.csv").write_text(
+        "ImageID,LabelName,XMin,XMax,YMin,YMax\nimg1,/m/01,0.1,x,0,1\n"
+    )
     with pytest.raises(MultiboxError, match=r"sub-validation-annotations-bbox.csv:2: .*must be numbers"):
         load_openimages(root, "validation")
 
@@ -179,11 +197,11 @@ def test_cognata_filters_and_label_map(tmp_path) -> None:
         Image.new("RGB", (200, 100)).save(png / f"frame_{i:04d}.png")
     (ann / "frame_0000.csv").write_text(
         COGNATA_HEADER
-        + '1,"[10, 10, 50, 40]",8,Car,20.5\n'           # kept: Car -> label 4
-        + '2,"[0, 0, 6, 6]",14,Pedestrian,10\n'         # area 36 < 50: dropped
-        + '3,"[0, 0, 100, 5]",14,Pedestrian,10\n'       # height 5 < 8: dropped
-        + '4,"[20, 20, 60, 60]",2,Pole,10\n'            # ignored class: dropped
-        + '5,"[20, 20, 60, 60]",10,Bus,350\n'           # farther than 300: dropped
+        + '1,"[10, 10, 50, 40]",8,Car,20.5\n'  # kept: Car -> label 4
+        + '2,"[0, 0, 6, 6]",14,Pedestrian,10\n'  # area 36 < 50: dropped
+        + '3,"[0, 0, 100, 5]",14,Pedestrian,10\n'  # height 5 < 8: dropped
+        + '4,"[20, 20, 60, 60]",2,Pole,10\n'  # ignored class: dropped
+        + '5,"[20, 20, 60, 60]",10,Bus,350\n'  # farther than 300: dropped
         + '6,"[100, 20, 140, 60]",28,Traffic_light,5\n'  # kept: label 1
     )
     (ann / "frame_0001.csv").write_text(COGNATA_HEADER + '1,"[1, 2, 30, 40]",44,Animal,1\n')
@@ -196,8 +214,16 @@ def test_cognata_filters_and_label_map(tmp_path) -> None:
     assert first.labels.tolist() == [4, 1] and second.labels.tolist() == [14]
     assert load_cognata(tmp_path / "cognata", max_distance=400).records[0].labels.tolist() == [4, 12, 1]
     with pytest.warns(UserWarning, match="dropped 1 boxes of classes outside the 14-class label map"):
-        assert load_cognata(tmp_path / "cognata", ignored_classes=[]).records[0].num_boxes == 2  # Pole is not in the map
-    raw = {"data": {"format": "cognata", "train": {"images": str(tmp_path / "cognata")}, "cognata": {"min_area": 10, "min_side": 5}}}
+        assert (
+            load_cognata(tmp_path / "cognata", ignored_classes=[]).records[0].num_boxes == 2
+        )  # Pole is not in the map
+    raw = {
+        "data": {
+            "format": "cognata",
+            "train": {"images": str(tmp_path / "cognata")},
+            "cognata": {"min_area": 10, "min_side": 5},
+        }
+    }
     config = parse_config(raw)
     from multibox.data.datamodule import load_split
 
@@ -215,7 +241,9 @@ def test_cognata_filters_and_label_map(tmp_path) -> None:
 def test_paths_escaping_the_root_are_refused(written, tmp_path) -> None:
     listing = tmp_path / "list.txt"
     listing.write_text("../../../../../../etc/passwd 1,1,5,5,0\n")
-    with pytest.raises(MultiboxError, match=r"list.txt:1: image path '.*etc/passwd' is outside the dataset root") as error:
+    with pytest.raises(
+        MultiboxError, match=r"list.txt:1: image path '.*etc/passwd' is outside the dataset root"
+    ) as error:
         load_txt(written["txt"] / "images", listing, list(SHAPES))
     assert "\n" not in str(error.value)
     voc = tmp_path / "voc"
@@ -232,9 +260,16 @@ def test_paths_escaping_the_root_are_refused(written, tmp_path) -> None:
         ("txt", "000000.jpg 1,2,3,4,9\n", r"annotations.txt:1: class 9 is outside 0..4"),
         ("yolo", "0 0.5 0.5 0.1 0.1\n1 0.5 0.5\n", r"000000.txt:2: expected 'class cx cy w h'"),
         ("yolo", "0 0.5 0.5 0.1 1.7\n", r"000000.txt:1: box .* is not normalised"),
-        ("voc", "<annotation><object><name>circle</name></annotation>", r"000000.xml: invalid XML: mismatched tag: line 1"),
-        ("voc", "<annotation><object><name>circle</name><bndbox><xmin>a</xmin></bndbox></object></annotation>",
-         r"000000.xml: object 1: <xmin> must be a number"),
+        (
+            "voc",
+            "<annotation><object><name>circle</name></annotation>",
+            r"000000.xml: invalid XML: mismatched tag: line 1",
+        ),
+        (
+            "voc",
+            "<annotation><object><name>circle</name><bndbox><xmin>a</xmin></bndbox></object></annotation>",
+            r"000000.xml: object 1: <xmin> must be a number",
+        ),
     ],
 )
 def test_malformed_files_are_one_line_errors(fmt, content, message, written, tmp_path) -> None:
@@ -242,7 +277,11 @@ def test_malformed_files_are_one_line_errors(fmt, content, message, written, tmp
 
     copy = tmp_path / fmt
     shutil.copytree(written[fmt], copy)
-    target = {"txt": copy / "annotations.txt", "yolo": copy / "labels" / "000000.txt", "voc": copy / "Annotations" / "000000.xml"}[fmt]
+    target = {
+        "txt": copy / "annotations.txt",
+        "yolo": copy / "labels" / "000000.txt",
+        "voc": copy / "Annotations" / "000000.xml",
+    }[fmt]
     target.write_text(content)
     with pytest.raises(MultiboxError, match=message) as error:
         load_dataset(fmt, copy, **READ_BACK[fmt][0])
@@ -251,10 +290,16 @@ def test_malformed_files_are_one_line_errors(fmt, content, message, written, tmp
 
 def test_write_coco_keeps_ids_and_crowd(tmp_path, source) -> None:
     record = source[1].records[0]
-    data = DetectionSet([ImageRecord(42, record.file, record.width, record.height, [[1, 2, 3.5, 4]], [2], [True])], ["a", "b"], [7, 9])
+    data = DetectionSet(
+        [ImageRecord(42, record.file, record.width, record.height, [[1, 2, 3.5, 4]], [2], [True])], ["a", "b"], [7, 9]
+    )
     write_coco(data, tmp_path / "c")
     raw = json.loads((tmp_path / "c" / "annotations.json").read_text())
-    assert raw["images"][0]["id"] == 42 and raw["annotations"][0]["category_id"] == 9 and raw["annotations"][0]["iscrowd"] == 1
+    assert (
+        raw["images"][0]["id"] == 42
+        and raw["annotations"][0]["category_id"] == 9
+        and raw["annotations"][0]["iscrowd"] == 1
+    )
     back = load_coco(tmp_path / "c" / "images", tmp_path / "c" / "annotations.json")
     assert back.category_ids == [7, 9] and back.records[0].iscrowd.tolist() == [True]
     with pytest.raises(MultiboxError, match="not empty"):
@@ -266,11 +311,15 @@ def test_write_coco_keeps_ids_and_crowd(tmp_path, source) -> None:
 def test_convert_counts_the_boxes_it_wrote(tmp_path, source, capsys) -> None:
     """Issue 14 item 10: VOC difficult boxes left out of YOLO were still counted in `wrote ... boxes`."""
     record = source[1].records[1]
-    crowd = ImageRecord(1, record.file, record.width, record.height, [[0, 0, 10, 12], [5, 6, 20, 30]], [1, 2], [False, True])
+    crowd = ImageRecord(
+        1, record.file, record.width, record.height, [[0, 0, 10, 12], [5, 6, 20, 30]], [1, 2], [False, True]
+    )
     write_voc(DetectionSet([crowd], ["a", "b"], [1, 2]), tmp_path / "voc")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert main(["data", "convert", "--from", "voc", "--to", "yolo", str(tmp_path / "voc"), str(tmp_path / "y")]) == 0
+        assert (
+            main(["data", "convert", "--from", "voc", "--to", "yolo", str(tmp_path / "voc"), str(tmp_path / "y")]) == 0
+        )
     lines = sum(len(f.read_text().splitlines()) for f in (tmp_path / "y" / "labels").glob("*.txt"))
     assert lines == 1 and "1 boxes" in capsys.readouterr().out
 
@@ -287,7 +336,9 @@ def test_yolo_data_yaml_splits_and_names(tmp_path, written) -> None:
         (root / "images" / split / image.name).write_bytes(image.read_bytes())
         label = written["yolo"] / "labels" / f"{image.stem}.txt"
         (root / "labels" / split / label.name).write_text(label.read_text())
-    (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: [images/val]\nnames: [" + ", ".join(SHAPES) + "]\n")
+    (root / "data.yaml").write_text(
+        "path: .\ntrain: images/train\nval: [images/val]\nnames: [" + ", ".join(SHAPES) + "]\n"
+    )
     assert len(load_yolo(root, split="train")) == len(images) - 1
     assert len(load_yolo(root / "data.yaml", split="val")) == 1
     assert load_yolo(root / "images" / "val").class_names == list(SHAPES)  # names from data.yaml two folders up

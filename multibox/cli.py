@@ -15,6 +15,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
+from typing import Any
 
 from multibox.errors import MultiboxError
 from multibox.outputs import os_reason
@@ -50,7 +51,7 @@ def _add_tile_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _slicing(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _slicing(args: argparse.Namespace) -> Any:
     """The Slicing of --tile/--overlap/--full-frame/--merge, or None without --tile."""
     if args.tile is None:
         if args.full_frame or args.merge is not None or args.overlap != 0.2:
@@ -538,7 +539,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tile_kwargs(slicing) -> dict:  # type: ignore[no-untyped-def]
+def _tile_kwargs(slicing: Any) -> dict[str, Any]:
     if slicing is None:
         return {}
     return {"tile": slicing.tile, "overlap": slicing.overlap, "full_frame": slicing.full_frame, "merge": slicing.merge}

@@ -373,6 +373,13 @@ class WandbConfig(_Section):
     )
 
 
+LoggerName = Literal["tensorboard", "csv", "mlflow", "wandb"]
+
+
+def _default_loggers() -> list[LoggerName]:
+    return ["csv", "tensorboard"]
+
+
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1, description="Training epochs.")
     output_dir: Path = Field(Path("runs/exp"), description="Where config, checkpoints, logs and metrics go.")
@@ -412,8 +419,8 @@ class TrainConfig(_Section):
     gradient_clip: float | None = Field(None, gt=0.0, description="Clip the gradients' global norm to this value.")
     log_every_n_steps: int = Field(10, ge=1, description="Logging interval in optimizer steps.")
     progress: bool = Field(True, description="Show the progress bar.")
-    loggers: list[Literal["tensorboard", "csv", "mlflow", "wandb"]] = Field(
-        default_factory=lambda: ["csv", "tensorboard"],
+    loggers: list[LoggerName] = Field(
+        default_factory=_default_loggers,
         description="Where metrics go: tensorboard and csv (metrics.csv, results.png, `multibox runs ls --plot`) "
         "write into "
         "train.output_dir; mlflow and wandb need `pip install 'multibox[mlflow]'` / `'multibox[wandb]'`.",

@@ -75,6 +75,7 @@ class DetectionDataModule(L.LightningDataModule):
         self._train_dataset: DetectionDataset | None = None
         self._augment_state: dict[str, Any] | None = None  # from a checkpoint, applied when the loader is built
         self._gpu_transforms: dict[bool, Any] = {}  # data.decode=gpu: torchvision v2 transforms, by train/eval
+        self.val_set: DetectionSet | None = None
         if evaluation_only and data.val is not None:
             self.val_set = load_split(data.val, "val", data.format, data)
             self.class_names, self.category_ids = list(self.val_set.class_names), list(self.val_set.category_ids)
@@ -86,7 +87,6 @@ class DetectionDataModule(L.LightningDataModule):
         self.train_set = load_split(data.train, "train", data.format, data)
         if not len(self.train_set):
             raise MultiboxError(f"{data.train.annotations or data.train.images}: the training set has no images")
-        self.val_set: DetectionSet | None = None
         if data.val is not None:
             self.val_set = load_split(data.val, "val", data.format, data)
             if self.val_set.category_ids != self.train_set.category_ids:
@@ -118,7 +118,7 @@ class DetectionDataModule(L.LightningDataModule):
             return self._loader(
                 encoded, shuffle=True, drop_last=len(encoded) > data.batch_size, persistent=False, train=True
             )
-        transform = build_train_transform(data.augment, data.input_size)
+        transform: Any = build_train_transform(data.augment, data.input_size)
         if data.tiles is not None:  # crop first, then augment and resize (multibox.data.tiles)
             from multibox.data.tiles import TileCrop
 

@@ -50,6 +50,7 @@ def detect_and_evaluate(
     metrics cover (unreadable ones are left out), for a report that must agree with them."""
     device = device or pick_device()
     if detect is None:
+        assert detector is not None, "a detector or a detect function"
         detector = detector.to(device).eval()
     lookup = torch.tensor([0, *category_ids], dtype=torch.long, device=device)
     accumulator = DetectionAccumulator()
@@ -65,6 +66,7 @@ def detect_and_evaluate(
         if detect is not None:
             detections = [{k: v.to(device) for k, v in d.items()} for d in detect(batch["images"], batch["orig_sizes"])]
         else:
+            assert detector is not None
             images = images_to_float(batch["images"].to(device, non_blocking=True))
             detections = detector.detect(images, batch["orig_sizes"].to(device))
         accumulator.add(
@@ -150,7 +152,7 @@ def evaluate_checkpoint(
             data.val_set,
             loaded.category_ids,
             loaded.class_names,
-            tuple(loaded.config.data.input_size),
+            loaded.config.data.input_size,
             slicing,
             pick_device(config.train.accelerator),
             config.data.batch_size,

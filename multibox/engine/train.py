@@ -72,6 +72,7 @@ def find_resume_checkpoint(config: Config, resume: str | bool | None) -> str | N
             raise MultiboxError(f"--resume: no checkpoint in {folder}")
         # last.ckpt is written every epoch (and every checkpoint_every_n_steps): it is the run's latest state.
         return str(folder / "last.ckpt") if (folder / "last.ckpt").is_file() else str(existing[-1])
+    assert isinstance(resume, str)  # None/False returned or raised above, True handled
     path = Path(resume)
     if not path.is_file():
         raise MultiboxError(f"--resume: checkpoint {path} not found")
@@ -275,7 +276,7 @@ def train(
     if config.data.tiles is not None:  # a crop smaller than one cell of the finest feature map sees nothing
         from multibox.engine.sliced import check_tile_for
 
-        check_tile_for(config.data.tiles.size, module.detector, tuple(config.data.input_size), "data.tiles.size")
+        check_tile_for(config.data.tiles.size, module.detector, config.data.input_size, "data.tiles.size")
     has_val = data.val_set is not None
     if data.val_set is not None:
         module.val_ground_truth = data.val_set.to_coco_gt()

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 from multibox.boxes.postprocess import PostprocessSettings
 from multibox.data.transforms import build_eval_transform
 from multibox.engine.checkpoint import load_checkpoint
-from multibox.engine.sliced import DEFAULT_MERGE, Slicing, check_slicing, detect_sliced, frame_tensor
+from multibox.engine.sliced import DEFAULT_MERGE, Merge, Slicing, check_slicing, detect_sliced, frame_tensor
 from multibox.errors import MultiboxError
 from multibox.models.detector import SSDDetector
 
@@ -179,7 +179,7 @@ class Detector:
         tile: tuple[int, int] | None = None,
         overlap: float = 0.2,
         full_frame: bool = False,
-        merge: str = DEFAULT_MERGE,
+        merge: Merge = DEFAULT_MERGE,
     ) -> None:
         self.class_names = list(class_names)
         self.category_ids = np.asarray(category_ids, dtype=np.int64)
@@ -205,8 +205,8 @@ class Detector:
         self.slicing = (
             None
             if tile is None
-            else check_slicing(Slicing(tuple(tile), overlap, full_frame, merge), self.network, self.input_size)
-        )  # type: ignore[arg-type]
+            else check_slicing(Slicing((tile[0], tile[1]), overlap, full_frame, merge), self.network, self.input_size)
+        )
 
     def _postprocess_settings(self, settings: PostprocessSettings, iou: float | None) -> PostprocessSettings:
         """The checkpoint's settings with conf as the pre-NMS threshold, and iou and max_det applied.
@@ -260,7 +260,7 @@ class Detector:
         single = isinstance(images, (str, Path, Image.Image)) or (
             isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim in (2, 3)
         )
-        items = [images] if single else list(images)
+        items: list[ImageInput] = [images] if single else list(images)  # type: ignore[list-item,arg-type,list-item]
         size = batch_size or self.batch_size
         results: list[Detections] = []
         for start in range(0, len(items), size):

@@ -321,7 +321,7 @@ def export_metadata(loaded: LoadedCheckpoint, nms: bool, precision: str = "fp32"
     return ExportMetadata(
         list(loaded.class_names),
         list(loaded.category_ids),
-        tuple(loaded.config.data.input_size),
+        loaded.config.data.input_size,
         nms,
         loaded.detector.settings,
         precision,
@@ -468,7 +468,7 @@ def export_checkpoint(
     if any(p.exists() for p in _targets(path)) and not force:
         raise MultiboxError(f"{path}: already exists; pass --force to overwrite it")
     writable_dir(path.parent, "exported model")
-    input_size = tuple(loaded.config.data.input_size)
+    input_size = loaded.config.data.input_size
     calibration = None
     if int8:
         from multibox.inference.quantize import calibration_files, load_calibration
@@ -508,6 +508,7 @@ def export_checkpoint(
             if fmt == "onnx" and int8:
                 from multibox.inference.quantize import quantize_onnx
 
+                assert calibration is not None  # int8 loads it above
                 result.fp32_layers = quantize_onnx(fp32, staged, calibration, fp32_layers or [])
                 result.agreement = _agreement(fp32, staged, check_images)
             elif fmt == "onnx":

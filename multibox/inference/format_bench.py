@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -98,7 +98,7 @@ class FormatBench:
         self.loaded = load_checkpoint(weights)
         self._files: dict[str, Path] = {}
 
-    def _file(self, fmt: str, precision: str) -> Path:
+    def _file(self, fmt: Literal["onnx", "openvino"], precision: str) -> Path:
         """The exported file of (format, precision), exported once."""
         from multibox.inference.export import export_checkpoint
 
@@ -135,7 +135,7 @@ class FormatBench:
             raise MultiboxError(f"{name}: needs --device cuda")
         if name not in GPU_FORMATS and self.device != "cpu":
             raise MultiboxError(f"{name}: a CPU format; --device cpu runs it")
-        fmt = "openvino" if name.startswith("openvino") else "onnx"
+        fmt: Literal["onnx", "openvino"] = "openvino" if name.startswith("openvino") else "onnx"
         precision = "int8" if name.endswith("int8") else "fp16" if name == "openvino-fp16" else "fp32"
         tensorrt = {"onnx-trt-fp16": "fp16", "onnx-trt-int8": "int8"}.get(name)
         if name in GPU_FORMATS:

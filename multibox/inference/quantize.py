@@ -71,7 +71,8 @@ def load_calibration(files: list[Path], count: int, input_size: tuple[int, int],
         raise MultiboxError(f"--calib-count: must be at least 1, got {count}")
     transform = build_eval_transform(input_size)
     empty_boxes, empty_labels = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-    images, skipped = [], []
+    images: list[np.ndarray] = []
+    skipped: list[str] = []
     for index in np.random.default_rng(0).permutation(len(files)):
         if len(images) == count:
             break

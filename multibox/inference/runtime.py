@@ -75,7 +75,7 @@ class ExportMetadata:
                 post["nms_threshold"],
                 post["topk_candidates"],
                 post["max_detections"],
-                values.get("score_activation", "softmax"),
+                "sigmoid" if values.get("score_activation") == "sigmoid" else "softmax",
             )
             height, width = json.loads(values["input_size"])
             return cls(

@@ -592,7 +592,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     from multibox.commands.warning_output import install
 
-    printer = install()
+    previous = warnings.showwarning
+    printer = install()  # restored below: main() may run inside another program (a notebook, a test)
     try:
         return _run(args)
     except MultiboxError as error:
@@ -606,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
+        warnings.showwarning = previous
         summary = printer.summary()
         if summary is not None:
             print(summary, file=sys.stderr)

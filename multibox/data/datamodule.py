@@ -24,7 +24,7 @@ from multibox.data.dataset import DetectionDataset, collate_detections
 from multibox.data.gpu_decode import EncodedDetectionDataset, build_gpu_transform, collate_encoded, decode_batch
 from multibox.data.readable import check_files_present
 from multibox.data.records import DetectionSet
-from multibox.data.transforms import DetectionTransform, build_eval_transform, build_train_transform
+from multibox.data.transforms import build_eval_transform, build_train_transform
 from multibox.errors import MultiboxError
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,7 @@ class DetectionDataModule(L.LightningDataModule):
         """The main process's augmentation stream (it augments when data.num_workers is 0), for exact resume."""
         if self._train_dataset is None or self.config.data.num_workers > 0 or self.config.data.decode == "gpu":
             return {}  # data.decode=gpu augments from torch's global generator
-        transform = self._train_dataset.transform
-        assert isinstance(transform, DetectionTransform)  # built by build_train_transform
+        transform: Any = self._train_dataset.transform  # a DetectionTransform, or a TileCrop around one
         compose = transform.compose
         return {
             "augment_numpy": compose.random_generator.bit_generator.state,
@@ -227,6 +226,6 @@ def _restore_augment_state(dataset: DetectionDataset, state: dict[str, Any]) -> 
     py_random = random.Random()
     version, internal, gauss = state["augment_python"]
     py_random.setstate((version, tuple(internal), gauss))
-    assert isinstance(dataset.transform, DetectionTransform)  # built by build_train_transform
-    dataset.transform.compose.set_random_state(generator, py_random)
+    transform: Any = dataset.transform  # a DetectionTransform, or a TileCrop around one: both expose .compose
+    transform.compose.set_random_state(generator, py_random)
     dataset._seeded_pid = os.getpid()  # this process's stream is set: DetectionDataset must not reseed it

@@ -95,7 +95,7 @@ def test_config_accepts_list_form(tmp_path: Path) -> None:
     [
         (
             "data.augment=[{name: HorizontalFlip}, {name: Blurr}]",
-            r"c\.yaml: data\.augment: data\.augment\[1\]: unknown transform 'Blurr'",
+            r"override data\.augment=.*: data\.augment: data\.augment\[1\]: unknown transform 'Blurr'",
         ),
         ("data.augment=[{name: Blur, blur_limit: abc}]", r"data\.augment\[0\]: bad arguments for Blur"),
         ("data.augment=yolo", r"data\.augment: expected ssd, ssdlite, none or a list"),

@@ -82,7 +82,12 @@ def test_bad_samples_become_markers_warned_once_per_file(corrupt: Path) -> None:
 def test_a_fully_skipped_batch_skips_the_step_and_the_count_is_logged(corrupt: Path, one_thread) -> None:
     config = load_config(
         None,
-        [*TINY, f"data.train.images={corrupt / 'images'}", f"data.train.annotations={corrupt / 'annotations.json'}"],
+        [
+            *TINY,
+            "data.max_skipped_fraction=1",
+            f"data.train.images={corrupt / 'images'}",
+            f"data.train.annotations={corrupt / 'annotations.json'}",
+        ],
     )
     data = DetectionDataModule(config)
     module = DetectionModule(config.to_dict(), data.class_names, data.category_ids)

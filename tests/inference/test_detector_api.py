@@ -146,7 +146,9 @@ def test_detections_to_coco_and_yolo():
         "bbox": [10.0, 20.0, 40.0, 20.0],
         "score": 0.9,
     }
-    assert coco[1]["bbox"] == [0.0, 0.0, 100.0, 80.0] and coco[1]["score"] == 0.5123
+    assert (
+        coco[1]["bbox"] == [0.0, 0.0, 100.0, 80.0] and coco[1]["score"] == 0.51234
+    )  # 5 decimals, as evaluation rounds
     assert found.to_yolo().splitlines() == [
         "2 0.300000 0.375000 0.400000 0.250000 0.9000",
         "0 0.500000 0.500000 1.000000 1.000000 0.5123",

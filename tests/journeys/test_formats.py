@@ -18,11 +18,12 @@ MODELS = {  # format -> the model section it trains
     "coco": {"name": "ssdlite320_mobilenet_v3_large", "width_mult": 0.25},
     "voc": {"name": "ssdlite_mobilenet_v2", "width_mult": 0.25},
     "yolo": {"name": "ssd_mobilenet_v1", "width_mult": 0.25},
-    "txt": {"name": "custom", "width_mult": 0.25},
-    "openimages": {"name": "ssd_resnet50_fpn"},
+    "txt": {"name": "custom", "width_mult": 0.25, "strides": [8, 16, 32]},
+    "openimages": {"name": "ssd_resnet50_fpn", "width_mult": 1.0},  # no width multiplier outside MobileNets
     "cognata": {"name": "ssdlite320_mobilenet_v3_large", "width_mult": 0.25},
 }
 FORMATS = ("coco", "voc", "yolo", "txt", "openimages", "cognata")  # = journey.formats
+ANCHORS = {"txt": {"anchors": {"box_sizes": [[12, 20], [28, 40], [56]]}}}  # the custom model has no default layout
 EVAL_SIZE = "[48,80]"  # H, W: non-square, not the training size 64x64, not any model's default
 
 
@@ -34,7 +35,11 @@ def format_run(journey_root, journey):
     def run(fmt: str) -> tuple[Path, Path]:
         if fmt not in runs:
             config = journey.write_config(
-                journey_root, journey.write_dataset(journey_root, fmt), name=fmt, model=MODELS[fmt]
+                journey_root,
+                journey.write_dataset(journey_root, fmt),
+                name=fmt,
+                model=MODELS[fmt],
+                **ANCHORS.get(fmt, {}),
             )
             work = journey_root / "work"
             journey.ok("train", "train.output_dir=runs/" + fmt, "-c", f"../cfg/{fmt}.yaml", "train.seed=1", cwd=work)

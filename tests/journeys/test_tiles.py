@@ -137,7 +137,9 @@ def test_python_api_slices_frames_of_mixed_sizes(trained: Path):
 
 def test_bad_tile_config_is_a_one_line_error(trained: Path):
     done = multibox_cli(trained, "train", "-c", "config.yaml", "data.tiles.overlap=1.0", "train.output_dir=run2")
-    assert done.returncode == 2 and done.stderr.startswith("error: config.yaml: data.tiles.overlap:"), done.stderr
+    assert done.returncode == 2 and done.stderr.startswith(
+        "error: override data.tiles.overlap=1.0: data.tiles.overlap:"
+    ), done.stderr
     done = multibox_cli(trained, "train", "-c", "config.yaml", "data.tiles.size=[4,4]", "train.output_dir=run3")
     assert done.returncode == 2 and "data.tiles.size: 4x4 is smaller than the model's smallest stride" in done.stderr, (
         done.stderr

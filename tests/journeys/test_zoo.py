@@ -27,10 +27,9 @@ def test_one_step_then_eval_at_another_size(model, zoo_data, journey_root, journ
     train_size, eval_size = SIZES[model]
     config = journey.write_config(
         journey_root / "zoo",
-        zoo_data,
+        {**zoo_data, "input_size": train_size, "batch_size": 2},
         name=model,
-        model={"name": model},
-        data={"input_size": train_size, "batch_size": 2},
+        model={"name": model, "width_mult": 1.0},  # no width multiplier outside MobileNets
     )
     work = journey_root / "work"
     journey.ok("train", "-c", config, f"train.output_dir=runs/zoo-{model}", cwd=work)

@@ -1,6 +1,8 @@
 """`multibox --version`, `config show` and `config init`."""
 
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -8,6 +10,9 @@ import yaml
 from multibox.cli import main
 from multibox.commands.config import EXAMPLE_SPLITS, init_config
 from multibox.config import load_config
+
+# The console script of the Python running the tests (make test does not put .venv/bin on PATH).
+MULTIBOX = str(Path(sys.executable).parent / "multibox")
 
 
 def test_version_is_the_installed_distributions(capsys):
@@ -42,12 +47,8 @@ def test_init_validates_as_is_and_comments_every_key(tmp_path, fmt):
 
 
 def test_init_through_the_console_script(tmp_path):
-    out = subprocess.run(
-        ["multibox", "config", "init", "--format", "voc"], capture_output=True, text=True, cwd=tmp_path
-    )
+    out = subprocess.run([MULTIBOX, "config", "init", "--format", "voc"], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert yaml.safe_load(out.stdout)["data"]["train"]["annotations"] == "train"
-    bad = subprocess.run(
-        ["multibox", "config", "init", "--model", "nope"], capture_output=True, text=True, cwd=tmp_path
-    )
+    bad = subprocess.run([MULTIBOX, "config", "init", "--model", "nope"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "ssd300_vgg16" in bad.stderr

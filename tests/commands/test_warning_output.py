@@ -3,10 +3,15 @@
 import io
 import json
 import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 from multibox.commands.warning_output import install
 from multibox.data.synth import make_synthetic_dataset
+
+# The console script of the Python running the tests (make test does not put .venv/bin on PATH).
+MULTIBOX = str(Path(sys.executable).parent / "multibox")
 
 
 def test_each_message_once_then_a_count():
@@ -32,7 +37,7 @@ def test_the_console_script_shows_no_python_warning_format(tmp_path):
     coco["annotations"][0]["iscrowd"] = 1
     (source / "annotations.json").write_text(json.dumps(coco))
     done = subprocess.run(
-        ["multibox", "data", "convert", "--from", "coco", "--to", "yolo", "src", "out"],
+        [MULTIBOX, "data", "convert", "--from", "coco", "--to", "yolo", "src", "out"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

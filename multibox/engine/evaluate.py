@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.progress import track
@@ -17,6 +17,10 @@ from multibox.engine.plots import REPORT_SCORE_THRESHOLD, check_score_threshold
 from multibox.errors import MultiboxError
 from multibox.models.detector import SSDDetector
 from multibox.outputs import writable_dir
+
+if TYPE_CHECKING:
+    from multibox.config import Config
+    from multibox.data.datamodule import DetectionDataModule
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -110,6 +114,25 @@ def check_report_dir(folder: Path) -> Path:
     return writable_dir(folder, "evaluation report")
 
 
+def evaluate_val_set(
+    detector: SSDDetector, data: DetectionDataModule, config: Config, ground_truth: dict, evaluated: set[int]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`detect_and_evaluate` over a DetectionDataModule's val loader with the config's device, progress and metric:
+    the final evaluation after training and `multibox eval` score the same way. `evaluated` receives the image ids."""
+    return detect_and_evaluate(
+        detector,
+        data.val_dataloader(),
+        ground_truth,
+        list(data.category_ids),
+        list(data.class_names),
+        pick_device(config.train.accelerator),
+        progress=config.train.progress,
+        prepare_batch=data.prepare_batch,
+        metric=config.eval.metric,
+        evaluated=evaluated,
+    )
+
+
 def evaluate_checkpoint(
     weights: Path,
     config_path: Path | None = None,
@@ -159,18 +182,7 @@ def evaluate_checkpoint(
             evaluated=evaluated,
         )
     else:
-        metrics, detections = detect_and_evaluate(
-            loaded.detector,
-            data.val_dataloader(),
-            data.val_set.to_coco_gt(),
-            loaded.category_ids,
-            loaded.class_names,
-            pick_device(config.train.accelerator),
-            progress=config.train.progress,
-            prepare_batch=data.prepare_batch,
-            metric=config.eval.metric,
-            evaluated=evaluated,
-        )
+        metrics, detections = evaluate_val_set(loaded.detector, data, config, data.val_set.to_coco_gt(), evaluated)
     if report_dir is not None:
         from multibox.engine.report import save_metrics_json, write_evaluation_report
 

@@ -22,7 +22,7 @@ from multibox.data.stats import input_size_for
 from multibox.engine.callbacks import ProgressBar, training_callbacks
 from multibox.engine.checkpoint import load_checkpoint
 from multibox.engine.checkpoint_io import AtomicCheckpointIO, RandomStateCallback
-from multibox.engine.evaluate import detect_and_evaluate, pick_device
+from multibox.engine.evaluate import evaluate_val_set
 from multibox.engine.interrupt import InterruptCallback, run_interruptible
 from multibox.engine.module import DetectionModule, resolve_class_weights
 from multibox.engine.report import plot_training_curves, save_metrics_json, write_evaluation_report
@@ -307,18 +307,7 @@ def train(
     assert data.val_set is not None and module.val_ground_truth is not None  # has_val
     loaded = load_checkpoint(best if best.is_file() else checkpoint_dir(config) / "last.ckpt", config)
     evaluated: set[int] = set()
-    metrics, detections = detect_and_evaluate(
-        loaded.detector,
-        data.val_dataloader(),
-        module.val_ground_truth,
-        data.category_ids,
-        data.class_names,
-        pick_device(config.train.accelerator),
-        progress=config.train.progress,
-        prepare_batch=data.prepare_batch,
-        metric=config.eval.metric,
-        evaluated=evaluated,
-    )
+    metrics, detections = evaluate_val_set(loaded.detector, data, config, module.val_ground_truth, evaluated)
     metrics["train_seconds"] = round(elapsed, 1)
     save_metrics_json(metrics, out / "metrics.json")
     write_evaluation_report(out, metrics, detections, data.val_set, evaluated=evaluated)  # report.md + pictures

@@ -69,7 +69,7 @@ def summarize(config: Config, depth: int = 3) -> dict[str, Any]:
     batch = config.data.batch_size
     height, width = (int(v) for v in config.data.input_size)
     with torch.device("meta"):  # no weights are allocated or initialised, even for VGG's 35M
-        detector, spec = build_detector(config, num_classes)
+        detector, spec = build_detector(config, num_classes, load_weights=False)  # meta tensors: nothing to load into
     model = detector.model.eval()  # eval: BatchNorm would refuse a batch of 1 on 1x1 maps
 
     names = {module: name for name, module in model.named_modules()}

@@ -167,3 +167,11 @@ def test_class_count_is_read_from_the_data_when_at_hand(tmp_path: Path, capsys):
     assert main(["summary", "-c", str(config), "--depth", "0"]) == 0
     out = capsys.readouterr().out
     assert "5 foreground classes" in out and f"from {root / 'annotations.json'}" in out
+
+
+def test_pretrained_weights_in_the_config_are_not_fetched(monkeypatch, tmp_path):
+    """A recipe that starts from ImageNet weights still summarises offline: the meta-device model loads nothing."""
+    monkeypatch.setenv("MULTIBOX_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: loading would have to download
+    config = load_config(None, ["model.name=ssd300_vgg16", "model.backbone_weights=imagenet", "model.num_classes=21"])
+    assert summarize(config)["num_boxes"] == 8732

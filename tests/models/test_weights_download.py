@@ -21,6 +21,7 @@ from torchvision.models.detection import SSDLite320_MobileNet_V3_Large_Weights
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large as torchvision_ssdlite
 
 from multibox.config import load_config
+from multibox.data.synth import make_synthetic_dataset
 from multibox.errors import MultiboxError
 from multibox.models.detector import build_detector
 from multibox.models.mobilenet import default_norm_layer
@@ -194,18 +195,19 @@ def _multibox(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedPro
 
 
 def test_console_offline_and_mirror(served, tmp_path) -> None:
-    """The console script: offline, one line with the URL and the cache path, exit 2; with a mirror, the file is
+    """The console script (training, which loads the weights; `summary` never does): offline, one line with the URL and the cache path, exit 2; with a mirror, the file is
     fetched from it and its hash checked (this mirror's copy is wrong: exit 2, nothing kept)."""
     server, folder = served
-    (tmp_path / "run").mkdir()
+    make_synthetic_dataset(tmp_path / "run" / "shapes", 2, (64, 64))
     (tmp_path / "run" / "config.yaml").write_text(
-        "model: {name: ssdlite320_mobilenet_v3_large, backbone_weights: imagenet, num_classes: 2}\n"
-        "data: {input_size: [128, 128]}\n"
+        "model: {name: ssdlite320_mobilenet_v3_large, backbone_weights: imagenet}\n"
+        "data: {input_size: [128, 128], train: {images: shapes/images, annotations: shapes/annotations.json}}\n"
+        "train: {epochs: 1, output_dir: out}\n"
     )
     home = tmp_path / "torch"
     cache = home / "hub" / "checkpoints" / "mobilenet_v3_large-8738ca79.pth"
 
-    offline = _multibox(["summary", "-c", "config.yaml"], tmp_path / "run", TORCH_HOME=str(home), MULTIBOX_OFFLINE="1")
+    offline = _multibox(["train", "-c", "config.yaml"], tmp_path / "run", TORCH_HOME=str(home), MULTIBOX_OFFLINE="1")
     assert offline.returncode == 2, offline.stderr
     lines = offline.stderr.strip().splitlines()
     assert len(lines) == 1 and "https://download.pytorch.org/models/mobilenet_v3_large-8738ca79.pth" in lines[0]
@@ -213,7 +215,7 @@ def test_console_offline_and_mirror(served, tmp_path) -> None:
 
     (folder / "mobilenet_v3_large-8738ca79.pth").write_bytes(b"a stale mirror copy")
     mirrored = _multibox(
-        ["summary", "-c", "config.yaml"],
+        ["train", "-c", "config.yaml"],
         tmp_path / "run",
         TORCH_HOME=str(home),
         MULTIBOX_WEIGHTS_MIRROR=f"{server.url}/",

@@ -30,11 +30,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy multibox
 
-test: lint
-	$(BIN)/python -m pytest -q
+# Two pytest-xdist workers, one per core of the CI machine; loadscope keeps each module's tests (and its
+# module-scoped fixtures: a trained run, an MLflow server) on one worker. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
 
+test: lint
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
+
+# Everything, including the slow-marked tests, with every journey run through the installed console script.
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m ''
+	MULTIBOX_TEST_CONSOLE=1 $(BIN)/python -m pytest -q -m '' -n $(TEST_WORKERS) --dist loadscope
 	bash docker/check_install.sh
 
 clean:

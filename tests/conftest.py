@@ -1,9 +1,11 @@
-"""Shared test setup: two CPU threads, deterministic seeds, a tiny checkpoint, a tiny trained run and a few synthetic
-images. Session-scoped: built once for every test that asks (the default run must stay within ~4 minutes)."""
+"""Shared test setup: two CPU threads (one per pytest-xdist worker), deterministic seeds, a tiny checkpoint, a tiny
+trained run and a few synthetic images. Session-scoped: built once per worker for every test that asks (the default
+run must stay within ~4 minutes)."""
 
 import os
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Two threads for a lone pytest; one per worker under pytest-xdist (`make test` runs two workers on two cores).
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from multibox.data.synth import SHAPES, make_synthetic_dataset
 from multibox.engine.module import DetectionModule
 from multibox.models.detector import set_norm_momentum
 
-torch.set_num_threads(2)
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(autouse=True)

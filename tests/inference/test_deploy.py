@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import onnx
 import pytest
 import torch
+from cli_runner import run_cli
 
 from multibox.cli import main
 from multibox.engine.checkpoint import load_checkpoint
@@ -82,15 +82,9 @@ def test_exported_detections_and_eval_equal_the_checkpoint(deploy, tiny_checkpoi
         assert abs(metrics["map"] - expected["map"]) <= 0.001 and abs(metrics["map_50"] - expected["map_50"]) <= 0.001
 
 
-def test_eval_of_an_onnx_file_from_the_console_script(deploy):
+def test_eval_of_an_onnx_file_from_the_command_line(deploy):
     folder, files = deploy
-    done = subprocess.run(
-        [sys.executable, "-m", "multibox", "eval", "--weights", "fp32.onnx", "-c", "config.yaml", "--out", "m.json"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_cli("eval", "--weights", "fp32.onnx", "-c", "config.yaml", "--out", "m.json", cwd=folder)
     assert done.returncode == 0, done.stderr
     assert '"map"' in (folder / "m.json").read_text()
 

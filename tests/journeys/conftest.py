@@ -1,5 +1,6 @@
 """Journey fixtures: datasets laid out as each format's own tools lay them out, configs written by hand with
-relative paths and split names, and the real `multibox` console script run in a subprocess from outside the repo.
+relative paths and split names, and the `multibox` command line run from outside the repo (in-process by default,
+as the console script with ``console=True`` or under ``MULTIBOX_TEST_CONSOLE=1``: tests/cli_runner.py).
 
 Reuse in a new ``tests/journeys/test_<topic>.py``:
 
@@ -7,7 +8,7 @@ Reuse in a new ``tests/journeys/test_<topic>.py``:
   of that format under ``folder/<fmt>`` and returns the
   ``data:`` section (paths relative to ``folder/cfg``, where :func:`write_config` puts the config);
 - ``write_config(folder, data, **sections)`` writes ``folder/cfg/<name>.yaml`` with the tiny model settings;
-- ``multibox(*args, cwd=...)`` runs the console script and returns the finished process; ``ok(...)`` also
+- ``multibox(*args, cwd=...)`` runs the command line and returns the finished process; ``ok(...)`` also
   asserts exit status 0 and shows stderr when not;
 - the session fixtures ``journey_root`` (a working folder outside the repo) and ``format_run``
   (test_formats.py: one trained run
@@ -20,15 +21,14 @@ Paths in these configs resolve from the config's folder; the commands run with t
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cli_runner import run_cli
 
 from multibox.data.formats import load_dataset
 from multibox.data.formats import write_dataset as write_format
@@ -48,21 +48,17 @@ TINY: dict[str, Any] = {
     "optimizer": {"name": "adamw", "lr": 0.001},
     "eval": {"max_detections": 20},
 }
-MULTIBOX = shutil.which("multibox", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
 
 
-def multibox(*args: str | Path, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """The installed console script, as a user runs it (one thread, as tests/conftest.py sets)."""
-    assert MULTIBOX is not None, "the multibox console script is not installed (pip install -e .)"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
-    return subprocess.run(
-        [MULTIBOX, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+def multibox(*args: str | Path, cwd: Path, timeout: float = 600, console: bool = False) -> subprocess.CompletedProcess:
+    """`multibox ARGS` from ``cwd``: in this process by default, the installed console script with ``console``
+    (and for every run under ``MULTIBOX_TEST_CONSOLE=1``, as ``make test-all`` sets); see tests/cli_runner.py."""
+    return run_cli(*args, cwd=cwd, console=console, timeout=timeout)
 
 
-def ok(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+def ok(*args: str | Path, cwd: Path, console: bool = False) -> subprocess.CompletedProcess:
     """`multibox` that must succeed; the failure shows the command and its stderr."""
-    done = multibox(*args, cwd=cwd)
+    done = multibox(*args, cwd=cwd, console=console)
     assert done.returncode == 0, f"multibox {' '.join(map(str, args))} -> {done.returncode}\n{done.stderr[-3000:]}"
     return done
 

@@ -24,6 +24,7 @@ MODELS = {  # format -> the model section it trains
 }
 FORMATS = ("coco", "voc", "yolo", "txt", "openimages", "cognata")  # = journey.formats
 ANCHORS = {"txt": {"anchors": {"box_sizes": [[12, 20], [28, 40], [56]]}}}  # the custom model has no default layout
+CONSOLE = {"coco"}  # formats trained by the installed console script; everything else runs main() in-process
 EVAL_SIZE = "[48,80]"  # H, W: non-square, not the training size 64x64, not any model's default
 
 
@@ -42,7 +43,14 @@ def format_run(journey_root, journey):
                 **ANCHORS.get(fmt, {}),
             )
             work = journey_root / "work"
-            journey.ok("train", "train.output_dir=runs/" + fmt, "-c", f"../cfg/{fmt}.yaml", "train.seed=1", cwd=work)
+            journey.ok(
+                "train",
+                "train.output_dir=runs/" + fmt,
+                "-c",
+                f"../cfg/{fmt}.yaml",
+                "train.seed=1",
+                cwd=work,
+            )
             runs[fmt] = config, work / "runs" / fmt
         return runs[fmt]
 

@@ -1,7 +1,9 @@
 """Journeys of issue 14: runs that used to give wrong results, unreadable files or a silent stop.
 
-Each test runs the real `multibox` console script in a subprocess, with a config written by hand and the
-working directory set to the config's folder (so relative paths mean the same whichever folder they resolve from).
+Each test runs the `multibox` command line (in-process, see tests/cli_runner.py; the Ctrl-C and SIGTERM journeys
+start the real console script and signal it), with a config
+written by hand and the working directory set to the config's folder (so relative paths mean the same whichever
+folder they resolve from).
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from cli_runner import console_script, run_cli
 
 from multibox.data.synth import make_synthetic_dataset
 
@@ -37,19 +39,15 @@ eval: {max_detections: 20}
 """
 
 
-def _command() -> list[str]:
-    script = Path(sys.executable).parent / "multibox"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "multibox"]
-
-
 def _env() -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
 
-def multibox(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*_command(), *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+def multibox(cwd: Path, *args: str, console: bool = False) -> subprocess.CompletedProcess:
+    """In-process unless ``console`` (tests/cli_runner.py); the signal journeys below always start the script."""
+    return run_cli(*args, cwd=cwd, console=console)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +178,7 @@ def _train_until_signal(
     old = os.umask(0o027)  # the child inherits it: files must be 0640, not 0600 nor 0644
     try:
         process = subprocess.Popen(
-            [*_command(), "train", "-c", "cfg.yaml", *args],
+            [*console_script(), "train", "-c", "cfg.yaml", *args],
             cwd=work,
             env=_env(),
             stdout=subprocess.PIPE,

@@ -4,14 +4,12 @@ real `multibox` console script run from the config's folder, and the Python `Det
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import run_cli
 
 import multibox
 from multibox.data.synth import make_synthetic_dataset
@@ -35,11 +33,8 @@ eval: {max_detections: 20}
 
 
 def multibox_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """The installed console script, running this checkout's package, one thread."""
-    script = Path(sys.executable).with_name("multibox")
-    command = [str(script)] if script.is_file() else [shutil.which("multibox") or "multibox"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+    """The command line from ``cwd``, in-process (tests/cli_runner.py)."""
+    return run_cli(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

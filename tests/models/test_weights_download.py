@@ -7,15 +7,14 @@ torch hub's real code: hash prefix in the file name checked, file moved into the
 
 import hashlib
 import http.server
-import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import run_cli
 from torchvision.models import MobileNet_V3_Large_Weights, mobilenet_v3_large
 from torchvision.models.detection import SSDLite320_MobileNet_V3_Large_Weights
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large as torchvision_ssdlite
@@ -188,15 +187,15 @@ def test_pretrained_fallback_scratch_says_so_and_goes_on(torch_home, monkeypatch
 
 
 def _multibox(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    full = {**os.environ, "PYTHONWARNINGS": "ignore", **env}
-    full.pop("MULTIBOX_OFFLINE", None) if "MULTIBOX_OFFLINE" not in env else None
-    exe = Path(sys.executable).with_name("multibox")
-    return subprocess.run([str(exe), *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=300)
+    """The command line in-process (tests/cli_runner.py) with ``env`` set, and MULTIBOX_OFFLINE only if given."""
+    env.setdefault("MULTIBOX_OFFLINE", "")
+    return run_cli(*args, cwd=cwd, env=env)
 
 
 def test_console_offline_and_mirror(served, tmp_path) -> None:
-    """The console script (training, which loads the weights; `summary` never does): offline, one line with the URL and the cache path, exit 2; with a mirror, the file is
-    fetched from it and its hash checked (this mirror's copy is wrong: exit 2, nothing kept)."""
+    """The command line (training loads the weights; `summary` never does): offline, one line with the URL and
+    the cache path, exit 2; with a mirror, the file is fetched from it and its hash checked (this mirror's copy is
+    wrong: exit 2, nothing kept)."""
     server, folder = served
     make_synthetic_dataset(tmp_path / "run" / "shapes", 2, (64, 64))
     (tmp_path / "run" / "config.yaml").write_text(

@@ -287,7 +287,7 @@ class LossConfig(_Section):
         description="Negative sampling of the multibox loss: "
         "hard = the neg_pos_ratio x positives highest-loss negatives; "
         "dns = every negative the model currently misclassifies (all negatives when none is), "
-        "seed 000's dynamic sampling.",
+        "the scale-aware SSD project's dynamic sampling.",
     )
     minibatch_size: int | None = Field(
         None,

@@ -44,7 +44,7 @@ def hard_negative_mask(cls_loss: Tensor, positive: Tensor, neg_pos_ratio: float)
 
 
 def misclassified_negative_mask(cls_logits: Tensor, positive: Tensor) -> Tensor:
-    """(N, A) bool: seed 000's dynamic negatives, the background boxes whose arg-max class is not
+    """(N, A) bool: the scale-aware SSD project's dynamic negatives, the background boxes whose arg-max class is not
     background; in an image that has none, all its background boxes (so it still learns background)."""
     negative = ~positive
     wrong = negative & (cls_logits.detach().argmax(dim=-1) != 0)

@@ -1,4 +1,4 @@
-"""Scale-aware default boxes: fit per-level box sizes and aspect ratios to a dataset (seed 000).
+"""Scale-aware default boxes: fit per-level box sizes and aspect ratios to a dataset (up2metric/scale-aware-SSD).
 
 The model's levels and feature maps stay as they are; only the boxes laid over them change, as
 ``anchors.box_sizes`` (pixels at the input, per level) and ``anchors.aspect_ratios``. The goal is

@@ -10,6 +10,7 @@ import torch
 from rich.progress import track
 
 from multibox.data.dataset import warn_skipped
+from multibox.devices import resolve_device
 from multibox.engine.checkpoint import load_checkpoint, read_checkpoint
 from multibox.engine.evaluation import DetectionAccumulator, evaluate_metrics
 from multibox.engine.module import images_to_float
@@ -21,13 +22,6 @@ from multibox.outputs import writable_dir
 if TYPE_CHECKING:
     from multibox.config import Config
     from multibox.data.datamodule import DetectionDataModule
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """'auto' takes the GPU when there is one."""
-    if name in ("auto", "gpu"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @torch.no_grad()
@@ -52,7 +46,7 @@ def detect_and_evaluate(
     detector: uint8 images and original sizes → detections (an exported model, `multibox eval --weights x.onnx`).
     `metric` (eval.metric): voc07/voc add VOC's. `evaluated`, when given, receives the ids of the images the
     metrics cover (unreadable ones are left out), for a report that must agree with them."""
-    device = device or pick_device()
+    device = device or resolve_device()
     if detect is None:
         assert detector is not None, "a detector or a detect function"
         detector = detector.to(device).eval()
@@ -125,7 +119,7 @@ def evaluate_val_set(
         ground_truth,
         list(data.category_ids),
         list(data.class_names),
-        pick_device(config.train.accelerator),
+        resolve_device(config.train.accelerator),
         progress=config.train.progress,
         prepare_batch=data.prepare_batch,
         metric=config.eval.metric,
@@ -177,7 +171,7 @@ def evaluate_checkpoint(
             loaded.class_names,
             loaded.config.data.input_size,
             slicing,
-            pick_device(config.train.accelerator),
+            resolve_device(config.train.accelerator),
             config.data.batch_size,
             evaluated=evaluated,
         )

@@ -19,6 +19,7 @@ from multibox.config import Config, save_config
 from multibox.data.datamodule import DetectionDataModule
 from multibox.data.records import DetectionSet
 from multibox.data.stats import input_size_for
+from multibox.devices import leave_a_core_free
 from multibox.engine.callbacks import ProgressBar, training_callbacks
 from multibox.engine.checkpoint import load_checkpoint
 from multibox.engine.checkpoint_io import AtomicCheckpointIO, RandomStateCallback
@@ -220,15 +221,10 @@ def _number(text: str | None) -> float:
 
 
 def limit_cpu_threads(config: Config) -> None:
-    """Leave one core free when training on the CPU.
-
-    PyTorch's OpenMP threads spin while they wait for each other; when the logger,
-    progress bar or loader threads take a core from them, every op stalls (measured on
-    the 2-core dev machine: 6 s per step with 2 threads, 0.5 s with 1). OMP_NUM_THREADS wins.
-    """
+    """Leave one core free when training on the CPU (the logger, progress bar and loader threads need it)."""
     on_cpu = config.train.accelerator == "cpu" or (config.train.accelerator == "auto" and not torch.cuda.is_available())
-    if on_cpu and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    if on_cpu:
+        leave_a_core_free(torch.device("cpu"))
 
 
 def _global_rank() -> int:

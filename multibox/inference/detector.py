@@ -11,13 +11,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
 from multibox.boxes.postprocess import PostprocessSettings
 from multibox.data.transforms import build_eval_transform
+from multibox.devices import resolve_device
 from multibox.engine.checkpoint import load_checkpoint
 from multibox.engine.sliced import DEFAULT_MERGE, Merge, Slicing, check_slicing, detect_sliced, frame_tensor
 from multibox.errors import MultiboxError
@@ -77,21 +77,14 @@ class Detections:
 
 
 def read_rgb(path: str | Path) -> np.ndarray | None:
-    """RGB uint8 image, or None when OpenCV cannot decode it or the JPEG/PNG is cut short. JPEG EXIF orientation
-    is applied (cv2.imdecode does so unless told IMREAD_IGNORE_ORIENTATION), as PIL's exif_transpose does.
-
-    A truncated file is refused before decoding, as the training reader refuses it (multibox.data.dataset.truncation):
-    libjpeg would decode it with the missing part grey and print "Premature end of JPEG file" on stderr."""
-    from multibox.data.dataset import truncation
+    """The training reader (:func:`multibox.data.dataset.read_image`: EXIF orientation applied, cut-short JPEG/PNG
+    refused), lenient: None instead of an error, for prediction, which reports and skips such files."""
+    from multibox.data.dataset import read_image
 
     try:
-        data = np.fromfile(str(path), np.uint8)
-    except OSError:
+        return read_image(Path(path), max_pixels=None)
+    except MultiboxError:
         return None
-    if not data.size or truncation(data):
-        return None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def to_rgb(image: ImageInput) -> np.ndarray:
@@ -127,19 +120,6 @@ def to_rgb(image: ImageInput) -> np.ndarray:
             raise MultiboxError(f"image array: expected HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
         return image
     raise MultiboxError(f"image: expected a path, numpy array, PIL image or tensor, got {type(image).__name__}")
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' (the GPU when there is one), 'cpu', 'cuda', 'cuda:1', ...; a one-line error otherwise."""
-    if name in ("auto", "gpu"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise MultiboxError(f"device: unknown device {name!r} (expected auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MultiboxError(f"device: {name!r} asked for, but no CUDA GPU is available")
-    return device
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:

@@ -9,7 +9,6 @@ under ``labels/``. Nothing is overwritten: not the source images, not an earlier
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections import Counter
 from collections.abc import Iterable
@@ -18,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from multibox.devices import leave_a_core_free
 from multibox.errors import MultiboxError
 from multibox.inference.detector import Detections, Detector, read_rgb
 from multibox.inference.draw import annotate, save_image
@@ -60,13 +59,6 @@ def _check_output_dir(out_dir: Path, source_root: Path) -> None:
         )
     if (out_dir / "predictions.json").exists():
         raise MultiboxError(f"{out_dir}: already holds predictions.json from an earlier run; choose another --out")
-
-
-def _leave_a_core_free(device: torch.device) -> None:
-    """On the CPU, decoding and drawing threads run beside the network: PyTorch's OpenMP threads spin
-    while waiting for each other, so giving them every core stalls them (as in training). OMP_NUM_THREADS wins."""
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
 def _progress(enabled: bool) -> Progress:
@@ -124,7 +116,7 @@ def predict(
         batch_size=batch_size,
         **slicing,
     )
-    _leave_a_core_free(detector.device)
+    leave_a_core_free(detector.device)  # decoding and drawing run beside the network
     out_dir.mkdir(parents=True, exist_ok=True)
     if video:
         results = predict_video(detector, source, out_dir, progress, save_txt)

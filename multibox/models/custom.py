@@ -1,6 +1,6 @@
 """A user-assembled SSD (``model.name: custom``): any supported backbone, the strides you ask for.
 
-Scale-aware SSD (seed 000) picks the prediction levels and box sizes to fit the dataset's objects
+Scale-aware SSD (up2metric/scale-aware-SSD) picks the prediction levels and box sizes to fit the dataset's objects
 instead of using a paper's fixed layout: e.g. MobileNetV2 tapped at strides 8, 16, 32 plus one
 extra stride-64 level, one square box per location of 25/38/58/87 pixels at 512x512. So here
 the levels are a list of strides and the default boxes always come from the config.

@@ -281,3 +281,8 @@ def collate_detections(
         "skipped": torch.tensor(len(skipped), dtype=torch.int64),
         "skipped_files": skipped,
     }
+
+
+def images_to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) batches travel to the device as bytes and become [0, 1] floats there."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images

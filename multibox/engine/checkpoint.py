@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from multibox.config import Config, parse_config
-from multibox.engine.checkpoint_io import safe_torch_load
+from multibox.engine.checkpoint_file import safe_torch_load
 from multibox.errors import MultiboxError
 from multibox.models.detector import SSDDetector, build_detector
 

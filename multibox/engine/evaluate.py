@@ -9,11 +9,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from rich.progress import track
 
-from multibox.data.dataset import warn_skipped
+from multibox.data.dataset import images_to_float, warn_skipped
 from multibox.devices import resolve_device
 from multibox.engine.checkpoint import load_checkpoint, read_checkpoint
 from multibox.engine.evaluation import DetectionAccumulator, evaluate_metrics
-from multibox.engine.module import images_to_float
 from multibox.engine.plots import REPORT_SCORE_THRESHOLD, check_score_threshold
 from multibox.errors import MultiboxError
 from multibox.models.detector import SSDDetector

@@ -19,18 +19,13 @@ from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
 from multibox.config import Config
-from multibox.data.dataset import warn_skipped
+from multibox.data.dataset import images_to_float, warn_skipped
 from multibox.data.readable import check_skipped
 from multibox.data.records import DetectionSet
 from multibox.engine.evaluation import METRIC_KEYS, DetectionAccumulator, evaluate_metrics
 from multibox.errors import MultiboxError
 from multibox.losses import FocalLoss, MultiBoxLoss, class_weights_from_counts, count_labels
 from multibox.models.detector import build_detector, resolved_config
-
-
-def images_to_float(images: Tensor) -> Tensor:
-    """uint8 (N, 3, H, W) batches travel to the device as bytes and become [0, 1] floats there."""
-    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
 class DetectionModule(L.LightningModule):

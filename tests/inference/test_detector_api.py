@@ -186,6 +186,38 @@ def test_bad_inputs_are_one_line_errors(make_detector, tmp_path):
         assert message in str(excinfo.value)
 
 
+def _top_level_imports(module: str) -> set[str]:
+    """Modules that `module`'s file imports at its top level (not inside functions)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None, module
+    tree = ast.parse(open(spec.origin, encoding="utf-8").read())
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("entry", ["multibox.inference.predict", "multibox.inference.export"])
+def test_prediction_and_export_do_not_import_lightning(entry):
+    """Lightning (with torchmetrics and scipy) costs ~7 s of CPU at start-up on 2 cores; `predict`, `export` and the
+    Python Detector do not need it. Walks multibox's own top-level imports from the entry module."""
+    seen, todo = set(), [entry]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        imports = _top_level_imports(module)
+        assert not {name for name in imports if name.split(".")[0] in ("lightning", "pytorch_lightning")}, module
+        todo += [name for name in imports if name.startswith("multibox.") or name == "multibox"]
+
+
 def test_import_multibox_does_not_import_torch():
     code = "import sys, multibox; assert 'torch' not in sys.modules and 'cv2' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

@@ -1,6 +1,6 @@
 """Checkpoint files without Lightning: written all or nothing, read with ``weights_only=True`` only.
 
-Kept apart from :mod:`multibox.engine.checkpoint_io` (Lightning's side) so that `eval`, `predict`, `export` and the
+Kept apart from :mod:`multibox.engine.checkpoint_io` (Lightning's side) so that `predict`, `export` and the
 Python ``Detector`` read checkpoints without importing Lightning: their imports went from 11.4 to 8.4 CPU-s on the
 2-core dev machine.
 """

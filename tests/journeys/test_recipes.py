@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from cli_runner import run_cli
 
+from multibox.config import load_config
 from multibox.data.synth import make_synthetic_dataset
 
 CONFIGS = Path(__file__).resolve().parents[2] / "multibox" / "configs"
@@ -122,3 +123,26 @@ def test_recipe_summary_and_one_training_step(work, config, data, size, eval_siz
         )
         assert evaluated.returncode == 0, evaluated.stderr[-3000:]
         assert 0.0 <= json.loads((work / "e.json").read_text())["map_50"] <= 1.0
+
+
+def test_custom_data_config_trains_as_the_readme_runs_it(work) -> None:
+    """README, "Train on your own data": custom_data.yaml with only the data paths (plus the README's CPU advice
+    and a short run on these 48x64 images): the input size follows the images' aspect ratio, anchors are fitted."""
+    shutil.copy(CONFIGS / "custom_data.yaml", work / "custom_data.yaml")
+    overrides = [
+        *DATA["coco"],
+        "model.width_mult=0.5",
+        "model.backbone_weights=none",
+        "data.input_short_side=48",
+        "data.num_workers=0",
+        "data.batch_size=2",
+        "train.epochs=1",
+        "train.progress=false",
+        "train.output_dir=run-custom",
+    ]
+    train = _multibox(["train", "-c", "custom_data.yaml", *overrides], cwd=work)
+    assert train.returncode == 0, train.stderr[-3000:]
+    saved = load_config(work / "run-custom" / "config.yaml")  # as resolved: the size and the fitted boxes
+    assert saved.data.input_size == (48, 64) and saved.data.input_short_side is None  # 3:4 images
+    assert not saved.anchors.auto and saved.anchors.box_sizes != [[16, 24], [32, 48], [64, 96]]
+    assert json.loads((work / "run-custom" / "metrics.json").read_text())["per_class"]

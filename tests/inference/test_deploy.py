@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -62,6 +63,19 @@ def test_int8_finds_most_fp32_detections(deploy, shapes_dataset):
     assert agreement.fraction >= 0.6, agreement.describe()
     quantized = onnx.load(str(files["int8"]))
     assert sum(node.op_type == "QuantizeLinear" for node in quantized.graph.node) > 10
+
+
+def test_openvino_serves_any_batch_size_with_the_same_detections(deploy):
+    """One loaded IR, batches of 3, 1 and 2 (compiled per batch size at a static shape): each image's outputs
+    equal those of the batch of 3, whatever batch it came in."""
+    _, files = deploy
+    model = ExportedModel(files["openvino"])
+    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8).numpy()
+    together = model.run(images)
+    for start, stop in ((0, 1), (1, 3)):
+        for out, ref in zip(model.run(images[start:stop]), together, strict=True):
+            assert out.shape[0] == stop - start
+            assert np.allclose(out, ref[start:stop], atol=1e-5)
 
 
 def test_exported_detections_and_eval_equal_the_checkpoint(deploy, tiny_checkpoint, shapes_dataset, monkeypatch):

@@ -8,8 +8,11 @@ again) and its own stdout and stderr, all restored afterwards. Exceptions that e
 as a traceback would be.
 
 Journeys that depend on being a separate process (signals, exit codes from the interpreter, what stderr holds
-from start to end) pass ``console=True``; ``MULTIBOX_TEST_CONSOLE=1`` (set by ``make test-all``) sends every
-run through the console script.
+from start to end) pass ``console=True``, and so does any run that forks data-loader workers (``data.num_workers``
+above 0, the default 2): forking a test process that already runs ONNX Runtime's, OpenVINO's or torch's thread
+pools can leave a worker waiting forever on a lock copied in its locked state (seen once in CI: `eval` of an .onnx
+file hung in its loader). In-process runs use ``data.num_workers=0``. ``MULTIBOX_TEST_CONSOLE=1`` (set by
+``make test-all``) sends every run through the console script.
 """
 
 from __future__ import annotations

@@ -118,7 +118,8 @@ def test_recipe_summary_and_one_training_step(work, config, data, size, eval_siz
     if eval_size:
         best = f"{run}/checkpoints/last.ckpt"  # no best.ckpt: the recipe validates every 10th epoch
         evaluated = _multibox(
-            ["eval", "--weights", best, "-c", config, *DATA[data], f"data.input_size={eval_size}", "--out", "e.json"],
+            ["eval", "--weights", best, "-c", config, *DATA[data], "data.num_workers=0"]
+            + [f"data.input_size={eval_size}", "--out", "e.json"],
             cwd=work,
         )
         assert evaluated.returncode == 0, evaluated.stderr[-3000:]

@@ -200,7 +200,8 @@ def test_console_offline_and_mirror(served, tmp_path) -> None:
     make_synthetic_dataset(tmp_path / "run" / "shapes", 2, (64, 64))
     (tmp_path / "run" / "config.yaml").write_text(
         "model: {name: ssdlite320_mobilenet_v3_large, backbone_weights: imagenet}\n"
-        "data: {input_size: [128, 128], train: {images: shapes/images, annotations: shapes/annotations.json}}\n"
+        "data: {input_size: [128, 128], num_workers: 0,\n"
+        "       train: {images: shapes/images, annotations: shapes/annotations.json}}\n"
         "train: {epochs: 1, output_dir: out}\n"
     )
     home = tmp_path / "torch"

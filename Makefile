@@ -35,7 +35,7 @@ lint: $(STAMP)
 TEST_WORKERS ?= 2
 
 test: lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --max-worker-restart=0
 
 # Everything, including the slow-marked tests, with every journey run through the installed console script.
 test-all: $(STAMP)

@@ -3,6 +3,7 @@ matches the torch wheel's, the image installs through `make install` (one instal
 list), and the entry point is the console script. `make test-all` also runs the install step itself
 (docker/check_install.sh)."""
 
+import os
 import re
 import subprocess
 import tomllib
@@ -39,15 +40,14 @@ def test_image_installs_through_make_install(dockerfile):
     assert "VENV=/opt/venv" in installs[0]
     assert not any("pip install" in run for run in runs), "a second dependency list would drift from pyproject.toml"
     # What that line makes pip do: plain pip, a regular (non-editable) install of the project and its extras.
-    dry = subprocess.run(
-        ["make", "-n", "-B", "install", "VENV=/opt/venv", "EDITABLE=", "EXTRAS="],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    # A clean environment for the inner make: under `make test` MAKEFLAGS names the outer make's jobserver file
+    # descriptors, which in a pytest-xdist worker are its channel to the controller; the inner make used them and
+    # the worker died ("node down") in CI.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    quiet = {"cwd": REPO, "capture_output": True, "text": True, "check": True, "env": env, "stdin": subprocess.DEVNULL}
+    dry = subprocess.run(["make", "-n", "-B", "install", "VENV=/opt/venv", "EDITABLE=", "EXTRAS="], **quiet).stdout
     assert "/opt/venv/bin/python -m pip install --quiet  '.'" in dry
-    dev = subprocess.run(["make", "-n", "-B", "install"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    dev = subprocess.run(["make", "-n", "-B", "install"], **quiet).stdout
     assert ".venv/bin/python -m pip install --quiet -e '.[test]'" in dev
     for copy in _instructions(dockerfile, "COPY"):
         if not copy.startswith("--from"):

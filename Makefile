@@ -30,10 +30,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy multibox
 
-# TEST_WORKERS=2: two pytest-xdist workers, 7 instead of ~12 min, but a worker died in 3 of 5 CI runs (likely forked
-# loader workers writing into the execnet channel they inherit), so the default is one process. loadscope keeps each module's tests (and its
-# module-scoped fixtures: a trained run, an MLflow server) on one worker. TEST_WORKERS=0 runs in this process.
-TEST_WORKERS ?= 0
+# Two pytest-xdist workers: ~7 instead of ~12 min on 2 cores. loadscope keeps each module's tests (and its
+# module-scoped fixtures: a trained run, an MLflow server) on one worker; a dead worker ends the run.
+# TEST_WORKERS=0 runs the tests in this process.
+TEST_WORKERS ?= 2
 
 test: lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --max-worker-restart=0

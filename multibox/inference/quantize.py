@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from multibox.errors import MultiboxError
+from multibox.inference.runtime import openvino_core
 
 DEFAULT_CALIB_COUNT = 200
 # Activation ranges are merged every (at most) this many calibration images instead of holding every
@@ -226,6 +227,7 @@ def quantize_openvino(model: Any, calibration: Calibration, fp32_layers: list[st
             "--int8 with --format openvino needs NNCF; pip install 'multibox[deploy]' (or: pip install "
             "nncf), or quantize to ONNX (--format onnx --int8) and run that file in OpenVINO"
         ) from None
+    openvino_core()  # before NNCF's own Cores, so theirs nest inside it (see openvino_core)
     convs = openvino_conv_names(model)
     excluded = resolve_fp32_layers(fp32_layers, convs)
     others = sorted({op.get_type_name() for op in model.get_ordered_ops()} - {"Convolution", "GroupConvolution"})

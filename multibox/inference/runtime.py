@@ -9,6 +9,7 @@ from. A file without that metadata is refused: its class order and input size wo
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,19 @@ def import_openvino() -> Any:
     return openvino
 
 
+@functools.cache
+def openvino_core() -> Any:
+    """The one ``ov.Core`` of this process, kept for its lifetime.
+
+    Each Core's CPU plugin installs its own alternate signal stack on the calling thread when it compiles and, when
+    the Core is freed, puts back the stack that was there before. Two Cores freed in the order they were made
+    (model A loaded, model B loaded, A dropped, B dropped) leave A's freed stack installed, and the next signal the
+    process gets — a loader worker exiting (SIGCHLD), Ctrl-C — is delivered onto unmapped memory: a segfault
+    with no traceback (measured with OpenVINO 2026.4; tests/inference/test_deploy.py). One Core made before any
+    other (NNCF makes its own while quantizing) keeps every later one nested inside it."""
+    return import_openvino().Core()
+
+
 def onnx_providers(device: str, tensorrt: str | None = None) -> list[Any]:
     """Execution providers for `device`: the CPU; CUDA; or TensorRT (``fp16``/``int8``) falling back to CUDA.
 
@@ -179,8 +193,7 @@ class ExportedModel:
         return call
 
     def _load_openvino(self, device: str, threads: int) -> None:
-        ov = import_openvino()
-        core = ov.Core()
+        core = openvino_core()
         try:
             model = core.read_model(str(self.path))
         except Exception as error:  # openvino raises RuntimeError subclasses with multi-line text

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import signal
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -76,6 +80,47 @@ def test_openvino_serves_any_batch_size_with_the_same_detections(deploy):
         for out, ref in zip(model.run(images[start:stop]), together, strict=True):
             assert out.shape[0] == stop - start
             assert np.allclose(out, ref[start:stop], atol=1e-5)
+
+
+def _alternate_signal_stack() -> str:
+    """'none', or whether the thread's alternate signal stack (sigaltstack(2)) lies in mapped memory."""
+
+    class StackT(ctypes.Structure):
+        _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+    stack = StackT()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack)) == 0
+    if not stack.sp:
+        return "none"
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        low, high = (int(x, 16) for x in line.split()[0].split("-"))
+        if low <= stack.sp < high:
+            return "mapped"
+    return "unmapped"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_openvino_models_dropped_in_any_order_leave_signals_deliverable(deploy):
+    """Two OpenVINO models freed first-in first-out left the first one's freed alternate signal stack installed,
+    and the next SIGCHLD (a loader worker exiting) killed the process with a bare segfault (runtime.openvino_core)."""
+    _, files = deploy
+    images = np.zeros((1, 3, 64, 64), np.uint8)
+    first = ExportedModel(files["openvino"])
+    first.run(images)
+    second = ExportedModel(files["openvino"])
+    second.run(images)
+    del first
+    gc.collect()
+    del second
+    gc.collect()
+    assert _alternate_signal_stack() in ("none", "mapped")
+    received = []
+    previous = signal.signal(signal.SIGUSR1, lambda *_: received.append(1))
+    try:
+        signal.raise_signal(signal.SIGUSR1)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert received == [1]
 
 
 def test_exported_detections_and_eval_equal_the_checkpoint(deploy, tiny_checkpoint, shapes_dataset, monkeypatch):

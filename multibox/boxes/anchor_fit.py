@@ -89,10 +89,14 @@ def level_shapes(layout: AnchorLayout, image_size: tuple[int, int]) -> list[Tens
     return list(torch.split(one_cell, layout.boxes_per_location()))
 
 
-def best_ious(
+def best_layout_ious(
     gt_xyxy: Tensor, layout: AnchorLayout, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int]
 ) -> Tensor:
-    """(G,) best IoU of each normalised xyxy gt box with any of the layout's default boxes (exact)."""
+    """(G,) best IoU of each normalised xyxy gt box with any of the layout's default boxes (exact).
+
+    From the layout's geometry (the nearest cell centres of each level), without building the default boxes: the
+    search calls it for every candidate layout. ``data.stats.best_default_box_ious`` is the brute-force form on
+    built boxes, and the tests hold the two equal."""
     gt = gt_xyxy.double()
     centres, wh = (gt[:, :2] + gt[:, 2:]) / 2, gt[:, 2:] - gt[:, :2]
     best = torch.zeros(len(gt), dtype=torch.float64)
@@ -329,7 +333,7 @@ def fit_anchors(
         pool, level_grids(layout, features, image_size), image_size, sizes, ratio_sets, threshold, shared_head
     )
     found = _search(problem, start, budget)
-    before = best_ious(gt, layout, features, image_size)
+    before = best_layout_ious(gt, layout, features, image_size)
     fit = AnchorFit(
         None, None, boxes_before, boxes_before, image_size, threshold, bucket_coverage(areas, before, before, threshold)
     )
@@ -339,7 +343,7 @@ def fit_anchors(
     box_sizes = [sorted(float(sizes[s]) for s in level) for level in chosen]
     aspect_ratios = [list(ratio_sets[r]) for r in ratio_index]
     fitted = _fitted_layout(layout, box_sizes, aspect_ratios, image_size)
-    after = best_ious(gt, fitted, features, image_size)
+    after = best_layout_ious(gt, fitted, features, image_size)
     key = lambda best: (int((best >= threshold).sum()), float(best.mean()))  # noqa: E731
     if key(after) <= key(before):
         return fit

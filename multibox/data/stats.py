@@ -116,7 +116,7 @@ def dataset_stats(dataset: DetectionSet) -> dict[str, Any]:
     }
 
 
-def best_ious(gt_xyxy: torch.Tensor, default_cxcywh: torch.Tensor, chunk: int = IOU_CHUNK) -> torch.Tensor:
+def best_default_box_ious(gt_xyxy: torch.Tensor, default_cxcywh: torch.Tensor, chunk: int = IOU_CHUNK) -> torch.Tensor:
     """Best IoU of each (normalised xyxy) gt box with any default box, box_iou on chunks of gt boxes."""
     defaults = box_convert(default_cxcywh.float(), "cxcywh", "xyxy")
     out = torch.zeros(len(gt_xyxy))
@@ -186,7 +186,7 @@ def anchor_coverage(dataset: DetectionSet, default_cxcywh: torch.Tensor, iou_thr
         if len(scale)
         else torch.zeros(0, 4)
     )
-    best = best_ious(gt, default_cxcywh)
+    best = best_default_box_ious(gt, default_cxcywh)
     positives = positives_per_object(
         gt, torch.from_numpy(cols["image_index"]), len(dataset), default_cxcywh, iou_threshold
     )

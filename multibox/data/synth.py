@@ -14,6 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from multibox.data.iou import iou_matrix
 from multibox.errors import MultiboxError
 
 SHAPES = ("circle", "square", "triangle", "cross", "star")
@@ -123,16 +124,9 @@ def _place(
         return None
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     box = (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1)
-    if boxes and _iou(np.array(box, np.float64), np.array(boxes, np.float64)).max() > MAX_BOX_IOU:
+    if boxes and iou_matrix(np.array([box], np.float64), np.array(boxes, np.float64)).max() > MAX_BOX_IOU:
         return None
     return box
-
-
-def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    lt, rb = np.maximum(box[:2], others[:, :2]), np.minimum(box[2:], others[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-    return inter / (area(box) + area(others) - inter)
 
 
 def _shape_mask(

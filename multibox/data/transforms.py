@@ -22,6 +22,8 @@ from albumentations.core.bbox_utils import denormalize_bboxes
 from albumentations.core.transforms_interface import BaseTransformInitSchema
 from pydantic import Field
 
+from multibox.data.iou import iou_matrix
+
 MEAN_RGB = (123, 117, 104)  # ImageNet mean; fills the zoom-out canvas
 PRESETS = ("ssd", "ssdlite", "none")
 
@@ -109,7 +111,7 @@ class IoUCrop(BaseCrop):
         ok = (aspect >= self.min_aspect) & (aspect <= self.max_aspect) & np.all(size > 0, axis=1)
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2
         inside = np.all((centres[None] > crops[:, None, :2]) & (centres[None] < crops[:, None, 2:]), axis=2)  # (T, G)
-        ok &= inside.any(axis=1) & ((_iou(crops, boxes) * inside).max(axis=1) >= min_iou)
+        ok &= inside.any(axis=1) & ((iou_matrix(crops, boxes) * inside).max(axis=1) >= min_iou)
         return crops[np.argmax(ok)] if ok.any() else None
 
     def apply_to_bboxes(
@@ -120,16 +122,6 @@ class IoUCrop(BaseCrop):
             cropped[:, :4], 0.0, 1.0
         )  # clipped now, so later steps (shifts, pads) move only what is visible
         return cropped
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of xyxy boxes a (N, 4) and b (M, 4)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-12)
 
 
 def photometric_distort(p: float = 1.0) -> A.BaseCompose:

@@ -29,6 +29,7 @@ from multibox.engine.module import DetectionModule, resolve_class_weights
 from multibox.engine.report import plot_training_curves, save_metrics_json, write_evaluation_report
 from multibox.engine.tracking import build_loggers, check_tracking, finish_tracking
 from multibox.errors import MultiboxError, TrainingInterrupted
+from multibox.models.weights import resolve_pretrained_fallback
 from multibox.outputs import writable_dir
 
 _PRECISION: dict[str, Literal["32-true", "bf16-mixed", "16-mixed"]] = {
@@ -265,6 +266,8 @@ def train(
     if config.data.input_short_side is not None:  # input size from the data's aspect ratio, saved as such
         config = resolve_input_size(config, data.train_set, show=_global_rank() == 0)
         data.config = config
+    model_config = resolve_pretrained_fallback(config.model)  # no ImageNet file: scratch, saved as such
+    config = config.model_copy(update={"model": model_config})
     config = resolve_class_weights(config, data.train_set)  # loss.class_weights: auto -> numbers, saved as such
     if config.anchors.auto:  # scale-aware boxes fitted to the training set (`multibox anchors fit`), saved as such
         config = auto_fit_anchors(config, data.train_set, show=_global_rank() == 0)

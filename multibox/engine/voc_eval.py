@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from multibox.data.iou import iou_matrix
+
 IOU_THRESHOLD = 0.5
 
 
@@ -38,13 +40,6 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> fl
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # the envelope: precision made non-increasing in recall
     changes = np.flatnonzero(mrec[1:] != mrec[:-1])
     return float(np.sum((mrec[changes + 1] - mrec[changes]) * mpre[changes + 1]))
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    lt, rb = np.maximum(box[:2], boxes[:, :2]), np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-    return inter / np.maximum(union, np.finfo(np.float64).eps)
 
 
 def _class_ap(
@@ -61,7 +56,7 @@ def _class_ap(
         if not len(boxes):
             fp[index] = 1
             continue
-        overlaps = _iou(np.array([x, y, x + w, y + h]), boxes)
+        overlaps = iou_matrix(np.array([[x, y, x + w, y + h]], np.float64), boxes)[0]
         best = int(overlaps.argmax())
         if overlaps[best] >= IOU_THRESHOLD:
             if difficult[best]:

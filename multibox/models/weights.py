@@ -558,6 +558,30 @@ def _use_full_tail_mobilenet_v3(model: SSD, width_mult: float) -> None:
     model.backbone, model.head = backbone, head
 
 
+def resolve_pretrained_fallback(config: ModelConfig) -> ModelConfig:
+    """The model config a training run really starts from, decided before the model is built.
+
+    With ``backbone_weights: imagenet`` and ``pretrained_fallback: scratch``, the file is fetched now (torch hub's
+    cache, else downloaded). When it cannot be had, one line says so and the run starts from scratch: the config
+    says ``backbone_weights: none`` and, when ``scratch_width_mult`` is set, takes that width. Deciding here, not
+    while loading, means the saved ``config.yaml`` and checkpoint describe the network that was trained."""
+    wanted = config.backbone_weights
+    if config.pretrained_fallback != "scratch" or _is_none(wanted) or str(wanted).strip().lower() != IMAGENET:
+        return config
+    family = _family(config.name, getattr(config, "backbone", None))
+    try:
+        fetch_torchvision_file(family.imagenet().url, f"model.backbone_weights={IMAGENET}")
+    except MultiboxError as error:
+        width = config.scratch_width_mult or config.width_mult
+        log.warning(
+            "%s; model.pretrained_fallback=scratch: training from scratch%s",
+            error,
+            f" at model.width_mult={width:g} (model.scratch_width_mult)" if width != config.width_mult else "",
+        )
+        return config.model_copy(update={"backbone_weights": None, "width_mult": width})
+    return config
+
+
 def apply_weights(model: SSD, config: ModelConfig, load: bool = True) -> SSD:
     """Start ``model`` (just built from ``config``) from the configured weights, in place.
 

@@ -16,7 +16,7 @@ from multibox.cli import main
 from multibox.config import load_config
 from multibox.data.coco import load_coco
 from multibox.data.records import DetectionSet, ImageRecord
-from multibox.data.stats import anchor_coverage, best_ious, normalised_boxes
+from multibox.data.stats import anchor_coverage, best_default_box_ious, normalised_boxes
 from multibox.data.synth import make_synthetic_dataset
 from multibox.demo import DEMO_CONFIG
 from multibox.models.detector import build_detector
@@ -58,8 +58,8 @@ def test_closed_form_best_iou_equals_box_iou_against_every_default_box(small_obj
     gt, _ = normalised_boxes(_dataset(small_objects))
     layout, features = anchor_fit.model_geometry(config)
     detector, _ = build_detector(config, 5, load_weights=False)
-    reference = best_ious(gt, detector.default_boxes)  # box_iou with all 5,040 default boxes
-    assert torch.allclose(anchor_fit.best_ious(gt, layout, features, SIZE).float(), reference, atol=1e-5)
+    reference = best_default_box_ious(gt, detector.default_boxes)  # box_iou with all 5,040 default boxes
+    assert torch.allclose(anchor_fit.best_layout_ious(gt, layout, features, SIZE).float(), reference, atol=1e-5)
 
 
 def test_fit_raises_small_object_coverage_within_the_box_budget(small_objects, fitted):

@@ -126,14 +126,13 @@ def test_recipe_summary_and_one_training_step(work, config, data, size, eval_siz
         assert 0.0 <= json.loads((work / "e.json").read_text())["map_50"] <= 1.0
 
 
-def test_custom_data_config_trains_as_the_readme_runs_it(work) -> None:
-    """README, "Train on your own data": custom_data.yaml with only the data paths (plus the README's CPU advice
-    and a short run on these 48x64 images): the input size follows the images' aspect ratio, anchors are fitted."""
+def test_custom_data_config_trains_as_the_readme_runs_it(work, caplog) -> None:
+    """README, "Train on your own data": custom_data.yaml with only the data paths (and a short run on these 48x64
+    images), where the ImageNet file cannot be had: one line says so, the run trains from scratch at width 0.5 and
+    config.yaml says so; the input size follows the images' aspect ratio, anchors are fitted."""
     shutil.copy(CONFIGS / "custom_data.yaml", work / "custom_data.yaml")
     overrides = [
         *DATA["coco"],
-        "model.width_mult=0.5",
-        "model.backbone_weights=none",
         "data.input_short_side=48",
         "data.num_workers=0",
         "data.batch_size=2",
@@ -141,9 +140,12 @@ def test_custom_data_config_trains_as_the_readme_runs_it(work) -> None:
         "train.progress=false",
         "train.output_dir=run-custom",
     ]
-    train = _multibox(["train", "-c", "custom_data.yaml", *overrides], cwd=work)
+    with caplog.at_level("WARNING", logger="multibox.models.weights"):  # the console prints it as one line
+        train = run_cli("train", "-c", "custom_data.yaml", *overrides, cwd=work, env={"MULTIBOX_OFFLINE": "1"})
     assert train.returncode == 0, train.stderr[-3000:]
-    saved = load_config(work / "run-custom" / "config.yaml")  # as resolved: the size and the fitted boxes
+    assert "training from scratch at model.width_mult=0.5" in caplog.text
+    saved = load_config(work / "run-custom" / "config.yaml")  # as resolved: the size, the fitted boxes, the width
+    assert saved.model.width_mult == 0.5 and saved.model.backbone_weights is None
     assert saved.data.input_size == (48, 64) and saved.data.input_short_side is None  # 3:4 images
     assert not saved.anchors.auto and saved.anchors.box_sizes != [[16, 24], [32, 48], [64, 96]]
     assert json.loads((work / "run-custom" / "metrics.json").read_text())["per_class"]

@@ -24,6 +24,7 @@ from multibox.data.synth import make_synthetic_dataset
 from multibox.errors import MultiboxError
 from multibox.models.detector import build_detector
 from multibox.models.mobilenet import default_norm_layer
+from multibox.models.weights import resolve_pretrained_fallback
 
 
 class _Server:
@@ -184,6 +185,35 @@ def test_pretrained_fallback_scratch_says_so_and_goes_on(torch_home, monkeypatch
     with caplog.at_level("WARNING", logger="multibox.models.weights"):
         build_detector(config, num_classes=2)
     assert "training from scratch" in caplog.text and "MULTIBOX_OFFLINE" in caplog.text
+
+
+def test_fallback_is_decided_before_the_build_and_the_config_says_what_was_trained(
+    served, torch_home, monkeypatch, caplog
+) -> None:
+    """custom_data.yaml's path: imagenet with pretrained_fallback=scratch and scratch_width_mult. Offline, the run's
+    model config becomes backbone_weights none at width 0.5 (so config.yaml and the checkpoint rebuild the trained
+    network); with the file to be had, it is downloaded and nothing changes."""
+    overrides = [
+        "model.name=custom",
+        "model.backbone=mobilenet_v3_large",
+        "model.backbone_weights=imagenet",
+        "model.pretrained_fallback=scratch",
+        "model.scratch_width_mult=0.5",
+    ]
+    config = load_config(None, overrides).model
+    monkeypatch.setenv("MULTIBOX_OFFLINE", "1")
+    with caplog.at_level("WARNING", logger="multibox.models.weights"):
+        offline = resolve_pretrained_fallback(config)
+    assert offline.backbone_weights is None and offline.width_mult == 0.5
+    assert "MULTIBOX_OFFLINE" in caplog.text and "model.width_mult=0.5" in caplog.text
+    assert config.backbone_weights == "imagenet" and config.width_mult == 1.0  # the user's config is not changed
+
+    monkeypatch.delenv("MULTIBOX_OFFLINE")
+    server, folder = served
+    name = _publish(folder, "mobilenet_v3_large_fallback", {"features.0.0.weight": torch.zeros(1)})
+    monkeypatch.setattr(MobileNet_V3_Large_Weights.IMAGENET1K_V1.value, "url", f"{server.url}/{name}")
+    assert resolve_pretrained_fallback(config) == config
+    assert (torch_home / name).is_file()
 
 
 def _multibox(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:

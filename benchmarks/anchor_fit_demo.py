@@ -19,14 +19,16 @@ from pathlib import Path
 
 from rich.console import Console
 
-from multibox.boxes.anchor_fit import best_ious, bucket_coverage, fit_anchors, fitted_config, model_geometry, print_fit
+from multibox.boxes.anchor_fit import best_layout_ious, bucket_coverage, fit_anchors, fitted_config
 from multibox.config import Config, load_config
 from multibox.data.datamodule import DetectionDataModule
 from multibox.data.records import DetectionSet
 from multibox.data.stats import normalised_boxes, public
 from multibox.data.synth import make_synthetic_dataset
 from multibox.demo import DEMO_CONFIG
+from multibox.engine.anchors import print_fit
 from multibox.engine.train import train
+from multibox.models.detector import model_geometry
 
 FRAME, INPUT = (720, 1280), (384, 640)  # (H, W)
 OBJECT_SIZES = (0.03, 0.10)  # fractions of the shorter side: 22-72 px in the frame, 12-38 px at the input
@@ -61,7 +63,7 @@ def val_coverage(before: Config, after: Config, val_set: DetectionSet) -> dict:
     """Coverage of the held-out boxes by both layouts: does the fit generalise beyond the boxes it saw?"""
     gt, areas = normalised_boxes(val_set)
     size = tuple(before.data.input_size)
-    best = [best_ious(gt, *model_geometry(config), size) for config in (before, after)]
+    best = [best_layout_ious(gt, *model_geometry(config), size) for config in (before, after)]
     return bucket_coverage(areas, best[0], best[1], before.loss.iou_threshold)
 
 
@@ -75,7 +77,7 @@ def main() -> None:
     config = load_config(DEMO_CONFIG, base_overrides(args.out / "data", args.epochs))
     started = time.perf_counter()
     data = DetectionDataModule(config)
-    fit = fit_anchors(config, data.train_set, seed=config.train.seed)
+    fit = fit_anchors(config, data.train_set, model_geometry(config), seed=config.train.seed)
     console.print(f"anchors fit: {time.perf_counter() - started:.1f} s")
     print_fit(fit, console)
     results = {

@@ -65,7 +65,7 @@ def make_coco(num_images: int, detections_per_image: int = 100, seed: int = 0) -
 
 
 def run_multibox(gt: dict, results: list[dict]) -> list[float]:
-    from multibox.engine.evaluation import METRIC_KEYS, coco_evaluate
+    from multibox.metrics.coco import METRIC_KEYS, coco_evaluate
 
     metrics = coco_evaluate(gt, results)
     return [metrics[k] for k in METRIC_KEYS]

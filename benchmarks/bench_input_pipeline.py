@@ -32,8 +32,8 @@ from typing import Any
 import cv2
 import torch
 
-from multibox.data.coco import load_coco
 from multibox.data.dataset import DetectionDataset, collate_detections
+from multibox.data.formats.coco import load_coco
 from multibox.data.synth import make_synthetic_dataset
 from multibox.data.transforms import MEAN_RGB, build_train_transform
 

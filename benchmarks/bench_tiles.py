@@ -91,11 +91,11 @@ def evaluate(checkpoint: Path, val: Path, variant: str, frames: int = 0) -> dict
     """One evaluation, in this process: COCO metrics, median latency per frame, peak RSS."""
     import torch
 
-    from multibox.data.coco import load_coco
     from multibox.data.dataset import read_image
+    from multibox.data.formats.coco import load_coco
     from multibox.engine.checkpoint import load_checkpoint
-    from multibox.engine.evaluation import coco_evaluate
     from multibox.inference.detector import Detector
+    from multibox.metrics.coco import coco_evaluate
     from multibox.models.detector import build_detector
 
     torch.set_num_threads(1)
@@ -154,10 +154,10 @@ def evaluate_sliced_variants(checkpoint: Path, val: Path, frames: int = 0) -> li
     import torch
 
     import multibox.engine.sliced as sliced
-    from multibox.data.coco import load_coco
     from multibox.data.dataset import read_image
+    from multibox.data.formats.coco import load_coco
     from multibox.engine.checkpoint import load_checkpoint
-    from multibox.engine.evaluation import coco_evaluate
+    from multibox.metrics.coco import coco_evaluate
 
     torch.set_num_threads(1)
     loaded = load_checkpoint(checkpoint)

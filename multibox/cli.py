@@ -6,17 +6,17 @@ Every user error surfaces as ``error: <one line>`` with exit status 2, never a t
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import re
-import shlex
 import signal
 import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
 
+from multibox.dataset_formats import FORMAT_NAMES, WRITABLE_FORMATS
 from multibox.errors import MultiboxError
 from multibox.outputs import os_reason
 
@@ -49,17 +49,6 @@ def _add_tile_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="with --tile: class-wise NMS, or join boxes cut by a tile edge first (default nms)",
     )
-
-
-def _slicing(args: argparse.Namespace) -> Any:
-    """The Slicing of --tile/--overlap/--full-frame/--merge, or None without --tile."""
-    if args.tile is None:
-        if args.full_frame or args.merge is not None or args.overlap != 0.2:
-            raise MultiboxError("--overlap/--full-frame/--merge: need --tile HxW")
-        return None
-    from multibox.engine.sliced import DEFAULT_MERGE, Slicing
-
-    return Slicing(args.tile, args.overlap, args.full_frame, args.merge or DEFAULT_MERGE)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -150,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--format",
         default="coco",
-        choices=["coco", "voc", "yolo", "txt", "openimages", "cognata"],
+        choices=FORMAT_NAMES,
         help="annotation format (default coco)",
     )
     validate.add_argument(
@@ -168,11 +157,8 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="folder for stats.png and stats.json (default <train.output_dir>/data_stats)"
     )
     convert = data.add_parser("convert", help="convert a dataset between formats (into a new folder; never overwrites)")
-    formats = ["coco", "voc", "yolo", "txt", "openimages", "cognata"]
-    convert.add_argument("--from", dest="source_format", required=True, choices=formats)
-    convert.add_argument(
-        "--to", dest="target_format", required=True, choices=["coco", "voc", "yolo", "txt", "openimages"]
-    )
+    convert.add_argument("--from", dest="source_format", required=True, choices=FORMAT_NAMES)
+    convert.add_argument("--to", dest="target_format", required=True, choices=WRITABLE_FORMATS)
     convert.add_argument("src", type=Path, help="dataset root or images folder, as data.train.images")
     convert.add_argument("dst", type=Path, help="new or empty output folder")
     convert.add_argument(
@@ -271,6 +257,11 @@ def _parser() -> argparse.ArgumentParser:
         "--fp32-layers", default="first", help="--formats: convolutions kept in float in INT8 (default first)"
     )
     bench.add_argument("--no-map", action="store_true", help="--formats: speed and size only, no validation-set scores")
+    bench.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for every runtime (PyTorch, ONNX Runtime, OpenVINO); default: PyTorch's (the cores)",
+    )
 
     anchors = sub.add_parser("anchors", help="default-box tools").add_subparsers(dest="anchors_command", required=True)
     fit = anchors.add_parser(
@@ -299,7 +290,7 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument(
         "--format",
         default="coco",
-        choices=["coco", "voc", "yolo", "txt", "openimages", "cognata"],
+        choices=FORMAT_NAMES,
         help="data.format, with example paths laid out as that format's tools do (default coco)",
     )
 
@@ -349,200 +340,28 @@ def _version() -> str:
         return __version__
 
 
+# Each command's module and function (multibox/commands/), imported when it runs, so `multibox --help` and config
+# errors answer before torch loads. The function takes the parsed arguments and returns the exit status.
+COMMANDS = {
+    "train": "train:train_command",
+    "eval": "evaluate:eval_command",
+    "predict": "predict:predict_command",
+    "data": "data:data_command",
+    "demo": "demo:demo_command",
+    "summary": "summary:summary_command",
+    "export": "export:export_command",
+    "bench": "bench:bench_command",
+    "config": "config:config_command",
+    "runs": "runs:runs_command",
+    "tune": "tune:tune_args_command",
+    "anchors": "anchors:anchors_command",
+}
+
+
 def _run(args: argparse.Namespace) -> int:
-    # Imports are deferred so `multibox --help` and config errors answer instantly.
-    if args.command == "train":
-        from multibox.config import load_config
-
-        config = load_config(args.config, args.overrides)
-        from multibox.engine.evaluation import print_metrics
-        from multibox.engine.train import train
-        from multibox.errors import TrainingInterrupted
-
-        try:
-            metrics = train(config, args.resume)
-        except TrainingInterrupted as stop:
-            again = " ".join(["multibox train -c", shlex.quote(str(args.config)), *map(shlex.quote, args.overrides)])
-            print(
-                f"\ninterrupted at epoch {stop.epoch} step {stop.step}; last checkpoint: "
-                f"{stop.checkpoint or 'none'}; continue with: {again}" + (" --resume" if stop.checkpoint else ""),
-                file=sys.stderr,
-            )
-            return 130
-        if metrics is not None:
-            print_metrics(metrics)
-        if metrics is not None and config.train.mlflow.register_model and "mlflow" in config.train.loggers:
-            from multibox.inference.register import register_onnx
-
-            version = register_onnx(Path(config.train.output_dir), config.train.mlflow.register_model)
-            print(
-                f"registered best.ckpt as ONNX model {config.train.mlflow.register_model!r} version {version} in MLflow"
-            )
-        print(
-            f"outputs in {config.train.output_dir}"
-            + ("" if metrics is None else f"; report: {Path(config.train.output_dir) / 'report.md'}")
-        )
-    elif args.command == "eval":
-        from multibox.engine.evaluate import check_report_dir, default_report_dir, evaluate_checkpoint
-        from multibox.engine.evaluation import print_metrics
-        from multibox.engine.report import save_metrics_json
-
-        report_dir = (
-            None
-            if args.plots is None
-            else check_report_dir(default_report_dir(args.weights) if args.plots is True else args.plots)
-        )
-        if args.weights.suffix.lower() in (".onnx", ".xml"):  # an exported model, read through its metadata
-            if args.tile is not None:
-                raise MultiboxError("--tile: sliced evaluation takes a checkpoint (.ckpt), not an exported model")
-            from multibox.inference.exported_eval import evaluate_exported
-
-            metrics = evaluate_exported(args.weights, args.config, args.overrides, report_dir, args.plot_conf)
-        else:
-            metrics = evaluate_checkpoint(
-                args.weights, args.config, args.overrides, report_dir, args.plot_conf, slicing=_slicing(args)
-            )
-        print_metrics(metrics)
-        if args.out is not None:
-            save_metrics_json(metrics, args.out)
-        if report_dir is not None:
-            print(f"report: {report_dir / 'report.md'} (and report.html)")
-    elif args.command == "predict":
-        from multibox.inference.predict import predict
-
-        classes = [c.strip() for item in args.classes for c in item.split(",") if c.strip()] if args.classes else None
-        results = predict(
-            args.weights,
-            args.source,
-            args.out,
-            args.conf,
-            args.batch_size,
-            args.device,
-            iou=args.iou,
-            max_det=args.max_det,
-            classes=classes,
-            half=args.half,
-            save_txt=args.save_txt,
-            **_tile_kwargs(_slicing(args)),
-        )
-        print(f"{len(results)} detections written to {args.out / 'predictions.json'}")
-    elif args.command == "data" and args.data_command == "synth":
-        from multibox.data.synth import make_synthetic_dataset
-
-        make_synthetic_dataset(
-            args.out_dir,
-            args.images,
-            args.size,
-            args.seed,
-            object_sizes=(args.min_size, args.max_size),
-            max_objects=args.max_objects,
-        )
-        print(f"wrote {args.images} images and annotations.json to {args.out_dir}")
-    elif args.command == "data" and args.data_command == "validate":
-        from multibox.data.validate import validate_command
-
-        return validate_command(
-            args.config,
-            args.overrides,
-            args.images,
-            args.annotations,
-            args.format,
-            args.fix,
-            args.workers,
-            args.max_rows,
-        )
-    elif args.command == "data" and args.data_command == "stats":
-        from multibox.data.stats import stats_command
-
-        stats_command(args.config, args.overrides, args.split, args.out)
-    elif args.command == "data" and args.data_command == "convert":
-        from multibox.data.formats import convert
-
-        names = args.class_names
-        if names is not None and not Path(names).is_file():
-            names = [n.strip() for n in names.split(",") if n.strip()]
-        classes = [n.strip() for n in args.classes.split(",") if n.strip()] if args.classes else None
-        dataset = convert(
-            args.source_format,
-            args.target_format,
-            args.src,
-            args.dst,
-            annotations=args.annotations,
-            class_names=names,
-            classes=classes,
-        )
-        crowd = sum(int(record.iscrowd.sum()) for record in dataset.records)
-        dropped = crowd if args.target_format in ("yolo", "txt") else 0  # formats without a crowd/difficult flag
-        left_out = f" ({dropped} crowd/difficult boxes left out)" if dropped else ""
-        print(
-            f"wrote {len(dataset)} images, {dataset.num_boxes - dropped} boxes, {dataset.num_classes} classes as "
-            f"{args.target_format} to {args.dst}{left_out}"
-        )
-    elif args.command == "demo":
-        from multibox.demo import run_demo
-
-        run_demo(args.out, args.overrides)
-    elif args.command == "summary":
-        import json
-
-        from multibox.config import load_config
-
-        config = load_config(args.config, args.overrides)
-        from multibox.models.summary import print_summary, summarize
-
-        summary = summarize(config, args.depth)
-        if args.json:
-            print(json.dumps(summary, indent=2))
-        else:
-            print_summary(summary)
-    elif args.command == "export":
-        from multibox.commands.export import export_command
-
-        export_command(args)
-    elif args.command == "bench":
-        if args.formats is not None:
-            from multibox.commands.bench import format_bench_command
-
-            format_bench_command(args)
-            return 0
-        from multibox.inference.bench import bench_command
-
-        bench_command(
-            args.weights,
-            args.config,
-            args.overrides,
-            args.batch_sizes or "1,8,32",
-            args.device,
-            args.warmup,
-            args.repeat,
-            args.json,
-            onnx=not args.no_onnx,
-        )
-    elif args.command == "config":
-        from multibox.commands.config import config_command
-
-        config_command(args)
-    elif args.command == "runs" and args.runs_command == "ls":
-        from multibox.commands.runs import runs_ls_command
-
-        return runs_ls_command(args.dir, args.plot)
-    elif args.command == "tune":
-        from multibox.commands.tune import tune_command
-
-        return tune_command(
-            args.config, args.overrides, args.trials, args.space, args.out, args.storage, args.study, args.timeout
-        )
-    elif args.command == "anchors" and args.anchors_command == "fit":
-        from multibox.boxes.anchor_fit import fit_command
-
-        fit_command(args.config, args.overrides, args.out, args.budget)
-    return 0
-
-
-def _tile_kwargs(slicing: Any) -> dict[str, Any]:
-    if slicing is None:
-        return {}
-    return {"tile": slicing.tile, "overlap": slicing.overlap, "full_frame": slicing.full_frame, "merge": slicing.merge}
+    module, function = COMMANDS[args.command].split(":")
+    status = getattr(importlib.import_module(f"multibox.commands.{module}"), function)(args)
+    return 0 if status is None else int(status)
 
 
 def _one_line(error: MultiboxError) -> str:

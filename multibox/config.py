@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from multibox.dataset_formats import FORMATS, annotations_help
 from multibox.errors import MultiboxError
 
 
@@ -28,9 +29,7 @@ class SplitPaths(_Section):
     images: Path = Field(description="Folder holding the split's images.")
     annotations: Path | None = Field(
         None,
-        description="The split's annotations: coco: instances JSON; voc: split name or split file (none: every XML); "
-        "yolo: labels folder (none: labels/ beside images/); txt: the list file; openimages: split name or bbox CSV; "
-        "cognata: unused.",
+        description=f"The split's annotations: {annotations_help()}.",
     )
 
 
@@ -91,8 +90,9 @@ class TilesConfig(_Section):
 
 
 class DataConfig(_Section):
+    # The names of multibox.dataset_formats.FORMATS, spelled out for the type checker (a test holds them equal).
     format: Literal["coco", "voc", "yolo", "txt", "openimages", "cognata"] = Field(
-        "coco", description="Annotation format of train/val (see multibox.data.formats)."
+        "coco", description="Annotation format of train/val (multibox.dataset_formats)."
     )
     class_names: list[str] | Path | None = Field(
         None,
@@ -581,13 +581,10 @@ def _blame_override(message: str, source: str, overrides: list[str]) -> str:
 
 
 # Input paths a config may hold, as dotted keys; train.output_dir is an output and resolves from the working directory.
-_SPLIT_NAME_FORMATS = {"voc": ".txt", "openimages": ".csv"}
-
-
 def is_split_name(fmt: str, annotations: str | Path) -> bool:
     """VOC's ``trainval`` and Open Images' ``validation`` name a split of the root, not a file: a bare word
     without a folder or the format's file suffix (.txt split file, .csv annotations)."""
-    suffix = _SPLIT_NAME_FORMATS.get(fmt)
+    suffix = FORMATS[fmt].split_suffix if fmt in FORMATS else None
     text = str(annotations)
     return suffix is not None and "/" not in text and "\\" not in text and Path(text).suffix.lower() != suffix
 

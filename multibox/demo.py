@@ -13,9 +13,9 @@ from rich.console import Console
 
 from multibox.config import load_config
 from multibox.data.synth import make_synthetic_dataset
-from multibox.engine.evaluation import print_metrics
 from multibox.engine.train import train
 from multibox.inference.predict import predict
+from multibox.metrics.coco import print_metrics
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 TRAIN_IMAGES, VAL_IMAGES, IMAGE_SIZE = 600, 100, (128, 128)

@@ -26,7 +26,9 @@ from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from multibox.boxes.coding import BoxCoder
 from multibox.boxes.matching import gather_targets, ignored_defaults, match
+from multibox.config import Config
 from multibox.data.records import DetectionSet
+from multibox.errors import MultiboxError
 
 
 def _rank_by_loss(cls_loss: Tensor, candidates: Tensor) -> Tensor:
@@ -279,3 +281,35 @@ class FocalLoss(_MatchedLoss):
             cls = cls * self.class_weights
         loss_cls = cls.sum() / num_positives.clamp(min=1)
         return self._result(loss_bbox, loss_cls, num_positives)
+
+
+def build_criterion(config: Config, num_classes: int) -> nn.Module:
+    """The configured loss for `num_classes` foreground classes (loss.class_weights already numbers)."""
+    loss = config.loss
+    if loss.class_weights == "auto":
+        raise MultiboxError(
+            "loss.class_weights: auto must be resolved from the training set first "
+            "(resolve_class_weights; `multibox train` does it)"
+        )
+    if loss.name == "focal":  # the detector's postprocess then scores with sigmoids (build_detector)
+        return FocalLoss(
+            num_classes + 1,
+            loss.focal_alpha,
+            loss.focal_gamma,
+            loss.iou_threshold,
+            loss.class_weights,
+            loss.bbox_weight,
+            loss.cls_weight,
+            box=loss.box,
+        )
+    return MultiBoxLoss(
+        num_classes + 1,
+        loss.neg_pos_ratio,
+        loss.iou_threshold,
+        loss.class_weights,
+        loss.bbox_weight,
+        loss.cls_weight,
+        negatives=loss.negatives,
+        minibatch_size=loss.minibatch_size,
+        box=loss.box,
+    )

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from multibox.cli import main
-from multibox.data.coco import load_coco
 from multibox.data.dataset import DetectionDataset, read_image
+from multibox.data.formats.coco import load_coco
 from multibox.data.formats.common import image_size
 from multibox.data.synth import make_synthetic_dataset
 from multibox.data.transforms import build_eval_transform

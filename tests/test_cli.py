@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from multibox.cli import main
-from multibox.engine.evaluation import METRIC_KEYS
+from multibox.metrics.coco import METRIC_KEYS
 
 TINY = [
     "model.name=ssdlite320_mobilenet_v3_large",

@@ -9,11 +9,12 @@ from torchvision.ops import generalized_box_iou_loss
 
 from multibox.config import load_config
 from multibox.data.records import DetectionSet, ImageRecord
-from multibox.engine.module import DetectionModule, build_criterion, resolve_class_weights
+from multibox.engine.module import DetectionModule, resolve_class_weights
 from multibox.errors import MultiboxError
 from multibox.losses import (
     FocalLoss,
     MultiBoxLoss,
+    build_criterion,
     cap_negatives,
     class_weights_from_counts,
     count_labels,

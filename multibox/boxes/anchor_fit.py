@@ -21,8 +21,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -249,26 +247,6 @@ class AnchorFit:
         return self.box_sizes is not None
 
 
-def model_geometry(config: Config) -> tuple[AnchorLayout, list[tuple[int, int]]]:
-    """The config's resolved layout and the model's feature-map sizes (network built on the meta device: no weights)."""
-    from multibox.models.detector import resolve_layout
-    from multibox.models.factory import build_model, feature_map_sizes
-
-    layout, m = resolve_layout(config), config.model
-    with torch.device("meta"):
-        model = build_model(
-            m.name,
-            2,
-            [list(r) for r in layout.aspect_ratios],
-            m.width_mult,
-            num_anchors=layout.boxes_per_location(),
-            backbone=m.backbone,
-            strides=list(m.strides),
-            head=m.head,
-        )
-    return layout, feature_map_sizes(model, config.data.input_size)
-
-
 def _candidate_sizes(gt: Tensor, layout: AnchorLayout, image_size: tuple[int, int], count: int = 24) -> Tensor:
     """Square sizes (input pixels, 0.1 px steps) log-spaced over the gt sizes, plus the layout's own explicit sizes."""
     height, width = image_size
@@ -308,14 +286,20 @@ def bucket_coverage(areas: np.ndarray, before: Tensor, after: Tensor, threshold:
 
 
 def fit_anchors(
-    config: Config, dataset: DetectionSet, budget: int | None = None, sample: int = 5000, seed: int = 0
+    config: Config,
+    dataset: DetectionSet,
+    geometry: tuple[AnchorLayout, list[tuple[int, int]]],
+    budget: int | None = None,
+    sample: int = 5000,
+    seed: int = 0,
 ) -> AnchorFit:
     """Fit ``anchors.box_sizes``/``aspect_ratios`` to `dataset`'s boxes at the config's input size.
 
+    `geometry` is the config's layout and the model's feature-map sizes (``models.detector.model_geometry``).
     Keeps the model's levels and centres; at most `budget` default boxes (default: the current count).
     The search sees a seeded sample of at most `sample` boxes; the final check uses them all.
     """
-    layout, features = model_geometry(config)
+    layout, features = geometry
     image_size = (int(config.data.input_size[0]), int(config.data.input_size[1]))
     threshold = config.loss.iou_threshold
     gt, areas = normalised_boxes(dataset)
@@ -380,96 +364,3 @@ def fitted_config(config: Config, fit: AnchorFit) -> Config:
         out.anchors.aspect_ratios = [list(level) for level in fit.aspect_ratios]
         out.anchors.scales = out.anchors.sizes = out.anchors.min_scale = out.anchors.max_scale = None
     return out
-
-
-def print_fit(fit: AnchorFit, console: Any = None) -> None:
-    """Rich table: per COCO size bucket, gt boxes and coverage before/after; default boxes before/after."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    height, width = fit.input_size
-    table = Table(title=f"default-box coverage (best IoU >= {fit.iou_threshold:g}) at input {height}x{width}")
-    for column in ("bucket (COCO area, original px)", "gt boxes", "coverage before", "after"):
-        table.add_column(column, justify="left" if column.startswith("bucket") else "right")
-    pct = lambda v: "-" if v != v else f"{v:.1%}"  # noqa: E731  (NaN: empty bucket)
-    for name, row in fit.buckets.items():
-        table.add_row(name, str(row["boxes"]), pct(row["before"]), pct(row["after"]))
-    table.add_row("default boxes", "", f"{fit.boxes_before:,}", f"{fit.boxes_after:,}")
-    console.print(table)
-    if fit.box_sizes is not None and fit.aspect_ratios is not None:  # fit.changed
-        console.print(f"anchors.box_sizes={_flow(fit.box_sizes)} anchors.aspect_ratios={_flow(fit.aspect_ratios)}")
-    else:
-        console.print(
-            "no layout within the box budget covered more boxes than the current one: anchors kept as they are"
-        )
-
-
-def _flow(levels: list[list[float]]) -> str:
-    """[[12.5,20.0],[40.0]]: YAML flow style without spaces, usable as a KEY=VALUE override."""
-    return "[" + ",".join("[" + ",".join(f"{v:g}" for v in level) + "]" for level in levels) + "]"
-
-
-def write_fragment(fit: AnchorFit, path: Path, source: str) -> Path:
-    """Write the `anchors:` YAML fragment (never overwriting a file); returns the path."""
-    path = Path(path)
-    if path.exists():
-        raise MultiboxError(f"{path}: already exists; pass another --out (nothing is overwritten)")
-    if not fit.changed:
-        raise MultiboxError(f"{path}: not written, the current anchors already cover the most boxes")
-    assert fit.box_sizes is not None and fit.aspect_ratios is not None  # fit.changed
-    overall = fit.buckets["all"]
-    text = (
-        f"# multibox anchors fit -c {source}: input {fit.input_size[0]}x{fit.input_size[1]}, "
-        f"{overall['boxes']} training boxes\n"
-        f"# coverage (best IoU >= {fit.iou_threshold:g}): {overall['before']:.1%} -> {overall['after']:.1%}; "
-        f"default boxes {fit.boxes_before} -> {fit.boxes_after}\n"
-        "# Use: copy the anchors keys into the config (they replace scales/sizes), or pass them as overrides:\n"
-        f"#   anchors.box_sizes={_flow(fit.box_sizes)} anchors.aspect_ratios={_flow(fit.aspect_ratios)}\n"
-        "anchors:\n"
-        f"  box_sizes: {_flow(fit.box_sizes)}\n"
-        f"  aspect_ratios: {_flow(fit.aspect_ratios)}\n"
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def auto_fit_anchors(config: Config, dataset: DetectionSet, console: Any = None, show: bool = True) -> Config:
-    """``anchors.auto``: fit to the training set, show (`show`: DDP rank 0 only) and log the coverage,
-    return the config to train with. Every rank fits, with the same seed, so all train the same boxes."""
-    fit = fit_anchors(config, dataset, seed=config.train.seed)
-    if show:
-        print_fit(fit, console)
-    overall = fit.buckets["all"]
-    log.info(
-        "anchors.auto: coverage %.4f -> %.4f, default boxes %d -> %d, box_sizes %s, aspect_ratios %s",
-        overall["before"],
-        overall["after"],
-        fit.boxes_before,
-        fit.boxes_after,
-        fit.box_sizes,
-        fit.aspect_ratios,
-    )
-    return fitted_config(config, fit)
-
-
-def fit_command(
-    config_path: Path, overrides: list[str], out: Path | None = None, budget: int | None = None
-) -> AnchorFit:
-    """`multibox anchors fit`: fit to the config's training split, print the table, write the fragment."""
-    from multibox.config import load_config
-    from multibox.data.datamodule import DetectionDataModule
-
-    config = load_config(config_path, overrides)
-    if budget is not None and budget < 1:
-        raise MultiboxError(f"--budget: must be a positive number of default boxes, got {budget}")
-    out = Path(out) if out is not None else Path(config.train.output_dir) / "anchors.yaml"
-    if out.exists():
-        raise MultiboxError(f"{out}: already exists; pass another --out (nothing is overwritten)")
-    fit = fit_anchors(config, DetectionDataModule(config).train_set, budget=budget, seed=config.train.seed)
-    print_fit(fit)
-    if fit.changed:
-        write_fragment(fit, out, str(config_path))
-        print(f"wrote {out}")
-    return fit

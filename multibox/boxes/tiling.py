@@ -14,13 +14,13 @@ pixels and merged. Two merges, both on torchvision ops with no per-box Python lo
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
+from multibox.data.tiles import starts
 from multibox.errors import MultiboxError
 
 Merge = Literal["nms", "merge"]
@@ -43,17 +43,6 @@ def check_tile(tile: tuple[int, int], min_side: int, key: str = "tile") -> tuple
     if min(height, width) < min_side:
         raise MultiboxError(f"{key}: {height}x{width} is smaller than the model's smallest stride ({min_side} px)")
     return height, width
-
-
-def starts(length: int, tile: int, overlap: float) -> list[int]:
-    """Tile origins along one axis: stride ``tile * (1 - overlap)`` at most, the last tile ending at `length`.
-
-    The tiles are spread evenly, so every overlap is at least the asked one."""
-    if tile >= length:
-        return [0]
-    step = max(1.0, tile * (1.0 - overlap))
-    count = math.ceil((length - tile) / step) + 1
-    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
 
 
 def tile_grid(height: int, width: int, tile: tuple[int, int], overlap: float) -> Tensor:

@@ -128,3 +128,28 @@ def format_bench_command(args: argparse.Namespace) -> list[FormatResult]:
     atomic_write(out / "bench.md", lambda f: f.write(markdown(results, title).encode()))
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return results
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    """``multibox bench``: deployment formats side by side (``--formats``), else one model's stages and batch sizes."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise MultiboxError(f"--threads: must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)  # ONNX Runtime and OpenVINO sessions take the same count
+    if args.formats is not None:
+        format_bench_command(args)
+        return 0
+    from multibox.inference.bench import bench_command as bench_stages
+
+    bench_stages(
+        args.weights,
+        args.config,
+        args.overrides,
+        args.batch_sizes or "1,8,32",
+        args.device,
+        args.warmup,
+        args.repeat,
+        args.json,
+        onnx=not args.no_onnx,
+    )
+    return 0

@@ -44,3 +44,8 @@ def runs_ls_command(folder: Path, plot: Path | bool | None) -> int:
         drawn = plot_val_map(runs, path)
         console.print(f"val mAP curves of {drawn} runs: {path}", highlight=False)
     return 0
+
+
+def runs_command(args: Any) -> int:
+    """``multibox runs ls``."""
+    return runs_ls_command(args.dir, args.plot)

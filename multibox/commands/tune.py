@@ -107,3 +107,10 @@ def tune_command(
         highlight=False,
     )
     return 0
+
+
+def tune_args_command(args: Any) -> int:
+    """``multibox tune`` from the parsed arguments."""
+    return tune_command(
+        args.config, args.overrides, args.trials, args.space, args.out, args.storage, args.study, args.timeout
+    )

@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from multibox.config import Config, DataConfig, SplitPaths
-from multibox.data.coco import load_coco
 from multibox.data.dataset import DetectionDataset, collate_detections
+from multibox.data.formats.coco import load_coco
 from multibox.data.gpu_decode import EncodedDetectionDataset, build_gpu_transform, collate_encoded, decode_batch
 from multibox.data.readable import check_files_present
 from multibox.data.records import DetectionSet

@@ -17,13 +17,24 @@ same way. The approach follows SAHI's slicing (Akyon et al., ICIP 2022, https://
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
 import cv2
 import numpy as np
 
-from multibox.boxes.tiling import starts
+
+def starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Tile origins along one axis: stride ``tile * (1 - overlap)`` at most, the last tile ending at `length`.
+
+    The tiles are spread evenly, so every overlap is at least the asked one."""
+    if tile >= length:
+        return [0]
+    step = max(1.0, tile * (1.0 - overlap))
+    count = math.ceil((length - tile) / step) + 1
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
 
 _WARNED: set[tuple[int, int, int, int]] = set()
 

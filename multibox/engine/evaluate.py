@@ -12,11 +12,12 @@ from rich.progress import track
 from multibox.data.dataset import images_to_float, warn_skipped
 from multibox.devices import resolve_device
 from multibox.engine.checkpoint import load_checkpoint, read_checkpoint
-from multibox.engine.evaluation import DetectionAccumulator, evaluate_metrics
-from multibox.engine.plots import REPORT_SCORE_THRESHOLD, check_score_threshold
 from multibox.errors import MultiboxError
+from multibox.metrics.coco import DetectionAccumulator
+from multibox.metrics.evaluation import Evaluation, score
 from multibox.models.detector import SSDDetector
 from multibox.outputs import writable_dir
+from multibox.reporting.plots import REPORT_SCORE_THRESHOLD, check_score_threshold
 
 if TYPE_CHECKING:
     from multibox.config import Config
@@ -35,16 +36,14 @@ def detect_and_evaluate(
     prepare_batch: Callable[[dict[str, Any], torch.device], dict[str, Any]] | None = None,
     metric: str = "coco",
     detect: Callable[[torch.Tensor, torch.Tensor], list[dict[str, torch.Tensor]]] | None = None,
-    evaluated: set[int] | None = None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run the detector over every batch; returns COCO metrics against `ground_truth` and the
-    detections themselves (COCO results, dataset category ids), which the report's pictures need.
+) -> Evaluation:
+    """Run the detector over every batch; returns the :class:`Evaluation`: metrics against `ground_truth`, the
+    detections themselves (COCO results, dataset category ids) and the ground truth scored, which the report draws.
 
     `prepare_batch` readies a loader batch on the device (`DetectionDataModule.prepare_batch`: with
     data.decode=gpu the loader's batches are still encoded files). `detect`, when given, replaces the
     detector: uint8 images and original sizes → detections (an exported model, `multibox eval --weights x.onnx`).
-    `metric` (eval.metric): voc07/voc add VOC's. `evaluated`, when given, receives the ids of the images the
-    metrics cover (unreadable ones are left out), for a report that must agree with them."""
+    `metric` (eval.metric): voc07/voc add VOC's. Unreadable images are left out of the metrics and the ground truth."""
     device = device or resolve_device()
     if detect is None:
         assert detector is not None, "a detector or a detect function"
@@ -72,15 +71,7 @@ def detect_and_evaluate(
             [d["scores"] for d in detections],
             [lookup[d["labels"]] for d in detections],
         )
-    results = accumulator.results()
-    ground_truth = accumulator.evaluated_ground_truth(ground_truth)
-    if evaluated is not None:
-        evaluated.update(int(image["id"]) for image in ground_truth["images"])
-    if skipped:
-        print(f"evaluation: {skipped} unreadable image(s) left out of the metrics (see the warnings above)")
-    if skipped and not ground_truth["images"]:
-        raise MultiboxError("evaluation: no image of the evaluation set could be read")
-    return evaluate_metrics(ground_truth, results, class_names, metric), results
+    return score(accumulator, ground_truth, class_names, metric, skipped)
 
 
 def default_report_dir(weights: Path) -> Path:
@@ -108,10 +99,10 @@ def check_report_dir(folder: Path) -> Path:
 
 
 def evaluate_val_set(
-    detector: SSDDetector, data: DetectionDataModule, config: Config, ground_truth: dict, evaluated: set[int]
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    detector: SSDDetector, data: DetectionDataModule, config: Config, ground_truth: dict
+) -> Evaluation:
     """`detect_and_evaluate` over a DetectionDataModule's val loader with the config's device, progress and metric:
-    the final evaluation after training and `multibox eval` score the same way. `evaluated` receives the image ids."""
+    the final evaluation after training and `multibox eval` score the same way."""
     return detect_and_evaluate(
         detector,
         data.val_dataloader(),
@@ -122,7 +113,6 @@ def evaluate_val_set(
         progress=config.train.progress,
         prepare_batch=data.prepare_batch,
         metric=config.eval.metric,
-        evaluated=evaluated,
     )
 
 
@@ -137,7 +127,7 @@ def evaluate_checkpoint(
     """`multibox eval`: the checkpoint's detector on the val set of `config_path` (or of its own config).
 
     With `report_dir`, also writes the pictures and report.md there (see
-    :func:`~multibox.engine.report.write_evaluation_report`), with the training curves when the
+    :func:`~multibox.reporting.report.write_evaluation_report`), with the training curves when the
     checkpoint sits in a run folder that has its ``metrics.csv``. With `slicing` (a
     :class:`~multibox.engine.sliced.Slicing`), frames are read at native resolution and sliced.
     """
@@ -159,11 +149,10 @@ def evaluate_checkpoint(
         raise MultiboxError(
             f"{weights}: trained on categories {loaded.category_ids}, but the val set has {list(data.category_ids)}"
         )
-    evaluated: set[int] = set()
     if slicing is not None:
         from multibox.engine.sliced import evaluate_sliced
 
-        metrics, detections = evaluate_sliced(
+        evaluation = evaluate_sliced(
             loaded.detector,
             data.val_set,
             loaded.category_ids,
@@ -172,22 +161,21 @@ def evaluate_checkpoint(
             slicing,
             resolve_device(config.train.accelerator),
             config.data.batch_size,
-            evaluated=evaluated,
+            metric=config.eval.metric,
         )
     else:
-        metrics, detections = evaluate_val_set(loaded.detector, data, config, data.val_set.to_coco_gt(), evaluated)
+        evaluation = evaluate_val_set(loaded.detector, data, config, data.val_set.to_coco_gt())
     if report_dir is not None:
-        from multibox.engine.report import save_metrics_json, write_evaluation_report
+        from multibox.reporting.report import save_metrics_json, write_evaluation_report
 
-        save_metrics_json(metrics, Path(report_dir) / "metrics.json")
+        save_metrics_json(evaluation.metrics, Path(report_dir) / "metrics.json")
         run_log = Path(weights).parent.parent / "metrics.csv"
         write_evaluation_report(
             report_dir,
-            metrics,
-            detections,
+            evaluation,
             data.val_set,
             score_threshold,
-            evaluated=evaluated,
             training_log=run_log if Path(weights).parent.name == "checkpoints" else None,
         )
+    metrics = evaluation.metrics
     return metrics

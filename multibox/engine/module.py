@@ -7,24 +7,24 @@ ids, so a checkpoint alone is enough to rebuild the detector for eval and predic
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
-from torch import Tensor, nn
+from torch import Tensor
 
 from multibox.config import Config
 from multibox.data.dataset import images_to_float, warn_skipped
 from multibox.data.readable import check_skipped
 from multibox.data.records import DetectionSet
-from multibox.engine.evaluation import METRIC_KEYS, DetectionAccumulator, evaluate_metrics
+from multibox.engine.schedules import lr_multiplier
 from multibox.errors import MultiboxError
-from multibox.losses import FocalLoss, MultiBoxLoss, class_weights_from_counts, count_labels
+from multibox.losses import build_criterion, class_weights_from_counts, count_labels
+from multibox.metrics.coco import METRIC_KEYS, DetectionAccumulator
+from multibox.metrics.evaluation import score
 from multibox.models.detector import build_detector, resolved_config
 
 
@@ -211,8 +211,8 @@ class DetectionModule(L.LightningModule):
             return
         self.accumulator.gather()  # all ranks' detections, each image once
         assert self.val_ground_truth is not None  # _evaluating() says so
-        ground_truth = self.accumulator.evaluated_ground_truth(self.val_ground_truth)  # unreadable images left out
-        metrics = evaluate_metrics(ground_truth, self.accumulator.results(), self.class_names, self.config.eval.metric)
+        # The same scoring as the final evaluation and `multibox eval`; unreadable images are left out.
+        metrics = score(self.accumulator, self.val_ground_truth, self.class_names, self.config.eval.metric).metrics
         self.accumulator.reset()
         self.last_metrics = metrics
         self.log("val/map", float(metrics["map"]), prog_bar=True)
@@ -239,38 +239,6 @@ class DetectionModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def build_criterion(config: Config, num_classes: int) -> nn.Module:
-    """The configured loss for `num_classes` foreground classes (loss.class_weights already numbers)."""
-    loss = config.loss
-    if loss.class_weights == "auto":
-        raise MultiboxError(
-            "loss.class_weights: auto must be resolved from the training set first "
-            "(resolve_class_weights; `multibox train` does it)"
-        )
-    if loss.name == "focal":  # the detector's postprocess then scores with sigmoids (build_detector)
-        return FocalLoss(
-            num_classes + 1,
-            loss.focal_alpha,
-            loss.focal_gamma,
-            loss.iou_threshold,
-            loss.class_weights,
-            loss.bbox_weight,
-            loss.cls_weight,
-            box=loss.box,
-        )
-    return MultiBoxLoss(
-        num_classes + 1,
-        loss.neg_pos_ratio,
-        loss.iou_threshold,
-        loss.class_weights,
-        loss.bbox_weight,
-        loss.cls_weight,
-        negatives=loss.negatives,
-        minibatch_size=loss.minibatch_size,
-        box=loss.box,
-    )
-
-
 def resolve_class_weights(config: Config, train_set: DetectionSet) -> Config:
     """loss.class_weights: auto becomes the numbers of the training set's label counts (and is printed), so the
     module, the run's config.yaml and the checkpoint all hold the weights actually used. Other values pass through."""
@@ -287,44 +255,3 @@ def _print_class_weights(class_names: list[str], weights: list[float]) -> None:
         "loss.class_weights (auto, from label counts): "
         + ", ".join(f"{n} {w:.3g}" for n, w in zip(class_names, weights, strict=True))
     )
-
-
-def lr_multiplier(config: Config, total_steps: int) -> Callable[[int], float]:
-    """Per-step multiplier of the base rate: linear warmup, then multistep, cosine or constant;
-    or one-cycle (linear rise from warmup_factor over pct_start of the run, then cosine to min_lr_ratio)."""
-    sched = config.scheduler
-    if sched.name == "onecycle":
-        return _one_cycle(sched.warmup_factor, sched.min_lr_ratio, sched.pct_start, total_steps)
-    steps_per_epoch = total_steps / config.train.epochs
-    milestones = [round(m * steps_per_epoch) for m in sched.milestones]
-    warmup = min(sched.warmup_steps, total_steps)
-
-    def multiplier(step: int) -> float:
-        if step < warmup:
-            alpha = step / warmup
-            warm = sched.warmup_factor * (1 - alpha) + alpha
-        else:
-            warm = 1.0
-        if sched.name == "multistep":
-            return warm * sched.gamma ** sum(step >= m for m in milestones)
-        if sched.name == "cosine":
-            return warm * _cosine(step / total_steps, sched.min_lr_ratio)
-        return warm
-
-    return multiplier
-
-
-def _cosine(progress: float, floor: float) -> float:
-    """Half a cosine from 1 at progress 0 down to `floor` at progress 1 (and after)."""
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _one_cycle(start: float, floor: float, pct_start: float, total_steps: int) -> Callable[[int], float]:
-    rise = max(1, round(pct_start * total_steps))
-
-    def multiplier(step: int) -> float:
-        if step < rise:
-            return start + (1 - start) * step / rise
-        return _cosine((step - rise) / max(1, total_steps - rise), floor)
-
-    return multiplier

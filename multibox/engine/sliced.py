@@ -22,8 +22,9 @@ from torch import Tensor
 from multibox.boxes.tiling import MERGES, Merge, check_overlap, check_tile, merge_detections, tile_grid
 from multibox.data.dataset import read_image, warn_skipped
 from multibox.data.records import DetectionSet
-from multibox.engine.evaluation import DetectionAccumulator, coco_evaluate
 from multibox.errors import MultiboxError
+from multibox.metrics.coco import DetectionAccumulator
+from multibox.metrics.evaluation import Evaluation, score
 from multibox.models.detector import SSDDetector
 from multibox.models.factory import feature_map_sizes
 
@@ -173,11 +174,11 @@ def evaluate_sliced(
     device: torch.device,
     batch_size: int = 8,
     progress: Iterable[Any] | None = None,
-    evaluated: set[int] | None = None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """COCO metrics of sliced inference over a dataset's frames read at native resolution (the
-    same metrics `multibox eval` reports without slicing); unreadable frames are warned about and left out,
-    and `evaluated`, when given, receives the ids of the frames scored (for the report)."""
+    metric: str = "coco",
+) -> Evaluation:
+    """The :class:`Evaluation` of sliced inference over a dataset's frames read at native resolution (scored as
+    `multibox eval` scores without slicing, `metric` being eval.metric); unreadable frames are warned about and
+    left out."""
     detector = detector.to(device).eval()
     check_slicing(slicing, detector, input_size)
     lookup = torch.tensor([0, *category_ids], dtype=torch.long, device=device)
@@ -189,6 +190,7 @@ def evaluate_sliced(
         else 1
     )
     chunks = [records[i : i + frames_per_call] for i in range(0, len(records), frames_per_call)]
+    skipped = 0
     for chunk in progress(chunks) if callable(progress) else chunks:
         frames, ids = [], []
         for record in chunk:
@@ -197,15 +199,11 @@ def evaluate_sliced(
                 ids.append(int(record.image_id))
             except MultiboxError as error:
                 warn_skipped(f"{record.file}: skipped, {str(error).split(': ', 1)[-1]}", str(record.file))
+                skipped += 1
         if not frames:
             continue
         found = detect_sliced(detector, frames, input_size, slicing, batch_size)
         accumulator.add(
             ids, [d["boxes"] for d in found], [d["scores"] for d in found], [lookup[d["labels"]] for d in found]
         )
-    ground_truth = accumulator.evaluated_ground_truth(dataset.to_coco_gt())
-    if not ground_truth["images"]:
-        raise MultiboxError("evaluation: no image of the evaluation set could be read")
-    if evaluated is not None:
-        evaluated.update(int(image["id"]) for image in ground_truth["images"])
-    return coco_evaluate(ground_truth, accumulator.results(), class_names), accumulator.results()
+    return score(accumulator, dataset.to_coco_gt(), class_names, metric, skipped)

@@ -14,23 +14,23 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
-from multibox.boxes.anchor_fit import auto_fit_anchors
 from multibox.config import Config, save_config
 from multibox.data.datamodule import DetectionDataModule
 from multibox.data.records import DetectionSet
 from multibox.data.stats import input_size_for
 from multibox.devices import leave_a_core_free
+from multibox.engine.anchors import auto_fit_anchors
 from multibox.engine.callbacks import ProgressBar, training_callbacks
 from multibox.engine.checkpoint import load_checkpoint
 from multibox.engine.checkpoint_io import AtomicCheckpointIO, RandomStateCallback
 from multibox.engine.evaluate import evaluate_val_set
 from multibox.engine.interrupt import InterruptCallback, run_interruptible
 from multibox.engine.module import DetectionModule, resolve_class_weights
-from multibox.engine.report import plot_training_curves, save_metrics_json, write_evaluation_report
 from multibox.engine.tracking import build_loggers, check_tracking, finish_tracking
 from multibox.errors import MultiboxError, TrainingInterrupted
 from multibox.models.weights import resolve_pretrained_fallback
 from multibox.outputs import writable_dir
+from multibox.reporting.report import plot_training_curves, save_metrics_json, write_evaluation_report
 
 _PRECISION: dict[str, Literal["32-true", "bf16-mixed", "16-mixed"]] = {
     "32": "32-true",
@@ -305,10 +305,10 @@ def train(
         return None
     assert data.val_set is not None and module.val_ground_truth is not None  # has_val
     loaded = load_checkpoint(best if best.is_file() else checkpoint_dir(config) / "last.ckpt", config)
-    evaluated: set[int] = set()
-    metrics, detections = evaluate_val_set(loaded.detector, data, config, module.val_ground_truth, evaluated)
+    evaluation = evaluate_val_set(loaded.detector, data, config, module.val_ground_truth)
+    metrics = evaluation.metrics
     metrics["train_seconds"] = round(elapsed, 1)
     save_metrics_json(metrics, out / "metrics.json")
-    write_evaluation_report(out, metrics, detections, data.val_set, evaluated=evaluated)  # report.md + pictures
+    write_evaluation_report(out, evaluation, data.val_set)  # report.md + pictures
     finish_tracking(trainer.loggers, out, metrics, best if best.is_file() else None)  # MLflow artifacts, W&B summary
     return metrics

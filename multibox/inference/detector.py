@@ -23,7 +23,7 @@ from multibox.engine.sliced import DEFAULT_MERGE, Merge, Slicing, check_slicing,
 from multibox.errors import MultiboxError
 from multibox.models.detector import SSDDetector
 
-SCORE_DECIMALS = 5  # as multibox.engine.evaluation.DetectionAccumulator.results rounds scores
+SCORE_DECIMALS = 5  # as multibox.metrics.coco.DetectionAccumulator.results rounds scores
 
 ImageInput = str | Path | np.ndarray | Image.Image | torch.Tensor
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
-from multibox.engine.plots import REPORT_SCORE_THRESHOLD, check_score_threshold
 from multibox.errors import MultiboxError
 from multibox.inference.runtime import ExportedModel
+from multibox.metrics.evaluation import Evaluation
+from multibox.reporting.plots import REPORT_SCORE_THRESHOLD, check_score_threshold
 
 
 def exported_config(model: ExportedModel, config_path: Path | None, overrides: list[str] | None) -> Any:
@@ -34,10 +35,9 @@ def exported_config(model: ExportedModel, config_path: Path | None, overrides: l
     )
 
 
-def evaluate_model(
-    model: ExportedModel, config: Any, progress: bool = True
-) -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
-    """COCO metrics and detections of an exported model on `config`'s validation set (and that set)."""
+def evaluate_model(model: ExportedModel, config: Any, progress: bool = True) -> tuple[Evaluation, Any]:
+    """The :class:`Evaluation` of an exported model on `config`'s validation set, scored as a checkpoint's
+    (eval.metric included), and that set."""
     from multibox.data.datamodule import DetectionDataModule
     from multibox.engine.evaluate import detect_and_evaluate
 
@@ -49,7 +49,7 @@ def evaluate_model(
         raise MultiboxError(
             f"{model.path}: exported with categories {meta.category_ids}, but the val set has {list(data.category_ids)}"
         )
-    metrics, detections = detect_and_evaluate(
+    evaluation = detect_and_evaluate(
         None,
         data.val_dataloader(),
         data.val_set.to_coco_gt(),
@@ -58,9 +58,10 @@ def evaluate_model(
         torch.device("cpu"),
         progress=progress,
         prepare_batch=data.prepare_batch,
+        metric=config.eval.metric,
         detect=model.detect,
     )
-    return metrics, detections, data.val_set
+    return evaluation, data.val_set
 
 
 def evaluate_exported(
@@ -75,10 +76,10 @@ def evaluate_exported(
         check_score_threshold(score_threshold)
     model = ExportedModel(weights)
     config = exported_config(model, config_path, overrides)
-    metrics, detections, val_set = evaluate_model(model, config, config.train.progress)
+    evaluation, val_set = evaluate_model(model, config, config.train.progress)
     if report_dir is not None:
-        from multibox.engine.report import save_metrics_json, write_evaluation_report
+        from multibox.reporting.report import save_metrics_json, write_evaluation_report
 
-        save_metrics_json(metrics, Path(report_dir) / "metrics.json")
-        write_evaluation_report(report_dir, metrics, detections, val_set, score_threshold)
-    return metrics
+        save_metrics_json(evaluation.metrics, Path(report_dir) / "metrics.json")
+        write_evaluation_report(report_dir, evaluation, val_set, score_threshold)
+    return evaluation.metrics

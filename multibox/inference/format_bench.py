@@ -204,7 +204,7 @@ def bench_formats(
             runner = bench.runner(name)
             scores: dict[str, Any] = {}
             if data is not None and data.val_set is not None:
-                scores, _ = detect_and_evaluate(
+                scores = detect_and_evaluate(
                     None,
                     data.val_dataloader(),
                     data.val_set.to_coco_gt(),
@@ -214,7 +214,7 @@ def bench_formats(
                     progress=False,
                     prepare_batch=data.prepare_batch,
                     detect=runner.detect,
-                )
+                ).metrics
             for n, (images, sizes) in batches.items():
                 times = latency_ms(partial(runner.detect, images, sizes), warmup, repeat)
                 p50 = statistics.median(times)

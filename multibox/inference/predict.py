@@ -22,13 +22,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from multibox.devices import leave_a_core_free
 from multibox.errors import MultiboxError
 from multibox.inference.detector import Detections, Detector, read_rgb
-from multibox.inference.draw import annotate, save_image
 from multibox.inference.video import VIDEO_FOURCC, VideoReader, VideoWriter, is_video
 from multibox.outputs import writable_dir
+from multibox.reporting.draw import draw_detections, save_image
 
 __all__ = ["IMAGE_SUFFIXES", "list_images", "predict", "predict_images", "predict_video", "read_rgb"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _annotated(image: np.ndarray, found: Detections) -> np.ndarray:
+    """A copy of ``image`` (RGB) with one image's detections drawn, coloured by class index."""
+    return draw_detections(image, found.boxes, found.names, found.scores, color_key=found.labels)
 
 
 def list_images(source: Path, exclude: Path | None = None) -> list[Path]:
@@ -177,7 +182,7 @@ def predict_images(
                 name = path.relative_to(root).as_posix()
                 results += found.to_coco(image_ids[path], name)
                 (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
-                save_image(out_dir / name, annotate(image, found))
+                save_image(out_dir / name, _annotated(image, found))
                 if save_txt:
                     _save_txt(out_dir / "labels" / label_files[path], found)
             bar.advance(task, len(batches[index]))
@@ -201,7 +206,7 @@ def predict_video(
             for frames in reader.batches(detector.batch_size):
                 for image, found in zip(frames, detector.detect_rgb(frames), strict=True):
                     results += found.to_coco(frame + 1, f"{source.name}#{frame:06d}")
-                    writer.write(annotate(image, found))
+                    writer.write(_annotated(image, found))
                     if save_txt:
                         _save_txt(out_dir / "labels" / f"{source.stem}_{frame:06d}.txt", found)
                     frame += 1

@@ -19,7 +19,7 @@ from multibox.config import Config
 from multibox.errors import MultiboxError
 from multibox.models.factory import anchor_defaults, build_model, feature_map_sizes
 from multibox.models.ssd import SSD
-from multibox.models.weights import apply_weights
+from multibox.models.weights import apply_weights, wants_backbone_weights
 
 
 class SSDDetector(nn.Module):
@@ -118,18 +118,8 @@ def build_detector(config: Config, num_classes: int, load_weights: bool = True) 
     """
     layout = resolve_layout(config)
     m = config.model
-    # The heads are sized from the resolved layout: explicit box_sizes give len(sizes) * (1 + 2 * len(ratios)).
-    model = build_model(
-        m.name,
-        num_classes + 1,
-        [list(r) for r in layout.aspect_ratios],
-        m.width_mult,
-        num_anchors=layout.boxes_per_location(),
-        backbone=m.backbone,
-        strides=list(m.strides),
-        head=m.head,
-    )
-    apply_weights(model, m, load=load_weights)  # before the momentum: it may swap in a backbone (see apply_weights)
+    model = _configured_model(config, layout, num_classes)
+    apply_weights(model, m, load=load_weights)
     if config.model.norm_momentum is not None:
         set_norm_momentum(model, config.model.norm_momentum)
     input_size = config.data.input_size
@@ -163,3 +153,28 @@ def resolved_config(config: Config, spec: DetectorSpec, num_classes: int) -> Con
         resolved.anchors.box_sizes = [[round(v * short, 6) for v in level] for level in layout.box_sizes]
     resolved.anchors.steps = list(spec.layout.steps) if spec.layout.steps is not None else None
     return resolved
+
+
+def model_geometry(config: Config) -> tuple[AnchorLayout, list[tuple[int, int]]]:
+    """The config's resolved layout and the model's feature-map sizes (network built on the meta device: no weights)."""
+    layout = resolve_layout(config)
+    with torch.device("meta"):
+        model = _configured_model(config, layout, 1)
+    return layout, feature_map_sizes(model, config.data.input_size)
+
+
+def _configured_model(config: Config, layout: AnchorLayout, num_classes: int) -> SSD:
+    """``config.model`` built with random weights for `num_classes` foreground classes. The heads are sized from
+    the resolved layout: explicit box_sizes give len(sizes) * (1 + 2 * len(ratios)) boxes per location."""
+    m = config.model
+    return build_model(
+        m.name,
+        num_classes + 1,
+        [list(r) for r in layout.aspect_ratios],
+        m.width_mult,
+        num_anchors=layout.boxes_per_location(),
+        backbone=m.backbone,
+        strides=list(m.strides),
+        head=m.head,
+        pretrained_backbone=wants_backbone_weights(m),
+    )

@@ -17,23 +17,12 @@ from torch import nn
 from multibox.errors import MultiboxError
 from multibox.models.custom import check_strides, custom_ssd
 from multibox.models.fpn import ssd_resnet50_fpn
-from multibox.models.mobilenet import ssdlite320_mobilenet_v3_large
 from multibox.models.mobilenet_v1 import ssd_mobilenet_v1
 from multibox.models.mobilenet_v2 import ssdlite_mobilenet_v2
+from multibox.models.mobilenet_v3 import ssdlite320_mobilenet_v3_large
 from multibox.models.resnet import ssd_resnet50
 from multibox.models.ssd import SSD
 from multibox.models.vgg import ssd300_vgg16, ssd512_vgg16
-
-MODEL_NAMES = (
-    "ssd300_vgg16",
-    "ssd512_vgg16",
-    "ssdlite320_mobilenet_v3_large",
-    "ssdlite_mobilenet_v2",
-    "ssd_mobilenet_v1",
-    "ssd_resnet50",
-    "ssd_resnet50_fpn",
-    "custom",
-)
 
 # model.name=custom: levels are model.strides; its default boxes must come from the config.
 DEFAULT_CUSTOM_STRIDES = (8, 16, 32, 64)
@@ -56,73 +45,132 @@ class AnchorDefaults:
     box_sizes: list[list[float]] | None = None  # per level, square sizes in pixels at the nominal input
 
 
-_ANCHOR_DEFAULTS: dict[str, AnchorDefaults] = {
-    # torchvision's ssd300_vgg16 (the paper's SSD300 with the COCO scales).
-    "ssd300_vgg16": AnchorDefaults(
-        aspect_ratios=[[2.0], [2.0, 3.0], [2.0, 3.0], [2.0, 3.0], [2.0], [2.0]],
-        scales=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],
-        min_scale=None,
-        max_scale=None,
-        steps=[8.0, 16.0, 32.0, 64.0, 100.0, 300.0],
-    ),
-    # torchvision ships no SSD512: the paper's (Caffe ssd_pascal_512) layout, 24,564 boxes at 512x512.
-    "ssd512_vgg16": AnchorDefaults(
-        aspect_ratios=[[2.0], [2.0, 3.0], [2.0, 3.0], [2.0, 3.0], [2.0, 3.0], [2.0], [2.0]],
-        scales=[0.07, 0.15, 0.30, 0.45, 0.60, 0.75, 0.90, 1.05],
-        min_scale=None,
-        max_scale=None,
-        steps=[8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
-    ),
-    # torchvision's ssdlite320_mobilenet_v3_large.
-    "ssdlite320_mobilenet_v3_large": AnchorDefaults(
-        aspect_ratios=[[2.0, 3.0] for _ in range(6)],
-        scales=None,
-        min_scale=0.2,
-        max_scale=0.95,
-        steps=None,
-    ),
-    # pytorch-ssd's mb2-ssd-lite priors (its mobilenetv1_ssd_config): 300 px, maps 19/10/5/3/2/1,
-    # box sizes 60, 105, ..., 330 px = scales 0.2 ... 1.1, shrinkage 16 ... 300; 3000 boxes.
-    "ssdlite_mobilenet_v2": AnchorDefaults(
-        aspect_ratios=[[2.0, 3.0] for _ in range(6)],
-        scales=[0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.1],
-        min_scale=None,
-        max_scale=None,
-        steps=[16.0, 32.0, 64.0, 100.0, 150.0, 300.0],
-    ),
-    # pytorch-ssd's mb1-ssd: the same priors as mb2-ssd-lite.
-    "ssd_mobilenet_v1": AnchorDefaults(
-        aspect_ratios=[[2.0, 3.0] for _ in range(6)],
-        scales=[0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.1],
-        min_scale=None,
-        max_scale=None,
-        steps=[16.0, 32.0, 64.0, 100.0, 150.0, 300.0],
-    ),
-    # NVIDIA DeepLearningExamples' SSD300-ResNet50 on COCO: scales 21, 45, 99, 153, 207, 261, 315 px
-    # of 300 (SSD300's layout), 8,732 boxes at 300x300.
-    "ssd_resnet50": AnchorDefaults(
-        aspect_ratios=[[2.0], [2.0, 3.0], [2.0, 3.0], [2.0, 3.0], [2.0], [2.0]],
-        scales=[21 / 300, 45 / 300, 99 / 300, 153 / 300, 207 / 300, 261 / 300, 315 / 300],
-        min_scale=None,
-        max_scale=None,
-        steps=[8.0, 16.0, 32.0, 64.0, 100.0, 300.0],
-    ),
-    # MindSpore's SSD-ResNet50-FPN (RetinaNet anchors): per level, base size 4 x stride at octave
-    # scales 2^0 and 2^0.5, each with ratios 1, 2, 1/2 -> 6 boxes per location, 51,150 at 640x640.
-    # Pixel sizes, so they stay 4 x stride at any input; centres on the feature strides.
-    "ssd_resnet50_fpn": AnchorDefaults(
-        aspect_ratios=[[2.0] for _ in range(5)],
-        scales=None,
-        min_scale=None,
-        max_scale=None,
-        steps=None,
-        box_sizes=[[4.0 * s, 4.0 * s * 2**0.5] for s in (8, 16, 32, 64, 128)],
-    ),
-    # No defaults: the levels are model.strides and the boxes must be given (anchors.box_sizes, ...).
-    "custom": AnchorDefaults(aspect_ratios=[], scales=None, min_scale=None, max_scale=None, steps=None),
-}
+# torchvision's ssd300_vgg16 (the paper's SSD300 with the COCO scales).
+_SSD300_VGG16_BOXES = AnchorDefaults(
+    aspect_ratios=[[2.0], [2.0, 3.0], [2.0, 3.0], [2.0, 3.0], [2.0], [2.0]],
+    scales=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],
+    min_scale=None,
+    max_scale=None,
+    steps=[8.0, 16.0, 32.0, 64.0, 100.0, 300.0],
+)
 
-_NUM_LEVELS = {name: len(defaults.aspect_ratios) for name, defaults in _ANCHOR_DEFAULTS.items()}
+# torchvision ships no SSD512: the paper's (Caffe ssd_pascal_512) layout, 24,564 boxes at 512x512.
+_SSD512_VGG16_BOXES = AnchorDefaults(
+    aspect_ratios=[[2.0], [2.0, 3.0], [2.0, 3.0], [2.0, 3.0], [2.0, 3.0], [2.0], [2.0]],
+    scales=[0.07, 0.15, 0.30, 0.45, 0.60, 0.75, 0.90, 1.05],
+    min_scale=None,
+    max_scale=None,
+    steps=[8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+)
+
+# torchvision's ssdlite320_mobilenet_v3_large.
+_SSDLITE320_MOBILENET_V3_LARGE_BOXES = AnchorDefaults(
+    aspect_ratios=[[2.0, 3.0] for _ in range(6)],
+    scales=None,
+    min_scale=0.2,
+    max_scale=0.95,
+    steps=None,
+)
+
+# pytorch-ssd's mb2-ssd-lite priors (its mobilenetv1_ssd_config): 300 px, maps 19/10/5/3/2/1,
+# box sizes 60, 105, ..., 330 px = scales 0.2 ... 1.1, shrinkage 16 ... 300; 3000 boxes.
+_SSDLITE_MOBILENET_V2_BOXES = AnchorDefaults(
+    aspect_ratios=[[2.0, 3.0] for _ in range(6)],
+    scales=[0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.1],
+    min_scale=None,
+    max_scale=None,
+    steps=[16.0, 32.0, 64.0, 100.0, 150.0, 300.0],
+)
+
+# pytorch-ssd's mb1-ssd: the same priors as mb2-ssd-lite.
+_SSD_MOBILENET_V1_BOXES = AnchorDefaults(
+    aspect_ratios=[[2.0, 3.0] for _ in range(6)],
+    scales=[0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.1],
+    min_scale=None,
+    max_scale=None,
+    steps=[16.0, 32.0, 64.0, 100.0, 150.0, 300.0],
+)
+
+# NVIDIA DeepLearningExamples' SSD300-ResNet50 on COCO: scales 21, 45, 99, 153, 207, 261, 315 px
+# of 300 (SSD300's layout), 8,732 boxes at 300x300.
+_SSD_RESNET50_BOXES = AnchorDefaults(
+    aspect_ratios=[[2.0], [2.0, 3.0], [2.0, 3.0], [2.0, 3.0], [2.0], [2.0]],
+    scales=[21 / 300, 45 / 300, 99 / 300, 153 / 300, 207 / 300, 261 / 300, 315 / 300],
+    min_scale=None,
+    max_scale=None,
+    steps=[8.0, 16.0, 32.0, 64.0, 100.0, 300.0],
+)
+
+# MindSpore's SSD-ResNet50-FPN (RetinaNet anchors): per level, base size 4 x stride at octave
+# scales 2^0 and 2^0.5, each with ratios 1, 2, 1/2 -> 6 boxes per location, 51,150 at 640x640.
+# Pixel sizes, so they stay 4 x stride at any input; centres on the feature strides.
+_SSD_RESNET50_FPN_BOXES = AnchorDefaults(
+    aspect_ratios=[[2.0] for _ in range(5)],
+    scales=None,
+    min_scale=None,
+    max_scale=None,
+    steps=None,
+    box_sizes=[[4.0 * s, 4.0 * s * 2**0.5] for s in (8, 16, 32, 64, 128)],
+)
+
+# No defaults: the levels are model.strides and the boxes must be given (anchors.box_sizes, ...).
+_CUSTOM_BOXES = AnchorDefaults(aspect_ratios=[], scales=None, min_scale=None, max_scale=None, steps=None)
+
+
+@dataclass(frozen=True)
+class BuildArgs:
+    """What a builder gets: build_model's arguments, checked."""
+
+    num_classes: int
+    num_anchors: list[int]
+    width_mult: float
+    backbone: str
+    strides: list[int]
+    head: str
+    pretrained_backbone: bool
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One architecture: its builder, the default boxes it was designed with, and whether it takes a width."""
+
+    build: Callable[[BuildArgs], SSD]
+    anchors: AnchorDefaults
+    width_mult: bool = False  # a MobileNet width multiplier (custom: when its backbone is a MobileNet)
+
+
+# Every model multibox builds. Adding one is an entry here plus its module (and its name in config.py's
+# ModelConfig.name; tests/models/test_model_factory.py holds the two equal and trains every entry one step).
+MODELS: dict[str, ModelSpec] = {
+    "ssd300_vgg16": ModelSpec(lambda a: ssd300_vgg16(a.num_classes, a.num_anchors), _SSD300_VGG16_BOXES),
+    "ssd512_vgg16": ModelSpec(lambda a: ssd512_vgg16(a.num_classes, a.num_anchors), _SSD512_VGG16_BOXES),
+    "ssdlite320_mobilenet_v3_large": ModelSpec(
+        lambda a: ssdlite320_mobilenet_v3_large(
+            a.num_classes, a.width_mult, a.num_anchors, reduced_tail=not a.pretrained_backbone
+        ),
+        _SSDLITE320_MOBILENET_V3_LARGE_BOXES,
+        width_mult=True,
+    ),
+    "ssdlite_mobilenet_v2": ModelSpec(
+        lambda a: ssdlite_mobilenet_v2(a.num_classes, a.width_mult, a.num_anchors),
+        _SSDLITE_MOBILENET_V2_BOXES,
+        width_mult=True,
+    ),
+    "ssd_mobilenet_v1": ModelSpec(
+        lambda a: ssd_mobilenet_v1(a.num_classes, a.width_mult, a.num_anchors),
+        _SSD_MOBILENET_V1_BOXES,
+        width_mult=True,
+    ),
+    "ssd_resnet50": ModelSpec(lambda a: ssd_resnet50(a.num_classes, a.num_anchors), _SSD_RESNET50_BOXES),
+    "ssd_resnet50_fpn": ModelSpec(lambda a: ssd_resnet50_fpn(a.num_classes, a.num_anchors), _SSD_RESNET50_FPN_BOXES),
+    "custom": ModelSpec(
+        lambda a: custom_ssd(a.num_classes, a.num_anchors, a.backbone, a.strides, a.head, a.width_mult),
+        _CUSTOM_BOXES,
+        width_mult=True,
+    ),
+}
+MODEL_NAMES = tuple(MODELS)
+_NUM_LEVELS = {name: len(spec.anchors.aspect_ratios) for name, spec in MODELS.items()}
 
 
 def _check_name(name: str) -> None:
@@ -133,7 +181,7 @@ def _check_name(name: str) -> None:
 def anchor_defaults(name: str) -> AnchorDefaults:
     """The default-box layout the model ``name`` was designed with (a fresh copy; safe to modify)."""
     _check_name(name)
-    return copy.deepcopy(_ANCHOR_DEFAULTS[name])
+    return copy.deepcopy(MODELS[name].anchors)
 
 
 def build_model(
@@ -146,6 +194,7 @@ def build_model(
     backbone: str = "mobilenet_v2",
     strides: list[int] | None = None,
     head: str = "ssdlite",
+    pretrained_backbone: bool = False,
 ) -> SSD:
     """A randomly initialised SSD whose heads fit the given default-box layout.
 
@@ -160,6 +209,8 @@ def build_model(
             always passes it.
         backbone, strides, head: ``model.backbone`` / ``model.strides`` / ``model.head`` of
             ``name="custom"`` (ignored otherwise); strides default to :data:`DEFAULT_CUSTOM_STRIDES`.
+        pretrained_backbone: the backbone will load ImageNet weights, so it takes the classifier's
+            architecture: ssdlite320_mobilenet_v3_large keeps MobileNetV3's full tail, as torchvision does.
 
     Raises:
         MultiboxError: unknown name, a wrong number of levels, or an option the model does not take.
@@ -185,16 +236,11 @@ def build_model(
             raise MultiboxError(f"anchors.aspect_ratios[{level}]: ratios must be positive, got {list(ratios)}")
     if not width_mult > 0:
         raise MultiboxError(f"model.width_mult: must be positive, got {width_mult}")
-    if (name.endswith("_vgg16") or name == "ssd_resnet50") and width_mult != 1.0:
+    has_width = MODELS[name].width_mult and not (name == "custom" and backbone in ("resnet50", "vgg16"))
+    if width_mult != 1.0 and not has_width:
+        what = f"custom with model.backbone={backbone}" if name == "custom" else name
         raise MultiboxError(
-            f"model.width_mult: {name} has no width multiplier (only MobileNet models do), got {width_mult}"
-        )
-    fixed_width = "ssd_resnet50_fpn" if name == "ssd_resnet50_fpn" else None
-    if name == "custom" and backbone in ("resnet50", "vgg16"):
-        fixed_width = f"custom with model.backbone={backbone}"
-    if fixed_width and width_mult != 1.0:
-        raise MultiboxError(
-            f"model.width_mult: {fixed_width} has no width multiplier (only MobileNet models do), got {width_mult}"
+            f"model.width_mult: {what} has no width multiplier (only MobileNet models do), got {width_mult}"
         )
     if num_anchors is None:
         num_anchors = [2 + 2 * len(ratios) for ratios in aspect_ratios]
@@ -209,17 +255,8 @@ def build_model(
             f"got {num_anchors}"
         )
 
-    builders: dict[str, Callable[[], SSD]] = {
-        "ssd300_vgg16": lambda: ssd300_vgg16(num_classes, num_anchors),
-        "ssd512_vgg16": lambda: ssd512_vgg16(num_classes, num_anchors),
-        "ssdlite320_mobilenet_v3_large": lambda: ssdlite320_mobilenet_v3_large(num_classes, width_mult, num_anchors),
-        "ssdlite_mobilenet_v2": lambda: ssdlite_mobilenet_v2(num_classes, width_mult, num_anchors),
-        "ssd_mobilenet_v1": lambda: ssd_mobilenet_v1(num_classes, width_mult, num_anchors),
-        "ssd_resnet50": lambda: ssd_resnet50(num_classes, num_anchors),
-        "ssd_resnet50_fpn": lambda: ssd_resnet50_fpn(num_classes, num_anchors),
-        "custom": lambda: custom_ssd(num_classes, num_anchors, backbone, strides, head, width_mult),
-    }
-    return builders[name]()
+    args = BuildArgs(num_classes, num_anchors, width_mult, backbone, list(strides or []), head, pretrained_backbone)
+    return MODELS[name].build(args)
 
 
 def _meta_copy(module: nn.Module) -> nn.Module:

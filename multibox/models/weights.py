@@ -536,26 +536,9 @@ def load_detector_weights(model: SSD, name: str, path: str | Path) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _use_full_tail_mobilenet_v3(model: SSD, width_mult: float) -> None:
-    """Swap in the MobileNetV3-Large backbone with its full tail, and a head that fits it.
-
-    torchvision builds SSDLite's MobileNetV3 with ``reduced_tail`` only when it trains without a
-    pretrained backbone (MobileNetV3 paper, Table 6); ImageNet classifiers (its
-    ``mobilenet_v3_large-8738ca79.pth`` included) have the full tail, so a model that starts
-    from them must too. The head's number of classes and boxes per location are kept.
-    """
-    from torchvision.models import mobilenet_v3_large
-
-    from multibox.models.heads import SSDLiteHead
-    from multibox.models.mobilenet import SSDLiteFeatureExtractorMobileNet, default_norm_layer
-
-    norm_layer = default_norm_layer()
-    mobilenet = mobilenet_v3_large(weights=None, norm_layer=norm_layer, reduced_tail=False, width_mult=width_mult)
-    backbone = SSDLiteFeatureExtractorMobileNet(mobilenet.features, norm_layer)
-    old_head = model.head
-    assert isinstance(old_head, SSDLiteHead)  # ssdlite320_mobilenet_v3_large's head
-    head = SSDLiteHead(backbone.out_channels, list(old_head.num_anchors), old_head.num_classes, norm_layer)
-    model.backbone, model.head = backbone, head
+def wants_backbone_weights(config: ModelConfig) -> bool:
+    """Whether the run starts its backbone from classification weights (``model.backbone_weights`` set)."""
+    return not _is_none(config.backbone_weights)
 
 
 def resolve_pretrained_fallback(config: ModelConfig) -> ModelConfig:
@@ -586,15 +569,12 @@ def apply_weights(model: SSD, config: ModelConfig, load: bool = True) -> SSD:
     """Start ``model`` (just built from ``config``) from the configured weights, in place.
 
     ``config.backbone_weights`` first, then ``config.weights`` (whose tensors win where both
-    apply). With ``backbone_weights`` set, ssdlite320_mobilenet_v3_large uses MobileNetV3's full
-    tail, as torchvision does; that architecture choice holds even when ``load`` is False
-    (rebuilding a checkpoint whose weights replace these anyway, without reading the files).
+    apply). The model was built for them (``build_model(pretrained_backbone=...)``: MobileNetV3's full
+    tail); with ``load`` False only the names are checked (rebuilding a checkpoint, whose weights replace these).
     """
-    with_backbone = not _is_none(config.backbone_weights)
+    with_backbone = wants_backbone_weights(config)
     if with_backbone:
         _family(config.name, getattr(config, "backbone", None))  # a model without a mapping fails before anything else
-        if config.name == "ssdlite320_mobilenet_v3_large":
-            _use_full_tail_mobilenet_v3(model, config.width_mult)
     if not load:
         return model
     if with_backbone:

@@ -11,15 +11,18 @@ import torch
 import yaml
 
 from multibox.boxes import anchor_fit
-from multibox.boxes.anchor_fit import fit_anchors, fitted_config, write_fragment
+from multibox.boxes.anchor_fit import fit_anchors, fitted_config
+from multibox.boxes.coverage import anchor_coverage, best_default_box_ious
 from multibox.cli import main
+from multibox.commands.anchors import write_fragment
 from multibox.config import load_config
-from multibox.data.coco import load_coco
+from multibox.data.formats.coco import load_coco
 from multibox.data.records import DetectionSet, ImageRecord
-from multibox.data.stats import anchor_coverage, best_default_box_ious, normalised_boxes
+from multibox.data.stats import normalised_boxes
 from multibox.data.synth import make_synthetic_dataset
 from multibox.demo import DEMO_CONFIG
-from multibox.models.detector import build_detector
+from multibox.engine.anchors import auto_fit_anchors
+from multibox.models.detector import build_detector, model_geometry
 
 SIZE = (160, 256)  # (H, W): non-square
 
@@ -36,7 +39,7 @@ def small_objects(tmp_path_factory) -> Path:
 def fitted(small_objects):
     """The demo config at 160x256 on the small-object set, and its fit (one search shared by several tests)."""
     config = load_config(DEMO_CONFIG, _overrides(small_objects))  # demo boxes: 16-72 px, too big for 6-16 px shapes
-    return config, fit_anchors(config, _dataset(small_objects))
+    return config, fit_anchors(config, _dataset(small_objects), model_geometry(config))
 
 
 def _overrides(root: Path) -> list[str]:
@@ -56,7 +59,7 @@ def _dataset(root: Path) -> DetectionSet:
 def test_closed_form_best_iou_equals_box_iou_against_every_default_box(small_objects, extra):
     config = load_config(DEMO_CONFIG, _overrides(small_objects) + extra)
     gt, _ = normalised_boxes(_dataset(small_objects))
-    layout, features = anchor_fit.model_geometry(config)
+    layout, features = model_geometry(config)
     detector, _ = build_detector(config, 5, load_weights=False)
     reference = best_default_box_ious(gt, detector.default_boxes)  # box_iou with all 5,040 default boxes
     assert torch.allclose(anchor_fit.best_layout_ious(gt, layout, features, SIZE).float(), reference, atol=1e-5)
@@ -77,7 +80,7 @@ def test_fit_raises_small_object_coverage_within_the_box_budget(small_objects, f
 
 def test_a_smaller_budget_is_respected(small_objects):
     config = load_config(DEMO_CONFIG, _overrides(small_objects))
-    fit = fit_anchors(config, _dataset(small_objects), budget=2000)
+    fit = fit_anchors(config, _dataset(small_objects), model_geometry(config), budget=2000)
     assert fit.changed and fit.boxes_after <= 2000
     assert fit.buckets["all"]["after"] > fit.buckets["all"]["before"]
 
@@ -89,14 +92,14 @@ def test_a_layout_that_already_fits_every_box_exactly_is_kept():
     picks = detector.default_boxes[torch.linspace(0, len(detector.default_boxes) - 1, 40).long()]
     xyxy = torch.cat((picks[:, :2] - picks[:, 2:] / 2, picks[:, :2] + picks[:, 2:] / 2), 1) * torch.tensor([w, h, w, h])
     record = ImageRecord(1, Path("/nowhere/0.jpg"), w, h, xyxy.numpy(), np.ones(40, np.int64), np.zeros(40, bool))
-    fit = fit_anchors(config, DetectionSet([record], ["a"], [1]))
+    fit = fit_anchors(config, DetectionSet([record], ["a"], [1]), model_geometry(config))
     assert not fit.changed and fit.buckets["all"]["before"] == fit.buckets["all"]["after"] == 1.0
     assert fitted_config(config, fit).anchors.box_sizes == config.anchors.box_sizes
 
 
 def test_a_shared_head_gets_the_same_boxes_on_every_level(small_objects):
     config = load_config(None, _overrides(small_objects) + ["model.name=ssd_resnet50_fpn", "data.input_size=[128,192]"])
-    fit = fit_anchors(config, _dataset(small_objects))
+    fit = fit_anchors(config, _dataset(small_objects), model_geometry(config))
     assert fit.changed and fit.boxes_after <= fit.boxes_before
     per_location = {len(s) * (1 + 2 * len(r)) for s, r in zip(fit.box_sizes, fit.aspect_ratios, strict=True)}
     assert len(per_location) == 1
@@ -131,8 +134,8 @@ def test_cli_prints_the_table_writes_the_fragment_and_refuses_to_overwrite(small
 
 def test_anchors_auto_replaces_the_anchors_and_logs_the_coverage(small_objects, fitted, caplog):
     config = load_config(DEMO_CONFIG, _overrides(small_objects) + ["anchors.auto=true"])
-    with caplog.at_level(logging.INFO, logger="multibox.boxes.anchor_fit"):
-        auto = anchor_fit.auto_fit_anchors(config, _dataset(small_objects))
+    with caplog.at_level(logging.INFO, logger="multibox.engine.anchors"):
+        auto = auto_fit_anchors(config, _dataset(small_objects))
     assert auto.anchors.box_sizes == fitted[1].box_sizes != config.anchors.box_sizes  # the same search: deterministic
     assert auto.anchors.aspect_ratios == fitted[1].aspect_ratios and not auto.anchors.auto
     assert "coverage 0.2453 -> 0.6792" in caplog.text

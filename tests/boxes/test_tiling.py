@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from multibox.boxes.tiling import check_overlap, merge_detections, starts, tile_grid
+from multibox.boxes.tiling import check_overlap, merge_detections, tile_grid
+from multibox.data.tiles import starts
 from multibox.errors import MultiboxError
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from multibox.data.coco import load_coco
+from multibox.data.formats.coco import load_coco
 from multibox.errors import MultiboxError
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from multibox.data.coco import load_coco
 from multibox.data.dataset import DetectionDataset, collate_detections
+from multibox.data.formats.coco import load_coco
 from multibox.data.records import DetectionSet, ImageRecord
 from multibox.data.transforms import build_eval_transform, build_train_transform
 from multibox.errors import MultiboxError

@@ -10,9 +10,9 @@ import pytest
 
 from multibox.config import load_config
 from multibox.data.datamodule import DetectionDataModule
-from multibox.engine.plots import plot_pr_curves
-from multibox.engine.report import plot_training_curves
 from multibox.errors import MultiboxError
+from multibox.reporting.plots import plot_pr_curves
+from multibox.reporting.report import plot_training_curves
 
 
 def _coco(folder: Path, boxes: bool) -> Path:

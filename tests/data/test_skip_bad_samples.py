@@ -12,9 +12,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from multibox.config import load_config
-from multibox.data.coco import load_coco
 from multibox.data.datamodule import DetectionDataModule
 from multibox.data.dataset import DetectionDataset, SkippedSample, collate_detections
+from multibox.data.formats.coco import load_coco
 from multibox.data.synth import make_synthetic_dataset
 from multibox.data.transforms import build_eval_transform
 from multibox.engine.module import DetectionModule

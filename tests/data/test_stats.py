@@ -10,10 +10,12 @@ import pytest
 import torch
 from torchvision.ops import box_convert
 
+from multibox.boxes.coverage import anchor_coverage
 from multibox.cli import main
+from multibox.commands.data_stats import config_stats, save_stats
 from multibox.config import load_config
 from multibox.data.records import DetectionSet, ImageRecord
-from multibox.data.stats import anchor_coverage, config_stats, dataset_stats, save_stats
+from multibox.data.stats import dataset_stats
 from multibox.models.detector import build_detector
 
 TINY = ["model.name=ssdlite320_mobilenet_v3_large", "model.width_mult=0.5", "data.input_size=[64,64]"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from multibox.cli import main
-from multibox.data.coco import load_coco
+from multibox.data.formats.coco import load_coco
 from multibox.data.synth import make_synthetic_dataset
 from multibox.data.validate import (
     BOX_OUTSIDE,
@@ -210,8 +210,8 @@ def test_validate_a_config_with_overrides(tmp_path: Path, capsys) -> None:
 def test_other_formats_are_checked_after_their_reader(tmp_path):
     """A YOLO dataset with a truncated image: found, named by its real path, and --fix writes clean COCO."""
     from multibox.cli import main
-    from multibox.data.coco import load_coco
     from multibox.data.formats import write_dataset
+    from multibox.data.formats.coco import load_coco
     from multibox.data.synth import make_synthetic_dataset
 
     source = make_synthetic_dataset(tmp_path / "coco", 4, (64, 64), seed=3)

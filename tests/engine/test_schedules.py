@@ -11,7 +11,8 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from multibox.config import load_config
-from multibox.engine.module import DetectionModule, lr_multiplier
+from multibox.engine.module import DetectionModule
+from multibox.engine.schedules import lr_multiplier
 
 
 def _schedule(name: str, *overrides: str, epochs: int = 10):

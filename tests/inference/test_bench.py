@@ -44,6 +44,8 @@ def test_cli_bench_times_every_stage_in_both_runtimes(tmp_path, one_thread, caps
         "1",
         "--json",
         str(out),
+        "--threads",
+        "1",
     ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -60,3 +62,5 @@ def test_cli_bench_needs_exactly_one_model_source(tmp_path, capsys):
     assert "exactly one of --weights CKPT or -c CONFIG" in capsys.readouterr().err
     assert main(["bench", "-c", str(tmp_path / "missing.yaml"), "--batch-sizes", "1,x"]) == 2
     assert "--batch-sizes" in capsys.readouterr().err
+    assert main(["bench", "--threads", "0"]) == 2
+    assert "--threads: must be at least 1, got 0" in capsys.readouterr().err

@@ -135,10 +135,12 @@ def test_exported_detections_and_eval_equal_the_checkpoint(deploy, tiny_checkpoi
             )
     config = folder / "config.yaml"
     monkeypatch.chdir(folder)  # the config's relative paths, as a user runs it from its folder
-    expected = evaluate_checkpoint(tiny_checkpoint, config)
+    voc = ["eval.metric=voc07"]  # scored the same way as a checkpoint, eval.metric included
+    expected = evaluate_checkpoint(tiny_checkpoint, config, voc)
     for kind in ("onnx", "openvino"):
-        metrics = evaluate_exported(files[kind], config)
+        metrics = evaluate_exported(files[kind], config, voc)
         assert abs(metrics["map"] - expected["map"]) <= 0.001 and abs(metrics["map_50"] - expected["map_50"]) <= 0.001
+        assert abs(metrics["voc_map"] - expected["voc_map"]) <= 0.001
 
 
 def test_eval_of_an_onnx_file_from_the_console_script(deploy):

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import torch
 
-from multibox.engine.evaluation import DetectionAccumulator
 from multibox.inference.detector import Detections
 from multibox.inference.predict import predict
+from multibox.metrics.coco import DetectionAccumulator
 
 
 def test_predict_and_eval_round_scores_alike():

@@ -5,7 +5,7 @@ from torchvision.models.detection.ssd import SSDHead as TorchvisionSSDHead
 from torchvision.models.detection.ssdlite import SSDLiteHead as TorchvisionSSDLiteHead
 
 from multibox.models.heads import SSDHead, SSDLiteHead
-from multibox.models.mobilenet import default_norm_layer
+from multibox.models.mobilenet_v3 import default_norm_layer
 
 IN_CHANNELS = [8, 16, 4]
 NUM_ANCHORS = [4, 6, 2]

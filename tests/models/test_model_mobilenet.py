@@ -5,7 +5,7 @@ import torch
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large as torchvision_ssdlite
 
 from multibox.models import feature_map_sizes
-from multibox.models.mobilenet import IMAGE_MEAN, IMAGE_STD, ssdlite320_mobilenet_v3_large
+from multibox.models.mobilenet_v3 import IMAGE_MEAN, IMAGE_STD, ssdlite320_mobilenet_v3_large
 
 
 def _pair(width_mult: float, num_classes: int = 5):

@@ -4,13 +4,15 @@ The counts were worked out from each layout (e.g. SSD300 at 300x500: conv4_3 at 
 columns) and pin down the dry-run feature sizes, the anchors per location and their product.
 """
 
+import typing
 from pathlib import Path
 
 import pytest
 import torch
 
-from multibox.config import load_config
+from multibox.config import ModelConfig, load_config
 from multibox.models.detector import build_detector
+from multibox.models.factory import MODEL_NAMES, MODELS
 
 DEMO = Path(__file__).resolve().parents[2] / "multibox" / "configs" / "demo.yaml"
 
@@ -46,27 +48,30 @@ def test_custom_model_box_count(size, expected):
     assert build_detector(config, 5)[1].num_boxes == expected
 
 
-@pytest.mark.parametrize(
-    "overrides, size",
-    [
-        (["model.name=ssd300_vgg16"], (268, 300)),
-        (["model.name=ssd512_vgg16"], (320, 320)),
-        (
-            [
-                "model.name=custom",
-                "model.backbone=mobilenet_v2",
-                "model.strides=[8,16,32,64]",
-                "anchors.box_sizes=[[12],[24],[48],[96]]",
-                "model.width_mult=0.5",
-            ],
-            (128, 96),
-        ),
-    ],
-)
-def test_forward_and_backward(overrides, size, one_thread):
-    config = load_config(None, overrides + [f"data.input_size=[{size[0]},{size[1]}]"])
+# The models' own options for a quick step; every entry of the model table is trained here (one step).
+STEP = {
+    "ssd300_vgg16": ([], (268, 300)),
+    "ssd512_vgg16": ([], (320, 320)),
+    "ssd_resnet50": ([], (300, 300)),
+    "custom": (
+        ["model.backbone=mobilenet_v2", "model.strides=[8,16,32,64]", "anchors.box_sizes=[[12],[24],[48],[96]]"],
+        (128, 96),
+    ),
+}
+
+
+def test_every_model_of_the_table_is_checked_here_and_in_the_config() -> None:
+    assert {name for name, _, _ in BOX_COUNTS} | {"custom"} == set(MODEL_NAMES)
+    assert typing.get_args(ModelConfig.model_fields["name"].annotation) == MODEL_NAMES
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_forward_and_backward(name, one_thread):
+    extra, size = STEP.get(name, ([], (128, 128)))
+    width = ["model.width_mult=0.5"] if MODELS[name].width_mult else []
+    config = load_config(None, [f"model.name={name}", *extra, *width, f"data.input_size=[{size[0]},{size[1]}]"])
     detector, spec = build_detector(config, 3)
-    batch = 1 if "vgg16" in overrides[0] else 2  # VGG has no BatchNorm; one image keeps it quick
+    batch = 1 if "vgg16" in name else 2  # VGG has no BatchNorm; one image keeps it quick
     regression, logits = detector(torch.rand(batch, 3, *size))
     assert regression.shape == (batch, spec.num_boxes, 4) and logits.shape == (batch, spec.num_boxes, 4)
     (regression.square().mean() + logits.logsumexp(-1).mean()).backward()

@@ -19,7 +19,7 @@ from torchvision.models.vgg import cfgs, make_layers
 from multibox.config import load_config
 from multibox.errors import MultiboxError
 from multibox.models.detector import build_detector
-from multibox.models.mobilenet import SSDLiteFeatureExtractorMobileNet, default_norm_layer
+from multibox.models.mobilenet_v3 import SSDLiteFeatureExtractorMobileNet, default_norm_layer
 from multibox.models.vgg import SSDFeatureExtractorVGG, ssd300_extra_blocks
 from multibox.models.weights import imagenet_weights_path
 

@@ -23,7 +23,7 @@ from multibox.config import load_config
 from multibox.data.synth import make_synthetic_dataset
 from multibox.errors import MultiboxError
 from multibox.models.detector import build_detector
-from multibox.models.mobilenet import default_norm_layer
+from multibox.models.mobilenet_v3 import default_norm_layer
 from multibox.models.weights import resolve_pretrained_fallback
 
 

@@ -16,20 +16,73 @@ only; the others number images 1..N in reading order.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from multibox.data.coco import load_coco
-from multibox.data.formats.coco import write_coco
+from multibox.data.formats.coco import load_coco, write_coco
 from multibox.data.formats.cognata import load_cognata
 from multibox.data.formats.openimages import load_openimages, write_openimages
 from multibox.data.formats.txt import load_txt, write_txt
 from multibox.data.formats.voc import load_voc, write_voc
 from multibox.data.formats.yolo import load_yolo, write_yolo
 from multibox.data.records import DetectionSet
+from multibox.dataset_formats import FORMAT_NAMES
 from multibox.errors import MultiboxError
 
-FORMATS = ("coco", "voc", "yolo", "txt", "openimages", "cognata")
+FORMATS = FORMAT_NAMES
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What a reader may need besides the images and annotations paths (each uses its own)."""
+
+    class_names: Sequence[str] | Path | str | None = None
+    classes: Sequence[str] | None = None
+    cognata: dict[str, Any] | None = None
+    split: str | None = None
+
+
+def _read_coco(images: Path, annotations: Path | str | None, options: ReadOptions) -> DetectionSet:
+    if annotations is None:  # the writer's layout
+        images, annotations = images / "images", images / "annotations.json"
+    return load_coco(images, Path(annotations))
+
+
+def _read_voc(images: Path, annotations: Path | str | None, options: ReadOptions) -> DetectionSet:
+    return load_voc(images, annotations, options.class_names)
+
+
+def _read_yolo(images: Path, annotations: Path | str | None, options: ReadOptions) -> DetectionSet:
+    split = options.split
+    if annotations is not None and str(annotations) in ("train", "val") and not Path(annotations).is_dir():
+        split, annotations = str(annotations), None  # a split of the root's data.yaml (convert --annotations val)
+    return load_yolo(images, None if annotations is None else Path(annotations), options.class_names, split)
+
+
+def _read_txt(images: Path, annotations: Path | str | None, options: ReadOptions) -> DetectionSet:
+    if annotations is None:  # the writer's layout
+        images, annotations = images / "images", images / "annotations.txt"
+    return load_txt(images, Path(annotations), options.class_names)
+
+
+def _read_openimages(images: Path, annotations: Path | str | None, options: ReadOptions) -> DetectionSet:
+    return load_openimages(images, "train" if annotations is None else annotations, options.classes)
+
+
+def _read_cognata(images: Path, annotations: Path | str | None, options: ReadOptions) -> DetectionSet:
+    return load_cognata(images, **(options.cognata or {}))
+
+
+# One reader per name of multibox.dataset_formats.FORMATS, one writer per writable one (a test holds them equal).
+READERS: dict[str, Callable[[Path, Path | str | None, ReadOptions], DetectionSet]] = {
+    "coco": _read_coco,
+    "voc": _read_voc,
+    "yolo": _read_yolo,
+    "txt": _read_txt,
+    "openimages": _read_openimages,
+    "cognata": _read_cognata,
+}
 WRITERS: dict[str, Callable[[DetectionSet, Path], None]] = {
     "coco": write_coco,
     "voc": write_voc,
@@ -40,7 +93,9 @@ WRITERS: dict[str, Callable[[DetectionSet, Path], None]] = {
 
 __all__ = [
     "FORMATS",
+    "READERS",
     "WRITERS",
+    "ReadOptions",
     "load_dataset",
     "write_dataset",
     "convert",
@@ -70,26 +125,10 @@ def load_dataset(
     """Read any format. For coco and txt, `annotations=None` means the layout their writers make
     (`images/` plus `annotations.json` / `annotations.txt` inside `images`). `split` (train or val) picks the
     split of a YOLO data .yaml."""
-    images = Path(images)
-    if fmt == "coco":
-        if annotations is None:
-            images, annotations = images / "images", images / "annotations.json"
-        return load_coco(images, Path(annotations))
-    if fmt == "voc":
-        return load_voc(images, annotations, class_names)
-    if fmt == "yolo":
-        if annotations is not None and str(annotations) in ("train", "val") and not Path(annotations).is_dir():
-            split, annotations = str(annotations), None  # a split of the root's data.yaml (convert --annotations val)
-        return load_yolo(images, None if annotations is None else Path(annotations), class_names, split)
-    if fmt == "txt":
-        if annotations is None:
-            images, annotations = images / "images", images / "annotations.txt"
-        return load_txt(images, Path(annotations), class_names)
-    if fmt == "openimages":
-        return load_openimages(images, "train" if annotations is None else annotations, classes)
-    if fmt == "cognata":
-        return load_cognata(images, **(cognata or {}))
-    raise MultiboxError(f"unknown dataset format {fmt!r} (expected one of {', '.join(FORMATS)})")
+    reader = READERS.get(fmt)
+    if reader is None:
+        raise MultiboxError(f"unknown dataset format {fmt!r} (expected one of {', '.join(FORMATS)})")
+    return reader(Path(images), annotations, ReadOptions(class_names, classes, cognata, split))
 
 
 def write_dataset(fmt: str, dataset: DetectionSet, out_dir: Path) -> None:

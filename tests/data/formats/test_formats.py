@@ -12,7 +12,6 @@ import pytest
 
 from multibox.cli import main
 from multibox.config import parse_config
-from multibox.data.coco import load_coco
 from multibox.data.datamodule import DetectionDataModule
 from multibox.data.formats import (
     WRITERS,
@@ -26,6 +25,7 @@ from multibox.data.formats import (
     write_coco,
     write_voc,
 )
+from multibox.data.formats.coco import load_coco
 from multibox.data.records import DetectionSet, ImageRecord
 from multibox.data.synth import SHAPES, make_synthetic_dataset
 from multibox.errors import MultiboxError

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from multibox.engine.evaluation import evaluate_metrics
-from multibox.engine.voc_eval import voc_ap, voc_evaluate
+from multibox.metrics.coco import evaluate_metrics
+from multibox.metrics.voc import voc_ap, voc_evaluate
 
 
 def _gt(boxes_by_image: dict[int, list[tuple[list[float], int, int]]], categories=(1,)) -> dict:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from multibox.engine import report
-from multibox.engine.report import plot_training_curves, save_metrics_json
 from multibox.errors import MultiboxError
+from multibox.reporting import report
+from multibox.reporting.report import plot_training_curves, save_metrics_json
 
 # Sparse like Lightning's CSVLogger: step rows carry train terms and lr, epoch-end rows carry val.
 METRICS_CSV = """\

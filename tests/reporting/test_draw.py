@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from multibox.errors import MultiboxError
-from multibox.inference.draw import class_color, draw_detections, save_image
+from multibox.reporting.draw import class_color, draw_detections, save_image
 
 
 def gray_image(height: int = 240, width: int = 320) -> np.ndarray:
@@ -138,6 +138,6 @@ def test_best_label_is_drawn_last_and_labels_shrink_on_small_images() -> None:
     )
     label_pixels = {tuple(p) for p in image[20:30, 11:20].reshape(-1, 3).tolist()}
     assert class_color(0) in label_pixels and class_color(1) not in label_pixels
-    from multibox.inference.draw import _style
+    from multibox.reporting.draw import _style
 
     assert _style(64, 64, None)[1] < _style(300, 300, None)[1]

@@ -10,15 +10,11 @@ import colorsys
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from multibox.errors import MultiboxError
-
-if TYPE_CHECKING:
-    from multibox.inference.detector import Detections
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _GOLDEN = 0.618033988749895  # hue step: consecutive classes get well-separated hues
@@ -94,11 +90,6 @@ def draw_detections(
         text = names[i] if scores is None else f"{names[i]} {float(scores[i]):.2f}"
         _draw_label(canvas, text, x1, y1, color, font_scale, font_thickness)
     return canvas
-
-
-def annotate(image: np.ndarray, detections: Detections) -> np.ndarray:
-    """A copy of `image` (RGB) with one image's `Detections` drawn, coloured by class index."""
-    return draw_detections(image, detections.boxes, detections.names, detections.scores, color_key=detections.labels)
 
 
 def _draw_label(

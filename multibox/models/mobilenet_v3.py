@@ -110,26 +110,30 @@ class SSDLiteFeatureExtractorMobileNet(nn.Module):
 
 
 def mobilenet_v3_large_extractor(
-    width_mult: float = 1.0, norm_layer: Callable[..., nn.Module] | None = None
+    width_mult: float = 1.0, norm_layer: Callable[..., nn.Module] | None = None, reduced_tail: bool = True
 ) -> SSDLiteFeatureExtractorMobileNet:
-    """Randomly initialised SSDLite MobileNetV3-Large backbone, as torchvision builds it without weights.
+    """Randomly initialised SSDLite MobileNetV3-Large backbone, as torchvision builds it.
 
     ``reduced_tail`` halves the channels after C4 (MobileNetV3 paper, Table 6: cheaper, same
-    detection accuracy); torchvision enables it whenever no pretrained backbone is used. All convs
+    detection accuracy); torchvision enables it whenever no pretrained backbone is used, and keeps the full
+    tail of its ImageNet classifiers otherwise (``reduced_tail=False``). All convs
     get N(0, 0.03) weights, which trains better from scratch than MobileNet's Kaiming init.
 
     Args:
         width_mult: channel multiplier of the MobileNet (rounded to multiples of 8 by torchvision).
         norm_layer: defaults to :func:`default_norm_layer`.
+        reduced_tail: False for a backbone that will load an ImageNet classifier's weights.
     """
     norm_layer = norm_layer or default_norm_layer()
-    mobilenet = mobilenet_v3_large(weights=None, norm_layer=norm_layer, reduced_tail=True, width_mult=width_mult)
+    mobilenet = mobilenet_v3_large(
+        weights=None, norm_layer=norm_layer, reduced_tail=reduced_tail, width_mult=width_mult
+    )
     normal_init(mobilenet)
     return SSDLiteFeatureExtractorMobileNet(mobilenet.features, norm_layer)
 
 
 def ssdlite320_mobilenet_v3_large(
-    num_classes: int, width_mult: float = 1.0, num_anchors: list[int] | None = None
+    num_classes: int, width_mult: float = 1.0, num_anchors: list[int] | None = None, reduced_tail: bool = True
 ) -> SSD:
     """SSDLite320 with a MobileNetV3-Large backbone: 6 levels, 20/10/5/3/2/1 at 320x320.
 
@@ -139,9 +143,10 @@ def ssdlite320_mobilenet_v3_large(
             from its channels), exactly as torchvision's ``width_mult`` keyword. 0.5 at a 128x128
             input is small enough to train on a CPU in minutes.
         num_anchors: default boxes per location per level; 6 everywhere (ratios [2, 3]) when None.
+        reduced_tail: see :func:`mobilenet_v3_large_extractor`; False to start from ImageNet weights.
     """
     norm_layer = default_norm_layer()
-    backbone = mobilenet_v3_large_extractor(width_mult, norm_layer)
+    backbone = mobilenet_v3_large_extractor(width_mult, norm_layer, reduced_tail)
     num_anchors = list(num_anchors or SSDLITE_NUM_ANCHORS)
     if len(num_anchors) != len(backbone.out_channels):
         raise ValueError(f"{len(backbone.out_channels)} feature levels but {len(num_anchors)} anchor counts")

@@ -16,7 +16,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from rich.console import Console
 
-from multibox.engine.evaluation import (
+from multibox.errors import MultiboxError
+from multibox.metrics.coco import (
     METRIC_KEYS,
     DetectionAccumulator,
     _merge_ranks,
@@ -25,7 +26,6 @@ from multibox.engine.evaluation import (
     precision_recall_curves,
     print_metrics,
 )
-from multibox.errors import MultiboxError
 
 CATEGORY_IDS = (1, 3, 7)
 

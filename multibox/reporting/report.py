@@ -4,7 +4,7 @@ Figures are drawn on a bare matplotlib ``Figure`` with the Agg canvas, so they n
 no display and leave pyplot's global state (and the user's backend) alone.
 :func:`write_evaluation_report` writes, next to ``metrics.json``: ``pr_curves.png/.json``,
 ``confusion_matrix.png/.json``, ``gallery/`` + ``gallery.json`` (worst images first) and
-``report.md`` / ``report.html`` tying them together (see :mod:`multibox.engine.plots`).
+``report.md`` / ``report.html`` tying them together (see :mod:`multibox.reporting.plots`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from multibox.data.records import DetectionSet
-from multibox.engine.evaluation import precision_recall_curves
-from multibox.engine.plots import (
+from multibox.errors import MultiboxError
+from multibox.metrics.coco import precision_recall_curves
+from multibox.metrics.evaluation import Evaluation
+from multibox.outputs import atomic_write
+from multibox.reporting.page import evaluation_blocks, write_report_page
+from multibox.reporting.plots import (
     MATCH_IOU_THRESHOLD,
     REPORT_SCORE_THRESHOLD,
     check_score_threshold,
@@ -34,9 +38,6 @@ from multibox.engine.plots import (
     save_figure,
     write_gallery,
 )
-from multibox.engine.report_page import evaluation_blocks, write_report_page
-from multibox.errors import MultiboxError
-from multibox.outputs import atomic_write
 
 
 def _jsonable(value: Any) -> Any:
@@ -162,30 +163,28 @@ def plot_training_curves(metrics_csv: Path, out_png: Path) -> None:
 
 def write_evaluation_report(
     out_dir: Path,
-    metrics: dict[str, Any],
-    detections: list[dict[str, Any]],
+    evaluation: Evaluation,
     dataset: DetectionSet,
     score_threshold: float = REPORT_SCORE_THRESHOLD,
     gallery_size: int = 16,
     training_log: Path | None = None,
-    evaluated: set[int] | None = None,
 ) -> Path:
-    """Pictures and the report page of one evaluation; returns the path of ``report.md``.
+    """Pictures and the report page of one evaluation of `dataset`'s images; returns the path of ``report.md``.
 
-    `evaluated` (from :func:`~multibox.engine.evaluate.detect_and_evaluate`) are the image ids the metrics
-    cover: images the loader could not read are left out here too, not counted as misses.
-
-    `detections` are the COCO results the `metrics` came from (dataset category ids), on the
-    images of `dataset`. `training_log` (a CSVLogger ``metrics.csv``) adds ``results.png``;
+    Everything is drawn from `evaluation` (metrics, detections, the ground truth scored): images the loader
+    could not read are left out here as they are of the metrics, not counted as misses.
+    `training_log` (a CSVLogger ``metrics.csv``) adds ``results.png``;
     an existing ``results.png`` in `out_dir` is linked either way.
     """
     check_score_threshold(score_threshold)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    metrics, detections = evaluation.metrics, evaluation.detections
     names = list(dataset.class_names)
     total = len(dataset)
-    if evaluated is not None and len(evaluated) < total:
-        dataset = dataset.subset([i for i, record in enumerate(dataset.records) if record.image_id in evaluated])
+    scored = evaluation.image_ids
+    if len(scored) < total:
+        dataset = dataset.subset([i for i, record in enumerate(dataset.records) if record.image_id in scored])
     curves = precision_recall_curves(dataset.to_coco_gt(), detections, names)
     save_json(curves, out / "pr_curves.json", "curves")
     plot_pr_curves(curves, out / "pr_curves.png", names)

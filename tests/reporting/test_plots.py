@@ -11,8 +11,10 @@ import pytest
 from matplotlib.image import imread
 
 from multibox.data.records import DetectionSet, ImageRecord
-from multibox.engine.evaluation import precision_recall_curves
-from multibox.engine.plots import (
+from multibox.errors import MultiboxError
+from multibox.metrics.coco import precision_recall_curves
+from multibox.reporting.draw import class_color
+from multibox.reporting.plots import (
     BACKGROUND,
     GALLERY_SIDE,
     ImageOutcome,
@@ -26,8 +28,6 @@ from multibox.engine.plots import (
     worst_first,
     write_gallery,
 )
-from multibox.errors import MultiboxError
-from multibox.inference.draw import class_color
 
 BG = BACKGROUND
 

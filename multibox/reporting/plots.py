@@ -1,7 +1,7 @@
 """Where a detector fails: precision-recall curves, a confusion matrix and a gallery of the worst images.
 
 Figures are drawn on a bare matplotlib ``Figure`` with the Agg canvas (no display, pyplot's
-global state untouched); boxes on images are drawn with :mod:`multibox.inference.draw`.
+global state untouched); boxes on images are drawn with :mod:`multibox.reporting.draw`.
 
 The confusion matrix and the gallery share one matching of detections to ground truth per
 image, at a score threshold (:data:`REPORT_SCORE_THRESHOLD`, the same default as
@@ -34,7 +34,7 @@ from torchvision.ops import box_iou
 from multibox.data.dataset import read_image
 from multibox.data.records import DetectionSet, ImageRecord
 from multibox.errors import MultiboxError
-from multibox.inference.draw import class_color, draw_detections, save_image
+from multibox.reporting.draw import class_color, draw_detections, save_image
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def _rgb(index: int) -> tuple[float, float, float]:
 
 
 def plot_pr_curves(curves: dict[str, Any], out_png: Path, class_names: Sequence[str], max_legend: int = 20) -> None:
-    """One panel per IoU of :func:`~multibox.engine.evaluation.precision_recall_curves`: every class and the mean."""
+    """One panel per IoU of :func:`~multibox.metrics.coco.precision_recall_curves`: every class and the mean."""
     thresholds = list(curves["iou"])
     figure = Figure(figsize=(5.5 * len(thresholds), 4.6), layout="constrained")
     FigureCanvasAgg(figure)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from multibox.engine.evaluation import METRIC_DESCRIPTIONS, METRIC_KEYS
 from multibox.errors import MultiboxError
+from multibox.metrics.coco import METRIC_DESCRIPTIONS, METRIC_KEYS
 
 
 @dataclass

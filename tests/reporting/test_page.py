@@ -13,14 +13,15 @@ from matplotlib.image import imread
 
 from multibox.cli import main
 from multibox.config import load_config
-from multibox.data.coco import load_coco
+from multibox.data.formats.coco import load_coco
 from multibox.data.records import DetectionSet
 from multibox.data.synth import make_synthetic_dataset
 from multibox.engine.evaluate import check_report_dir, default_report_dir
-from multibox.engine.evaluation import METRIC_KEYS, coco_evaluate
-from multibox.engine.report import write_evaluation_report
-from multibox.engine.report_page import Heading, Picture, Table, render_html, render_markdown
 from multibox.errors import MultiboxError
+from multibox.metrics.coco import METRIC_KEYS, coco_evaluate
+from multibox.metrics.evaluation import Evaluation
+from multibox.reporting.page import Heading, Picture, Table, render_html, render_markdown
+from multibox.reporting.report import write_evaluation_report
 
 
 def test_render_markdown_and_html_escape_and_align() -> None:
@@ -84,7 +85,8 @@ def test_evaluation_report_matches_its_numbers(val_set: DetectionSet, tmp_path: 
     detections[-2] = {**detections[-2], "category_id": wrong}  # and one box with the wrong class
     metrics = coco_evaluate(gt, detections, val_set.class_names)
 
-    report = write_evaluation_report(tmp_path, metrics, detections, val_set, score_threshold=0.5, gallery_size=4)
+    evaluation = Evaluation(metrics, detections, gt)
+    report = write_evaluation_report(tmp_path, evaluation, val_set, score_threshold=0.5, gallery_size=4)
     assert report == tmp_path / "report.md"
     markdown = report.read_text()
     for key, cells in table_rows(markdown, "metric").items():
@@ -126,11 +128,12 @@ def test_report_links_training_curves_and_checks_threshold(val_set: DetectionSet
     log.write_text("epoch,step,train/loss,lr\n0,1,2.0,0.1\n0,2,1.5,0.1\n")
     detections = perfect_detections(val_set.to_coco_gt())
     metrics = coco_evaluate(val_set.to_coco_gt(), detections, val_set.class_names)
-    markdown = write_evaluation_report(tmp_path / "out", metrics, detections, val_set, training_log=log).read_text()
+    evaluation = Evaluation(metrics, detections, val_set.to_coco_gt())
+    markdown = write_evaluation_report(tmp_path / "out", evaluation, val_set, training_log=log).read_text()
     assert "](results.png)" in markdown and (tmp_path / "out" / "results.png").is_file()
     assert "map | AP @[IoU=0.50:0.95 \\| area=all \\| maxDets=100] | 1.0000 |" in markdown
     with pytest.raises(MultiboxError, match="report score threshold 2: must be between 0 and 1"):
-        write_evaluation_report(tmp_path / "bad", metrics, detections, val_set, score_threshold=2.0)
+        write_evaluation_report(tmp_path / "bad", evaluation, val_set, score_threshold=2.0)
 
 
 def tiny_checkpoint(run: Path, data: Path) -> Path:

@@ -5,8 +5,9 @@ import json
 import numpy as np
 
 from multibox.data.formats import load_dataset
-from multibox.engine.evaluation import coco_evaluate
-from multibox.engine.report import write_evaluation_report
+from multibox.metrics.coco import coco_evaluate
+from multibox.metrics.evaluation import Evaluation
+from multibox.reporting.report import write_evaluation_report
 
 
 def test_unreadable_images_are_left_out_of_curves_and_matrix(shapes_dataset, tmp_path):
@@ -31,7 +32,7 @@ def test_unreadable_images_are_left_out_of_curves_and_matrix(shapes_dataset, tmp
     }
     metrics = coco_evaluate(seen, detections, dataset.class_names)
     assert metrics["map_50"] == 1.0
-    write_evaluation_report(tmp_path, metrics, detections, dataset, evaluated=evaluated)
+    write_evaluation_report(tmp_path, Evaluation(metrics, detections, seen), dataset)
     curves = json.loads((tmp_path / "pr_curves.json").read_text())
     assert np.isclose(curves["iou"]["0.50"]["ap"], metrics["map_50"])
     matrix = np.array(json.loads((tmp_path / "confusion_matrix.json").read_text())["counts"])

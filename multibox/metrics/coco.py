@@ -89,7 +89,7 @@ def evaluate_metrics(
     """COCO's metrics, plus VOC's (``voc_map``, ``voc_per_class``) when `metric` (eval.metric) is voc07 or voc."""
     metrics = coco_evaluate(gt, detections, class_names)
     if metric in ("voc07", "voc"):
-        from multibox.engine.voc_eval import voc_evaluate
+        from multibox.metrics.voc import voc_evaluate
 
         metrics.update(voc_evaluate(gt, detections, class_names, use_07_metric=metric == "voc07"))
     return metrics

@@ -1,0 +1,41 @@
+"""``multibox train``: train as configured, print the metrics, say where the outputs are and how to resume."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from multibox.config import load_config
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """0 when done; 130 when interrupted (Ctrl-C, SIGTERM) after the last checkpoint was saved."""
+    config = load_config(args.config, args.overrides)
+    from multibox.engine.train import train  # after the config: a config error answers before Lightning loads
+    from multibox.errors import TrainingInterrupted
+    from multibox.metrics.coco import print_metrics
+
+    try:
+        metrics = train(config, args.resume)
+    except TrainingInterrupted as stop:
+        again = " ".join(["multibox train -c", shlex.quote(str(args.config)), *map(shlex.quote, args.overrides)])
+        print(
+            f"\ninterrupted at epoch {stop.epoch} step {stop.step}; last checkpoint: "
+            f"{stop.checkpoint or 'none'}; continue with: {again}" + (" --resume" if stop.checkpoint else ""),
+            file=sys.stderr,
+        )
+        return 130
+    if metrics is not None:
+        print_metrics(metrics)
+    if metrics is not None and config.train.mlflow.register_model and "mlflow" in config.train.loggers:
+        from multibox.inference.register import register_onnx
+
+        version = register_onnx(Path(config.train.output_dir), config.train.mlflow.register_model)
+        print(f"registered best.ckpt as ONNX model {config.train.mlflow.register_model!r} version {version} in MLflow")
+    print(
+        f"outputs in {config.train.output_dir}"
+        + ("" if metrics is None else f"; report: {Path(config.train.output_dir) / 'report.md'}")
+    )
+    return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import random
 import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -168,7 +169,9 @@ class DetectionTransform:
             filter_invalid_bboxes=True,
             check_each_transform=check_each_transform,
         )
-        self.compose = A.Compose(transforms, bbox_params=bbox_params)
+        with warnings.catch_warnings():  # a pipeline of image-only steps (a calibration probe, brightness) is fine:
+            warnings.filterwarnings("ignore", message="Got processor for bboxes, but no transform to process it")
+            self.compose = A.Compose(transforms, bbox_params=bbox_params)
         self.reseed(seed)
 
     def reseed(self, seed: int | None) -> None:

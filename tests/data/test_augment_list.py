@@ -107,3 +107,15 @@ def test_config_rejects_bad_list_in_one_line(tmp_path: Path, override: str, mess
     with pytest.raises(MultiboxError, match=message) as info:
         load_config(path, [override])
     assert "\n" not in str(info.value)
+
+
+def test_image_only_steps_build_without_albumentations_warning() -> None:
+    """custom_data.yaml's brightness step printed albumentations' "Got processor for bboxes, but no transform to
+    process it" at every training start; the boxes pass through such steps unchanged, so there is nothing to say."""
+    import warnings
+
+    from multibox.data.transforms import build_train_transform
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_train_transform([{"name": "RandomBrightnessContrast", "p": 0.5}], (64, 64))

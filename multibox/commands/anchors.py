@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,24 @@ def fit_command(
         write_fragment(fit, out, str(config_path))
         print(f"wrote {out}")
     return fit
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`multibox anchors`'s options (cli.py makes the subparser)."""
+    anchors = parser.add_subparsers(dest="anchors_command", required=True)
+    fit = anchors.add_parser(
+        "fit", help="fit default-box sizes and aspect ratios to the training boxes (scale-aware SSD)"
+    )
+    fit.add_argument("-c", "--config", required=True, type=Path, help="YAML or JSON config")
+    fit.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.input_size=[384,640]"
+    )
+    fit.add_argument(
+        "--out",
+        type=Path,
+        help="anchors YAML fragment to write (default <train.output_dir>/anchors.yaml; never overwritten)",
+    )
+    fit.add_argument("--budget", type=int, help="most default boxes allowed (default: as many as the current layout)")
 
 
 def anchors_command(args: Any) -> int:

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from multibox.errors import MultiboxError
 from multibox.inference.format_bench import FormatResult, bench_formats, parse_formats
+from multibox.inference.quantize import CALIB_METHODS, DEFAULT_CALIB_METHOD
 from multibox.outputs import atomic_write, writable_dir
 
 COLUMNS = ("format", "file MB", "mAP@[.5:.95]", "mAP@0.5", "p50 ms", "p95 ms", "images/s")
@@ -108,6 +109,7 @@ def format_bench_command(args: argparse.Namespace) -> list[FormatResult]:
             args.calib_count,
             parse_fp32_layers(args.fp32_layers),
             evaluate=not args.no_map,
+            calib_method=args.calib_method,
             progress=lambda name: print(f"benchmarking {name} ...", flush=True),
         )
     from multibox.engine.checkpoint import read_checkpoint
@@ -128,6 +130,57 @@ def format_bench_command(args: argparse.Namespace) -> list[FormatResult]:
     atomic_write(out / "bench.md", lambda f: f.write(markdown(results, title).encode()))
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return results
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`multibox bench`'s options (cli.py makes the subparser)."""
+    parser.add_argument("--weights", type=Path, help="checkpoint (.ckpt)")
+    parser.add_argument("-c", "--config", type=Path, help="config: a random-init detector (no checkpoint needed)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.input_size=[512,512]"
+    )
+    parser.add_argument("--batch-sizes", help="comma-separated (default 1,8,32; with --formats 1,8)")
+    parser.add_argument("--device", default="auto", help="auto (CPU, and the GPU when present), cpu, cuda or cpu,cuda")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
+    parser.add_argument("--repeat", type=int, default=10, help="timed calls; the median is reported (default 10)")
+    parser.add_argument("--no-onnx", action="store_true", help="PyTorch only")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="also write the timings and machine as JSON")
+    parser.add_argument(
+        "--formats",
+        metavar="LIST",
+        help="accuracy and speed per deployment format: pytorch,onnx,onnx-int8,"
+        "openvino,openvino-fp16,openvino-int8 (CPU); onnx-cuda,onnx-trt-fp16,onnx-trt-int8 (--device cuda)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        metavar="CONFIG",
+        help="--formats: config whose val set is scored (default: the checkpoint's)",
+    )
+    parser.add_argument("--out", type=Path, help="--formats: folder for bench.json and bench.md (default CKPT_bench/)")
+    parser.add_argument(
+        "--calib-images", type=Path, metavar="DIR", help="--formats: INT8 calibration images (default: training images)"
+    )
+    parser.add_argument(
+        "--calib-count", type=int, default=200, help="--formats: INT8 calibration images used (default 200)"
+    )
+    parser.add_argument(
+        "--fp32-layers", default="first", help="--formats: convolutions kept in float in INT8 (default first)"
+    )
+    parser.add_argument(
+        "--calib-method",
+        choices=CALIB_METHODS,
+        default=DEFAULT_CALIB_METHOD,
+        help="--formats: activation ranges of onnx-int8 (default percentile)",
+    )
+    parser.add_argument(
+        "--no-map", action="store_true", help="--formats: speed and size only, no validation-set scores"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for every runtime (PyTorch, ONNX Runtime, OpenVINO); default: PyTorch's (the cores)",
+    )
 
 
 def bench_command(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ default and its one line of help as a comment; the output validates as is.
 
 from __future__ import annotations
 
+import argparse
 import textwrap
 import typing
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 from pydantic import BaseModel
 
 from multibox.config import Config, load_config, parse_config
+from multibox.dataset_formats import FORMAT_NAMES
 
 # Where each format's own tools put a dataset, relative to the config file (see the README's data formats).
 EXAMPLE_SPLITS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
@@ -93,6 +95,24 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
 def _scalar(value: Any) -> str:
     """One value in YAML flow style on one line (null, 0.5, [300, 300], text)."""
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`multibox config`'s options (cli.py makes the subparser)."""
+    config_sub = parser.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser("show", help="the fully resolved config of a command line, defaults filled in")
+    show.add_argument("-c", "--config", required=True, type=Path, help="YAML or JSON config")
+    show.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=2")
+    init = config_sub.add_parser(
+        "init", help="every key with its default and help as a comment: multibox config init > my.yaml"
+    )
+    init.add_argument("--model", help="model.name, e.g. ssdlite320_mobilenet_v3_large (default ssd300_vgg16)")
+    init.add_argument(
+        "--format",
+        default="coco",
+        choices=FORMAT_NAMES,
+        help="data.format, with example paths laid out as that format's tools do (default coco)",
+    )
 
 
 def config_command(args: Any) -> None:

@@ -5,6 +5,59 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from multibox.commands.slicing import hxw
+from multibox.dataset_formats import FORMAT_NAMES, WRITABLE_FORMATS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`multibox data`'s options (cli.py makes the subparser)."""
+    data = parser.add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="write a synthetic COCO dataset of coloured shapes")
+    synth.add_argument("out_dir", type=Path)
+    synth.add_argument("--images", type=int, default=200)
+    synth.add_argument("--size", type=hxw, default=(128, 128), help="HxW (default 128x128)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--min-size", type=float, default=0.06, help="smallest shape, fraction of the shorter side")
+    synth.add_argument("--max-size", type=float, default=0.5, help="largest shape, fraction of the shorter side")
+    synth.add_argument(
+        "--max-objects", type=int, default=6, help="most shapes per image (default 6; e.g. 40 for large frames)"
+    )
+    validate = data.add_parser("validate", help="check every image and annotation of a dataset (exit 1 on errors)")
+    validate.add_argument("-c", "--config", type=Path, help="config whose data.train / data.val are checked")
+    validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the config")
+    validate.add_argument("--images", type=Path, help="images folder or dataset root (instead of a config)")
+    validate.add_argument("--annotations", type=Path, help="annotation file or split, as data.train.annotations")
+    validate.add_argument(
+        "--format",
+        default="coco",
+        choices=FORMAT_NAMES,
+        help="annotation format (default coco)",
+    )
+    validate.add_argument(
+        "--fix", type=Path, metavar="OUT", help="write a cleaned copy into OUT (new or empty folder; COCO format)"
+    )
+    validate.add_argument("--workers", type=int, default=8, help="image decoding threads (default 8)")
+    validate.add_argument("--max-rows", type=int, default=50, help="problems listed in the table (default 50)")
+    stats = data.add_parser("stats", help="box statistics and default-box coverage of a config's dataset")
+    stats.add_argument("-c", "--config", required=True, type=Path, help="YAML or JSON config")
+    stats.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.input_size=[512,512]"
+    )
+    stats.add_argument("--split", choices=["train", "val"], default="train", help="which split (default train)")
+    stats.add_argument(
+        "--out", type=Path, help="folder for stats.png and stats.json (default <train.output_dir>/data_stats)"
+    )
+    convert = data.add_parser("convert", help="convert a dataset between formats (into a new folder; never overwrites)")
+    convert.add_argument("--from", dest="source_format", required=True, choices=FORMAT_NAMES)
+    convert.add_argument("--to", dest="target_format", required=True, choices=WRITABLE_FORMATS)
+    convert.add_argument("src", type=Path, help="dataset root or images folder, as data.train.images")
+    convert.add_argument("dst", type=Path, help="new or empty output folder")
+    convert.add_argument(
+        "--annotations", help="as data.train.annotations (coco/txt default: SRC/annotations.json|txt with SRC/images)"
+    )
+    convert.add_argument("--class-names", help="names file, or comma-separated names (voc, yolo, txt)")
+    convert.add_argument("--classes", help="openimages: comma-separated display names to keep")
+
 
 def data_command(args: argparse.Namespace) -> int:
     if args.data_command == "synth":

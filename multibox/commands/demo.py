@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`multibox demo`'s options (cli.py makes the subparser)."""
+    parser.add_argument("--out", type=Path, default=Path("demo_out"))
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the demo config")
 
 
 def demo_command(args: argparse.Namespace) -> int:

@@ -3,9 +3,40 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from multibox.commands.slicing import slicing_of
+from multibox.commands.slicing import add_tile_options, slicing_of
 from multibox.errors import MultiboxError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`multibox eval`'s options (cli.py makes the subparser)."""
+    parser.add_argument(
+        "-c", "--config", type=Path, help="config for data and eval settings (default: the checkpoint's)"
+    )
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    parser.add_argument(
+        "--weights", required=True, type=Path, help="checkpoint (.ckpt) or exported model (.onnx, OpenVINO .xml)"
+    )
+    parser.add_argument("--out", type=Path, help="write the metrics as JSON here")
+    parser.add_argument(
+        "--plots",
+        nargs="?",
+        const=True,
+        default=None,
+        type=Path,
+        metavar="DIR",
+        help="also write PR curves, confusion matrix, worst-image gallery and report.md/.html into DIR "
+        "(default: <run>/eval, or eval-2, ... when that holds a report)",
+    )
+    parser.add_argument(
+        "--plot-conf",
+        type=float,
+        default=0.3,
+        metavar="SCORE",
+        help="score threshold of the confusion matrix and gallery (default 0.3; metrics use every detection)",
+    )
+    add_tile_options(parser)
 
 
 def eval_command(args: argparse.Namespace) -> int:

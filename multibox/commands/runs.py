@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,22 @@ def runs_ls_command(folder: Path, plot: Path | bool | None) -> int:
         drawn = plot_val_map(runs, path)
         console.print(f"val mAP curves of {drawn} runs: {path}", highlight=False)
     return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`multibox runs`'s options (cli.py makes the subparser)."""
+    runs = parser.add_subparsers(dest="runs_command", required=True)
+    runs_ls = runs.add_parser("ls", help="a table of the runs under DIR: key metrics and the config keys that differ")
+    runs_ls.add_argument("dir", type=Path, help="folder holding run folders (each with config.yaml, metrics.json)")
+    runs_ls.add_argument(
+        "--plot",
+        nargs="?",
+        const=True,
+        default=None,
+        type=Path,
+        metavar="PNG",
+        help="also overlay the runs' val mAP curves in one PNG (default DIR/runs_val_map.png)",
+    )
 
 
 def runs_command(args: Any) -> int:

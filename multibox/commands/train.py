@@ -10,6 +10,20 @@ from pathlib import Path
 from multibox.config import load_config
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`multibox train`'s options (cli.py makes the subparser)."""
+    parser.add_argument("-c", "--config", required=True, type=Path, help="YAML or JSON config")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=2")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CKPT",
+        help="continue a run: the given checkpoint, or the newest in train.output_dir",
+    )
+
+
 def train_command(args: argparse.Namespace) -> int:
     """0 when done; 130 when interrupted (Ctrl-C, SIGTERM) after the last checkpoint was saved."""
     config = load_config(args.config, args.overrides)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,27 @@ def tune_command(
         highlight=False,
     )
     return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`multibox tune`'s options (cli.py makes the subparser)."""
+    parser.add_argument("-c", "--config", required=True, type=Path, help="YAML or JSON config")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the config, for every trial"
+    )
+    parser.add_argument("--trials", required=True, type=int, help="trials this process runs (other workers add theirs)")
+    parser.add_argument(
+        "--space", required=True, type=Path, help="YAML: config key -> {log|int|float: [low, high]} or {choice: [...]}"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="folder of the trials, study.db and the report (default train.output_dir)"
+    )
+    parser.add_argument(
+        "--storage",
+        help="Optuna RDB URL shared by workers, e.g. postgresql://user:pw@host/db (default sqlite:///OUT/study.db)",
+    )
+    parser.add_argument("--study", default="multibox", help="study name; the same name continues it (default multibox)")
+    parser.add_argument("--timeout", type=float, metavar="S", help="start no new trial after S seconds")
 
 
 def tune_args_command(args: Any) -> int:

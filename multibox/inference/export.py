@@ -31,6 +31,7 @@ from torchvision.ops import batched_nms
 
 from multibox.boxes.coding import BoxCoder
 from multibox.errors import MultiboxError
+from multibox.inference.quantize import DEFAULT_CALIB_METHOD
 from multibox.models.detector import SSDDetector
 from multibox.outputs import writable_dir
 
@@ -447,6 +448,7 @@ def export_checkpoint(
     calib_count: int = 200,
     fp32_layers: list[str] | None = None,
     half: bool = False,
+    calib_method: str = DEFAULT_CALIB_METHOD,
 ) -> ExportResult:
     """Export a checkpoint and check it before it is kept: an FP32 graph against PyTorch on sample images
     (a second batch size too with `dynamic_batch`), an INT8/FP16 one by how many of the FP32 export's
@@ -509,7 +511,7 @@ def export_checkpoint(
                 from multibox.inference.quantize import quantize_onnx
 
                 assert calibration is not None  # int8 loads it above
-                result.fp32_layers = quantize_onnx(fp32, staged, calibration, fp32_layers or [])
+                result.fp32_layers = quantize_onnx(fp32, staged, calibration, fp32_layers or [], calib_method)
                 result.agreement = _agreement(fp32, staged, check_images)
             elif fmt == "onnx":
                 fp32.replace(staged)

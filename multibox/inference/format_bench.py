@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from multibox.errors import MultiboxError
+from multibox.inference.quantize import DEFAULT_CALIB_METHOD
 
 CPU_FORMATS = ("pytorch", "onnx", "onnx-int8", "openvino", "openvino-fp16", "openvino-int8")
 GPU_FORMATS = ("onnx-cuda", "onnx-trt-fp16", "onnx-trt-int8")
@@ -90,11 +91,13 @@ class FormatBench:
         calib_images: Path | None,
         calib_count: int,
         fp32_layers: list[str] | None,
+        calib_method: str = DEFAULT_CALIB_METHOD,
     ) -> None:
         from multibox.engine.checkpoint import load_checkpoint
 
         self.weights, self.folder, self.device = Path(weights), Path(folder), device
         self.calib_images, self.calib_count, self.fp32_layers = calib_images, calib_count, fp32_layers
+        self.calib_method = calib_method
         self.loaded = load_checkpoint(weights)
         self._files: dict[str, Path] = {}
 
@@ -117,6 +120,7 @@ class FormatBench:
                 calib_images=self.calib_images,
                 calib_count=self.calib_count,
                 fp32_layers=self.fp32_layers,
+                calib_method=self.calib_method,
             )
             self._files[key] = out
         return self._files[key]
@@ -182,6 +186,7 @@ def bench_formats(
     calib_count: int = 200,
     fp32_layers: list[str] | None = None,
     evaluate: bool = True,
+    calib_method: str = DEFAULT_CALIB_METHOD,
     progress: Callable[[str], None] | None = None,
 ) -> list[FormatResult]:
     """One result per (format, batch size): file size, COCO mAP on `config`'s val set, p50/p95 latency, images/s."""
@@ -190,7 +195,7 @@ def bench_formats(
 
     if not batch_sizes or min(batch_sizes) < 1:
         raise MultiboxError(f"--batch-sizes: need positive sizes, got {batch_sizes}")
-    bench = FormatBench(weights, folder, device, calib_images, calib_count, fp32_layers)
+    bench = FormatBench(weights, folder, device, calib_images, calib_count, fp32_layers, calib_method)
     config = config.model_copy(
         update={"data": config.data.model_copy(update={"input_size": list(bench.loaded.config.data.input_size)})}
     )

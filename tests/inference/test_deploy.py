@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 from cli_runner import run_cli
@@ -67,6 +68,34 @@ def test_int8_finds_most_fp32_detections(deploy, shapes_dataset):
     assert agreement.fraction >= 0.6, agreement.describe()
     quantized = onnx.load(str(files["int8"]))
     assert sum(node.op_type == "QuantizeLinear" for node in quantized.graph.node) > 10
+
+
+def _activation_scales(path: Path) -> dict[str, float]:
+    """Scale of each QuantizeLinear of an activation (weights are quantized offline: no QuantizeLinear)."""
+    model = onnx.load(str(path))
+    values = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+    return {n.input[0]: float(values[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear"}
+
+
+def test_calibration_method_sets_the_activation_ranges(deploy, tmp_path):
+    """Percentile ranges leave out the rarest values, so no activation gets a wider range than min/max gives it
+    and those with many values get a narrower one; the method used is recorded in the file."""
+    from multibox.inference.quantize import Calibration, quantize_onnx
+
+    _, files = deploy
+    # Enough values per tensor (~10^5) that the top 0.001 % is more than the single largest one.
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 3, 64, 64), dtype=np.uint8)
+    calibration = Calibration(pixels, [], "random pixels")
+    scales = {}
+    for method in ("minmax", "percentile"):
+        quantize_onnx(files["onnx"], tmp_path / f"{method}.onnx", calibration, ["first"], method)
+        meta = {p.key: p.value for p in onnx.load(str(tmp_path / f"{method}.onnx")).metadata_props}
+        assert meta["calib_method"] == method and meta["precision"] == "int8"
+        scales[method] = _activation_scales(tmp_path / f"{method}.onnx")
+    assert scales["minmax"].keys() == scales["percentile"].keys() and len(scales["minmax"]) > 10
+    narrower = [t for t, s in scales["percentile"].items() if s < scales["minmax"][t] * 0.999]
+    assert all(s <= scales["minmax"][t] * 1.001 for t, s in scales["percentile"].items())
+    assert len(narrower) >= 10, narrower  # the large early maps; a 2x2 map's top 0.001 % is its maximum
 
 
 def test_openvino_serves_any_batch_size_with_the_same_detections(deploy):

@@ -94,7 +94,7 @@ def evaluate(checkpoint: Path, val: Path, variant: str, frames: int = 0) -> dict
     from multibox.data.dataset import read_image
     from multibox.data.formats.coco import load_coco
     from multibox.engine.checkpoint import load_checkpoint
-    from multibox.inference.detector import Detector
+    from multibox.inference.api import Detector
     from multibox.metrics.coco import coco_evaluate
     from multibox.models.detector import build_detector
 

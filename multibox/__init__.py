@@ -8,13 +8,13 @@ __version__ = "0.1.0"
 __all__ = ["Detector", "Detections", "__version__"]
 
 if TYPE_CHECKING:
-    from multibox.inference.detector import Detections, Detector
+    from multibox.inference.api import Detections, Detector
 
 
 def __getattr__(name: str) -> Any:
     """``multibox.Detector`` imports torch on first use only, so ``import multibox`` and the CLI stay fast."""
     if name in ("Detector", "Detections"):
-        from multibox.inference import detector
+        from multibox.inference import api
 
-        return getattr(detector, name)
+        return getattr(api, name)
     raise AttributeError(f"module 'multibox' has no attribute {name!r}")

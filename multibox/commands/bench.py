@@ -110,6 +110,7 @@ def format_bench_command(args: argparse.Namespace) -> list[FormatResult]:
             parse_fp32_layers(args.fp32_layers),
             evaluate=not args.no_map,
             calib_method=args.calib_method,
+            atol=args.atol,
             progress=lambda name: print(f"benchmarking {name} ...", flush=True),
         )
     from multibox.engine.checkpoint import read_checkpoint
@@ -172,6 +173,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=CALIB_METHODS,
         default=DEFAULT_CALIB_METHOD,
         help="--formats: activation ranges of onnx-int8 (default percentile)",
+    )
+    parser.add_argument(
+        "--atol",
+        type=float,
+        default=1e-4,
+        help="--formats: largest box/score difference of the FP32 exports from PyTorch allowed (default 1e-4)",
     )
     parser.add_argument(
         "--no-map", action="store_true", help="--formats: speed and size only, no validation-set scores"

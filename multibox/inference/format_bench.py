@@ -92,12 +92,13 @@ class FormatBench:
         calib_count: int,
         fp32_layers: list[str] | None,
         calib_method: str = DEFAULT_CALIB_METHOD,
+        atol: float = 1e-4,
     ) -> None:
         from multibox.engine.checkpoint import load_checkpoint
 
         self.weights, self.folder, self.device = Path(weights), Path(folder), device
         self.calib_images, self.calib_count, self.fp32_layers = calib_images, calib_count, fp32_layers
-        self.calib_method = calib_method
+        self.calib_method, self.atol = calib_method, atol
         self.loaded = load_checkpoint(weights)
         self._files: dict[str, Path] = {}
 
@@ -121,6 +122,7 @@ class FormatBench:
                 calib_count=self.calib_count,
                 fp32_layers=self.fp32_layers,
                 calib_method=self.calib_method,
+                atol=self.atol,
             )
             self._files[key] = out
         return self._files[key]
@@ -187,6 +189,7 @@ def bench_formats(
     fp32_layers: list[str] | None = None,
     evaluate: bool = True,
     calib_method: str = DEFAULT_CALIB_METHOD,
+    atol: float = 1e-4,
     progress: Callable[[str], None] | None = None,
 ) -> list[FormatResult]:
     """One result per (format, batch size): file size, COCO mAP on `config`'s val set, p50/p95 latency, images/s."""
@@ -195,7 +198,7 @@ def bench_formats(
 
     if not batch_sizes or min(batch_sizes) < 1:
         raise MultiboxError(f"--batch-sizes: need positive sizes, got {batch_sizes}")
-    bench = FormatBench(weights, folder, device, calib_images, calib_count, fp32_layers, calib_method)
+    bench = FormatBench(weights, folder, device, calib_images, calib_count, fp32_layers, calib_method, atol)
     config = config.model_copy(
         update={"data": config.data.model_copy(update={"input_size": list(bench.loaded.config.data.input_size)})}
     )

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from multibox.devices import leave_a_core_free
 from multibox.errors import MultiboxError
-from multibox.inference.detector import Detections, Detector, read_rgb
+from multibox.inference.api import Detections, Detector, read_rgb
 from multibox.inference.video import VIDEO_FOURCC, VideoReader, VideoWriter, is_video
 from multibox.outputs import writable_dir
 from multibox.reporting.draw import draw_detections, save_image

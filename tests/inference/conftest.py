@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from multibox.engine.checkpoint import load_checkpoint
-from multibox.inference.detector import Detector
+from multibox.inference.api import Detector
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from PIL import Image
 from multibox.data.transforms import build_eval_transform
 from multibox.engine.checkpoint import load_checkpoint
 from multibox.errors import MultiboxError
-from multibox.inference.detector import Detections, Detector, to_rgb
+from multibox.inference.api import Detections, Detector, to_rgb
 
 # A second OpenMP thread spins against the loaded CPU and slows tiny forward passes 10x (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -238,7 +238,7 @@ def test_grayscale_array_is_accepted_as_its_file_is(make_detector, tmp_path) -> 
 
 def test_truncated_jpeg_is_refused_without_libjpeg_noise(tmp_path, capfd) -> None:
     """Issue 14 item 16: libjpeg's `Premature end of JPEG file` leaked to stderr from predict."""
-    from multibox.inference.detector import read_rgb
+    from multibox.inference.api import read_rgb
 
     ok, encoded = cv2.imencode(".jpg", _images()[0])
     (tmp_path / "cut.jpg").write_bytes(encoded.tobytes()[: len(encoded) // 2])

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import torch
 
-from multibox.inference.detector import Detections
+from multibox.inference.api import Detections
 from multibox.inference.predict import predict
 from multibox.metrics.coco import DetectionAccumulator
 

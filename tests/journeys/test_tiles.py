@@ -14,7 +14,7 @@ from cli_runner import run_cli
 import multibox
 from multibox.data.synth import make_synthetic_dataset
 from multibox.errors import MultiboxError
-from multibox.inference.detector import Detector
+from multibox.inference.api import Detector
 
 REPO = Path(multibox.__file__).resolve().parent.parent
 CONFIG = """\

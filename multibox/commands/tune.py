@@ -100,7 +100,8 @@ def tune_command(
     if not any(r.state == "complete" for r in rows):
         console.print(f"no trial of study {study_name!r} completed; see {out / 'tune_report.md'}")
         return 1
-    console.print(best_table(rows))
+    # A log file has no terminal width (rich assumes 80): the table gets the room its columns need.
+    Console(width=max(Console().width, 160)).print(best_table(rows))
     write_best_config(study, space, config_path, overrides, out / "best_config.yaml", out)
     console.print(
         f"best config: {out / 'best_config.yaml'} (multibox train -c {out / 'best_config.yaml'}); "

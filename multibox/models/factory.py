@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from multibox.errors import MultiboxError
+from multibox.models import backbone_weights as imagenet
+from multibox.models.backbone_weights import BackboneFamily
 from multibox.models.custom import check_strides, custom_ssd
 from multibox.models.fpn import ssd_resnet50_fpn
 from multibox.models.mobilenet_v1 import ssd_mobilenet_v1
@@ -132,41 +134,58 @@ class BuildArgs:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One architecture: its builder, the default boxes it was designed with, and whether it takes a width."""
+    """One architecture: its builder, the default boxes it was designed with, whether it takes a width, and
+    where its backbone's ImageNet weights come from (``model.backbone_weights: imagenet``; custom: by
+    ``model.backbone``; None: no classification network to start from)."""
 
     build: Callable[[BuildArgs], SSD]
     anchors: AnchorDefaults
     width_mult: bool = False  # a MobileNet width multiplier (custom: when its backbone is a MobileNet)
+    imagenet: BackboneFamily | dict[str, BackboneFamily] | None = None
 
 
-# Every model multibox builds. Adding one is an entry here plus its module (and its name in config.py's
-# ModelConfig.name; tests/models/test_model_factory.py holds the two equal and trains every entry one step).
+# Every model multibox builds. Adding one is an entry here plus its module (its ImageNet mapping, if any, in
+# backbone_weights.py; its name in config.py's ModelConfig.name: tests/models/test_model_zoo.py holds the two
+# equal and trains every entry one step).
 MODELS: dict[str, ModelSpec] = {
-    "ssd300_vgg16": ModelSpec(lambda a: ssd300_vgg16(a.num_classes, a.num_anchors), _SSD300_VGG16_BOXES),
-    "ssd512_vgg16": ModelSpec(lambda a: ssd512_vgg16(a.num_classes, a.num_anchors), _SSD512_VGG16_BOXES),
+    "ssd300_vgg16": ModelSpec(
+        lambda a: ssd300_vgg16(a.num_classes, a.num_anchors), _SSD300_VGG16_BOXES, imagenet=imagenet.VGG16_CAFFE
+    ),
+    "ssd512_vgg16": ModelSpec(
+        lambda a: ssd512_vgg16(a.num_classes, a.num_anchors), _SSD512_VGG16_BOXES, imagenet=imagenet.VGG16_CAFFE
+    ),
     "ssdlite320_mobilenet_v3_large": ModelSpec(
         lambda a: ssdlite320_mobilenet_v3_large(
             a.num_classes, a.width_mult, a.num_anchors, reduced_tail=not a.pretrained_backbone
         ),
         _SSDLITE320_MOBILENET_V3_LARGE_BOXES,
         width_mult=True,
+        imagenet=imagenet.SSDLITE_MOBILENET_V3_LARGE,
     ),
     "ssdlite_mobilenet_v2": ModelSpec(
         lambda a: ssdlite_mobilenet_v2(a.num_classes, a.width_mult, a.num_anchors),
         _SSDLITE_MOBILENET_V2_BOXES,
         width_mult=True,
+        imagenet=imagenet.SSDLITE_MOBILENET_V2,
     ),
     "ssd_mobilenet_v1": ModelSpec(
         lambda a: ssd_mobilenet_v1(a.num_classes, a.width_mult, a.num_anchors),
         _SSD_MOBILENET_V1_BOXES,
         width_mult=True,
     ),
-    "ssd_resnet50": ModelSpec(lambda a: ssd_resnet50(a.num_classes, a.num_anchors), _SSD_RESNET50_BOXES),
-    "ssd_resnet50_fpn": ModelSpec(lambda a: ssd_resnet50_fpn(a.num_classes, a.num_anchors), _SSD_RESNET50_FPN_BOXES),
+    "ssd_resnet50": ModelSpec(
+        lambda a: ssd_resnet50(a.num_classes, a.num_anchors), _SSD_RESNET50_BOXES, imagenet=imagenet.RESNET50
+    ),
+    "ssd_resnet50_fpn": ModelSpec(
+        lambda a: ssd_resnet50_fpn(a.num_classes, a.num_anchors),
+        _SSD_RESNET50_FPN_BOXES,
+        imagenet=imagenet.RESNET50_FPN,
+    ),
     "custom": ModelSpec(
         lambda a: custom_ssd(a.num_classes, a.num_anchors, a.backbone, a.strides, a.head, a.width_mult),
         _CUSTOM_BOXES,
         width_mult=True,
+        imagenet=imagenet.CUSTOM,
     ),
 }
 MODEL_NAMES = tuple(MODELS)

@@ -346,3 +346,18 @@ def test_model_without_a_backbone_mapping() -> None:
     with pytest.raises(MultiboxError) as excinfo:
         build_detector(load_config(None, [*v1, "model.backbone_weights=imagenet"]), num_classes=4)
     _one_line_error(excinfo, "ssd_mobilenet_v1", "no mapping", "model.backbone_weights")
+
+
+def test_imagenet_mappings_live_in_the_model_table() -> None:
+    """Each model's ImageNet mapping is its MODELS entry's `imagenet`: every model built on a torchvision
+    classifier has one (custom: each backbone the config accepts); MobileNetV1, which torchvision lacks, none."""
+    import typing
+
+    from multibox.config import ModelConfig
+    from multibox.models.factory import MODELS
+    from multibox.models.weights import imagenet_models
+
+    backbones = typing.get_args(ModelConfig.model_fields["backbone"].annotation)
+    expected = [n for n in MODELS if n not in ("custom", "ssd_mobilenet_v1")] + [f"custom/{b}" for b in backbones]
+    assert imagenet_models() == expected
+    assert MODELS["ssd_mobilenet_v1"].imagenet is None

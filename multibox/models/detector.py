@@ -123,7 +123,7 @@ def build_detector(config: Config, num_classes: int, load_weights: bool = True) 
     if config.model.norm_momentum is not None:
         set_norm_momentum(model, config.model.norm_momentum)
     input_size = config.data.input_size
-    features = feature_map_sizes(model, input_size)
+    features = _feature_sizes(config, model)
     boxes = default_boxes(layout, features, input_size)
     e = config.eval
     # A focal-trained head scores each class with its own sigmoid (the background logit is unused).
@@ -160,7 +160,22 @@ def model_geometry(config: Config) -> tuple[AnchorLayout, list[tuple[int, int]]]
     layout = resolve_layout(config)
     with torch.device("meta"):
         model = _configured_model(config, layout, 1)
-    return layout, feature_map_sizes(model, config.data.input_size)
+    return layout, _feature_sizes(config, model)
+
+
+# Feature-map sizes by (model section, input size). The meta-device forward costs 0.3-0.4 s for a MobileNetV3
+# (its elementwise ops run as Python decompositions on meta tensors), and a run, an eval or an export builds the
+# same network several times. The whole model section is the key: anything that could change the backbone does.
+_SIZES: dict[str, list[tuple[int, int]]] = {}
+
+
+def _feature_sizes(config: Config, model: SSD) -> list[tuple[int, int]]:
+    key = f"{config.model.model_dump_json()}|{list(config.data.input_size)}"
+    if key not in _SIZES:
+        if len(_SIZES) >= 64:
+            _SIZES.clear()
+        _SIZES[key] = feature_map_sizes(model, config.data.input_size)
+    return list(_SIZES[key])
 
 
 def _configured_model(config: Config, layout: AnchorLayout, num_classes: int) -> SSD:

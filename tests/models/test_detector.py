@@ -126,3 +126,26 @@ def test_ssdlite320_mobilenet_v3_large_detections_equal_torchvision(one_thread):
         assert len(torch.unique(theirs["scores"])) == len(theirs["scores"])  # no ties: the comparison is exact
         assert len(theirs["scores"]) > 20 and len(mine["scores"]) == len(theirs["scores"])
         _assert_same_detections(mine, theirs)
+
+
+def test_feature_sizes_follow_the_input_and_the_model_section():
+    """Feature-map sizes are remembered per (model section, input size): a new size or a model change never
+    gets another configuration's sizes, and each equals a fresh meta-device forward."""
+    from multibox.models.factory import feature_map_sizes
+
+    base = ["model.name=custom", "model.backbone=mobilenet_v3_large", "model.width_mult=0.25"]
+    three = [*base, "model.strides=[8,16,32]", "anchors.box_sizes=[[12],[24],[48]]"]
+    cases = [
+        [*three, "data.input_size=[64,64]"],
+        [*three, "data.input_size=[64,96]"],
+        [*base, "model.strides=[16,32]", "anchors.box_sizes=[[24],[48]]", "data.input_size=[64,96]"],
+        [*three, "data.input_size=[64,64]"],  # the first again: remembered
+    ]
+    seen = []
+    for overrides in cases:
+        config = load_config(None, overrides)
+        detector, spec = build_detector(config, num_classes=2, load_weights=False)
+        assert spec.feature_sizes == feature_map_sizes(detector.model, tuple(config.data.input_size))
+        seen.append(spec.feature_sizes)
+    assert seen[0] == [(8, 8), (4, 4), (2, 2)] and seen[1] == [(8, 12), (4, 6), (2, 3)]
+    assert seen[2] == [(4, 6), (2, 3)] and seen[3] == seen[0]

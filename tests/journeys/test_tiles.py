@@ -139,3 +139,27 @@ def test_bad_tile_config_is_a_one_line_error(trained: Path):
     assert done.returncode == 2 and "data.tiles.size: 4x4 is smaller than the model's smallest stride" in done.stderr, (
         done.stderr
     )
+
+
+@pytest.mark.parametrize("fmt", ["coco", "voc", "yolo", "txt", "openimages", "cognata"])
+def test_tiles_crop_the_frames_of_every_format(fmt, tmp_path, journey):
+    """data.tiles works after any reader: with a config written by hand for each format, the training batches are
+    16x20 crops of the 48x64 frames at native scale (resized to the 32x40 input), every box inside the crop.
+    Objects are 12-29 px: in a 20-px-wide crop some span over half its width; in the whole 64-px-wide frame
+    none can."""
+    from multibox.config import load_config
+    from multibox.data.datamodule import DetectionDataModule
+
+    assert fmt in journey.formats
+    data = journey.write_dataset(tmp_path, fmt)
+    tiles = {"size": [16, 20], "overlap": 0.2, "sampler": "objects", "keep_min_visible": 0.3}
+    config = load_config(journey.write_config(tmp_path, {**data, "input_size": [32, 40], "tiles": tiles}, name=fmt))
+    widths = []
+    for _ in range(3):  # three epochs of crops
+        for batch in DetectionDataModule(config).train_dataloader():
+            assert tuple(batch["images"].shape[1:]) == (3, 32, 40)
+            boxes = batch["boxes"][batch["labels"] > 0]  # normalised to the crop
+            assert (boxes[:, 2:] > boxes[:, :2]).all() and boxes.min() >= 0 and boxes.max() <= 1
+            widths += (boxes[:, 2] - boxes[:, 0]).tolist()
+    assert widths, "the objects sampler centres crops on objects"
+    assert max(widths) > 0.5, max(widths)

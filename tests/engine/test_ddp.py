@@ -1,5 +1,5 @@
-"""A real 2-process DDP job on the CPU (gloo), launched by Lightning from `multibox train`:
-the ranks train on disjoint halves of every epoch, validation merges each val image's
+"""A real 2-process DDP job on the CPU (gloo), launched by Lightning from `multibox train` with tiled training
+(data.tiles): the ranks train on disjoint halves of every epoch, validation merges each val image's
 detections exactly once, giving the metrics a single-process evaluation of the same weights gives,
 and a rank left without a usable batch does not hang the other. One launch checks all three."""
 
@@ -80,6 +80,7 @@ def run_ddp_job(tmp_path_factory, name: str, unreadable: int = 0) -> Path:
         f"data:\n  train: {{images: {root}/train/images, annotations: {root}/train/annotations.json}}\n"
         f"  val: {{images: {root}/val/images, annotations: {root}/val/annotations.json}}\n"
         "  input_size: [64, 64]\n  batch_size: 2\n  num_workers: 0\n  augment: ssdlite\n"
+        "  tiles: {size: [48, 48], sampler: objects}\n"  # tiled training under DDP too (issue 18)
         "model: {name: ssdlite320_mobilenet_v3_large, width_mult: 0.25}\n"
         "optimizer: {name: adamw, lr: 0.003}\n"
         f"train: {{epochs: 2, accelerator: cpu, devices: 2, progress: false, output_dir: {root}/run}}\n"

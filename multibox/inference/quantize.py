@@ -177,7 +177,9 @@ def quantize_onnx(
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}.get(
         method, CalibrationMethod.Entropy
     )
-    extra = {"CalibStridedMinMax": _stride(len(calibration.images))} if method == "minmax" else {}
+    # In chunks, whatever the method: ONNX Runtime otherwise holds every image's intermediate tensors (the
+    # histogram calibrators too; they merge their histograms chunk by chunk).
+    extra = {"CalibStridedMinMax": _stride(len(calibration.images))}
     source = onnx.load(str(fp32_path))
     metadata = {p.key: p.value for p in source.metadata_props}
     with (

@@ -70,6 +70,28 @@ def test_int8_finds_most_fp32_detections(deploy, shapes_dataset):
     assert sum(node.op_type == "QuantizeLinear" for node in quantized.graph.node) > 10
 
 
+def test_openvino_int8_finds_most_fp32_detections(deploy, tiny_checkpoint, shapes_dataset, tmp_path):
+    """NNCF post-training INT8 (mixed preset) of the OpenVINO IR, calibrated like the ONNX one."""
+    from multibox.inference.quantize import load_calibration
+
+    _, files = deploy
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = export_checkpoint(
+            tiny_checkpoint, "openvino", tmp_path / "int8.xml", int8=True, calib_images=shapes_dataset / "images"
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert result.precision == "int8" and (tmp_path / "int8.bin").is_file()
+    images = torch.from_numpy(load_calibration(sorted((shapes_dataset / "images").iterdir()), 5, (64, 64), "t").images)
+    fp32, int8 = ExportedModel(files["onnx"]), ExportedModel(tmp_path / "int8.xml")
+    assert int8.metadata.precision == "int8" and int8.metadata.class_names == fp32.metadata.class_names
+    agreement = detection_agreement(_detections(fp32.detect, images), _detections(int8.detect, images))
+    assert agreement.total >= 10
+    assert agreement.fraction >= 0.6, agreement.describe()
+
+
 def _activation_scales(path: Path) -> dict[str, float]:
     """Scale of each QuantizeLinear of an activation (weights are quantized offline: no QuantizeLinear)."""
     model = onnx.load(str(path))

@@ -241,9 +241,11 @@ def test_unreadable_calibration_images(tmp_path, tiny_checkpoint, shapes_dataset
     assert list(out.iterdir()) == []  # nothing half-written
     good = next((shapes_dataset / "images").iterdir())
     (calib / "good.png").write_bytes(good.read_bytes())
-    assert main(args) == 0
+    assert main([*args, "--calib-method", "minmax"]) == 0
     assert "skipped 2 unreadable image(s)" in capsys.readouterr().out
     assert [p.name for p in out.iterdir()] == ["m.onnx"]
+    meta = {p.key: p.value for p in onnx.load(str(out / "m.onnx")).metadata_props}
+    assert meta["calib_method"] == "minmax"  # the option reaches the quantizer (default: percentile)
 
 
 def test_int8_for_torchscript_and_missing_openvino(tmp_path, tiny_checkpoint, capsys, monkeypatch):

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from multibox.errors import MultiboxError
 from multibox.inference.format_bench import FormatResult, bench_formats, parse_formats
-from multibox.inference.quantize import CALIB_METHODS, DEFAULT_CALIB_METHOD
+from multibox.inference.quantize import CALIB_METHODS, DEFAULT_ATOL, DEFAULT_CALIB_METHOD
 from multibox.outputs import atomic_write, writable_dir
 
 COLUMNS = ("format", "file MB", "mAP@[.5:.95]", "mAP@0.5", "p50 ms", "p95 ms", "images/s")
@@ -177,8 +177,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--atol",
         type=float,
-        default=1e-4,
-        help="--formats: largest box/score difference of the FP32 exports from PyTorch allowed (default 1e-4)",
+        default=DEFAULT_ATOL,
+        help=f"--formats: largest box/score difference of FP32 exports from PyTorch (default {DEFAULT_ATOL:g})",
     )
     parser.add_argument(
         "--no-map", action="store_true", help="--formats: speed and size only, no validation-set scores"

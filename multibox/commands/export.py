@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from multibox.inference.export import export_checkpoint
-from multibox.inference.quantize import CALIB_METHODS, DEFAULT_CALIB_METHOD, parse_fp32_layers
+from multibox.inference.quantize import CALIB_METHODS, DEFAULT_ATOL, DEFAULT_CALIB_METHOD, parse_fp32_layers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sample-images", type=Path, metavar="DIR", help="images for the parity check (default: random pixels)"
     )
     parser.add_argument(
-        "--atol", type=float, default=1e-4, help="largest box/score difference from PyTorch allowed (default 1e-4)"
+        "--atol",
+        type=float,
+        default=DEFAULT_ATOL,
+        help=f"largest box/score difference from PyTorch allowed (default {DEFAULT_ATOL:g})",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     parser.add_argument("--int8", action="store_true", help="post-training INT8 (onnx: QDQ static; openvino: NNCF)")

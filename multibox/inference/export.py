@@ -31,7 +31,7 @@ from torchvision.ops import batched_nms
 
 from multibox.boxes.coding import BoxCoder
 from multibox.errors import MultiboxError
-from multibox.inference.quantize import DEFAULT_CALIB_METHOD
+from multibox.inference.quantize import DEFAULT_ATOL, DEFAULT_CALIB_METHOD
 from multibox.models.detector import SSDDetector
 from multibox.outputs import writable_dir
 
@@ -442,7 +442,7 @@ def export_checkpoint(
     force: bool = False,
     images: Path | None = None,
     batch_size: int = 1,
-    atol: float = 1e-4,
+    atol: float = DEFAULT_ATOL,
     int8: bool = False,
     calib_images: Path | None = None,
     calib_count: int = 200,

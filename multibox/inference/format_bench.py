@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from multibox.errors import MultiboxError
-from multibox.inference.quantize import DEFAULT_CALIB_METHOD
+from multibox.inference.quantize import DEFAULT_ATOL, DEFAULT_CALIB_METHOD
 
 CPU_FORMATS = ("pytorch", "onnx", "onnx-int8", "openvino", "openvino-fp16", "openvino-int8")
 GPU_FORMATS = ("onnx-cuda", "onnx-trt-fp16", "onnx-trt-int8")
@@ -92,7 +92,7 @@ class FormatBench:
         calib_count: int,
         fp32_layers: list[str] | None,
         calib_method: str = DEFAULT_CALIB_METHOD,
-        atol: float = 1e-4,
+        atol: float = DEFAULT_ATOL,
     ) -> None:
         from multibox.engine.checkpoint import load_checkpoint
 
@@ -189,7 +189,7 @@ def bench_formats(
     fp32_layers: list[str] | None = None,
     evaluate: bool = True,
     calib_method: str = DEFAULT_CALIB_METHOD,
-    atol: float = 1e-4,
+    atol: float = DEFAULT_ATOL,
     progress: Callable[[str], None] | None = None,
 ) -> list[FormatResult]:
     """One result per (format, batch size): file size, COCO mAP on `config`'s val set, p50/p95 latency, images/s."""

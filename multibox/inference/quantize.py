@@ -153,6 +153,8 @@ def onnx_conv_names(path: Path) -> list[str]:
 # (benchmarks/int8_sensitivity.py, RESULTS.md).
 CALIB_METHODS = ("percentile", "minmax", "entropy")
 DEFAULT_CALIB_METHOD = "percentile"
+# The largest box/score difference of an FP32 export from PyTorch that its parity check allows.
+DEFAULT_ATOL = 1e-4
 
 
 def quantize_onnx(
@@ -174,9 +176,11 @@ def quantize_onnx(
     if method not in CALIB_METHODS:
         raise MultiboxError(f"calibration method: expected one of {', '.join(CALIB_METHODS)}, got {method!r}")
     excluded = resolve_fp32_layers(fp32_layers, onnx_conv_names(fp32_path))
-    calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}.get(
-        method, CalibrationMethod.Entropy
-    )
+    calibrate = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[method]
     # In chunks, whatever the method: ONNX Runtime otherwise holds every image's intermediate tensors (the
     # histogram calibrators too; they merge their histograms chunk by chunk).
     extra = {"CalibStridedMinMax": _stride(len(calibration.images))}

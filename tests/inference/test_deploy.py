@@ -18,6 +18,7 @@ from cli_runner import run_cli
 from multibox.cli import main
 from multibox.engine.checkpoint import load_checkpoint
 from multibox.engine.evaluate import evaluate_checkpoint
+from multibox.errors import MultiboxError
 from multibox.inference.export import detection_agreement, export_checkpoint
 from multibox.inference.exported_eval import evaluate_exported
 from multibox.inference.runtime import ExportedModel
@@ -117,7 +118,10 @@ def test_calibration_method_sets_the_activation_ranges(deploy, tmp_path):
     assert scales["minmax"].keys() == scales["percentile"].keys() and len(scales["minmax"]) > 10
     narrower = [t for t, s in scales["percentile"].items() if s < scales["minmax"][t] * 0.999]
     assert all(s <= scales["minmax"][t] * 1.001 for t, s in scales["percentile"].items())
-    assert len(narrower) >= 10, narrower  # the large early maps; a 2x2 map's top 0.001 % is its maximum
+    assert len(narrower) >= 10, narrower
+    with pytest.raises(MultiboxError, match="calibration method: expected one of percentile, minmax, entropy"):
+        quantize_onnx(files["onnx"], tmp_path / "x.onnx", calibration, ["first"], "kl")
+    assert not (tmp_path / "x.onnx").exists()  # the large early maps; a 2x2 map's top 0.001 % is its maximum
 
 
 def test_openvino_serves_any_batch_size_with_the_same_detections(deploy):
@@ -241,6 +245,9 @@ def test_unreadable_calibration_images(tmp_path, tiny_checkpoint, shapes_dataset
     assert list(out.iterdir()) == []  # nothing half-written
     good = next((shapes_dataset / "images").iterdir())
     (calib / "good.png").write_bytes(good.read_bytes())
+    with pytest.raises(SystemExit) as stop:  # argparse: usage, then one "invalid choice" line
+        main([*args, "--calib-method", "kl"])
+    assert stop.value.code == 2 and "invalid choice: 'kl'" in capsys.readouterr().err
     assert main([*args, "--calib-method", "minmax"]) == 0
     assert "skipped 2 unreadable image(s)" in capsys.readouterr().out
     assert [p.name for p in out.iterdir()] == ["m.onnx"]

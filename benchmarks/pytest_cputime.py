@@ -3,11 +3,14 @@
 Wall time (`--durations`) swings with whatever else loads a shared machine; CPU time much less so. Setup and
 teardown count with the test that ran them, so a session fixture's cost lands on its first user, as in
 `--durations`. Use: `python -m pytest -p benchmarks.pytest_cputime --cputime=40 [--cputime-json FILE]`.
+Under pytest-xdist (`-n 2`) each worker writes FILE.gw0, FILE.gw1: test -> [CPU s, start, end] (wall clock), which
+shows how the workers' modules interleave and where one waits.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import time
 from collections.abc import Generator
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 
 _SECONDS: dict[str, float] = {}
+_SPANS: dict[str, tuple[float, float]] = {}  # wall-clock start and end of each test, to see how workers interleave
 
 
 def _cpu_now() -> float:
@@ -32,9 +36,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
-    start = _cpu_now()
+    start, wall = _cpu_now(), time.time()
     yield
     _SECONDS[item.nodeid] = _cpu_now() - start
+    _SPANS[item.nodeid] = (wall, time.time())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist each worker measures its own tests: it writes FILE.<worker> (CPU s, start, end)."""
+    worker, target = os.environ.get("PYTEST_XDIST_WORKER"), session.config.getoption("--cputime-json")
+    if worker and target:
+        rows = {node: (_SECONDS[node], *_SPANS[node]) for node in _SECONDS}
+        Path(f"{target}.{worker}").write_text(json.dumps(rows, indent=1), encoding="utf-8")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

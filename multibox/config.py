@@ -426,6 +426,11 @@ class TrainConfig(_Section):
     gradient_clip: float | None = Field(None, gt=0.0, description="Clip the gradients' global norm to this value.")
     log_every_n_steps: int = Field(10, ge=1, description="Logging interval in optimizer steps.")
     progress: bool = Field(True, description="Show the progress bar.")
+    report: bool = Field(
+        True,
+        description="After training, draw results.png and the evaluation report (report.md with PR curves, "
+        "confusion matrix, gallery; ~2 s on a CPU). metrics.json is written either way: turn it off for sweeps.",
+    )
     loggers: list[LoggerName] = Field(
         default_factory=_default_loggers,
         description="Where metrics go: tensorboard and csv (metrics.csv, results.png, `multibox runs ls --plot`) "

@@ -43,13 +43,13 @@ def load_checkpoint(path: str | Path, config: Config | None = None) -> LoadedChe
     if config is not None:
         saved = saved.model_copy(update={"eval": config.eval, "data": config.data})
     class_names = list(hparams["class_names"])
-    detector, _ = build_detector(saved, len(class_names), load_weights=False)  # the checkpoint has the weights
+    detector, _ = build_detector(saved, len(class_names), load_weights=False, empty=True)  # weights: the file's
     prefix = "detector."
     state = {k[len(prefix) :]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith(prefix)}
     misfit = _misfit(detector.state_dict(), state)
     if misfit:
         raise MultiboxError(f"{path}: weights do not fit model {saved.model.name} as its config describes ({misfit})")
-    detector.load_state_dict(state)
+    detector.load_state_dict(state, assign=True)
     detector.eval()
     return LoadedCheckpoint(detector, saved, class_names, list(hparams["category_ids"]))
 

@@ -297,7 +297,7 @@ def train(
         return None
     if history:
         prepend_metrics_history(out / "metrics.csv", history)
-    if (out / "metrics.csv").is_file():
+    if config.train.report and (out / "metrics.csv").is_file():
         plot_training_curves(out / "metrics.csv", out / "results.png")
     best = checkpoint_dir(config) / "best.ckpt"
     if not has_val:
@@ -309,6 +309,7 @@ def train(
     metrics = evaluation.metrics
     metrics["train_seconds"] = round(elapsed, 1)
     save_metrics_json(metrics, out / "metrics.json")
-    write_evaluation_report(out, evaluation, data.val_set)  # report.md + pictures
+    if config.train.report:
+        write_evaluation_report(out, evaluation, data.val_set)  # report.md + pictures
     finish_tracking(trainer.loggers, out, metrics, best if best.is_file() else None)  # MLflow artifacts, W&B summary
     return metrics

@@ -7,6 +7,8 @@ here once per configuration and carried as a buffer that follows the model's dev
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -110,16 +112,22 @@ def resolve_layout(config: Config) -> AnchorLayout:
     return make_layout(ratios, defaults.scales, defaults.min_scale, defaults.max_scale, steps, anchors.clip)
 
 
-def build_detector(config: Config, num_classes: int, load_weights: bool = True) -> tuple[SSDDetector, DetectorSpec]:
+def build_detector(
+    config: Config, num_classes: int, load_weights: bool = True, empty: bool = False
+) -> tuple[SSDDetector, DetectorSpec]:
     """Build the configured detector for `num_classes` foreground classes.
 
     It starts from ``model.backbone_weights`` / ``model.weights`` when set; ``load_weights=False``
     skips reading those files (for rebuilding a checkpoint, whose own weights replace them).
+    ``empty`` leaves the parameters unallocated (meta) and uninitialised, for a state dict to be assigned
+    (``load_state_dict(..., assign=True)``); buffers are real. Random init is wasted on a checkpoint's model and
+    slow for large ones: torchvision's VGG16 builds and initialises its 124M-parameter classifier (~1.7 s).
     """
     layout = resolve_layout(config)
     m = config.model
-    model = _configured_model(config, layout, num_classes)
-    apply_weights(model, m, load=load_weights)
+    with parameters_on_meta() if empty else contextlib.nullcontext():
+        model = _configured_model(config, layout, num_classes)
+    apply_weights(model, m, load=load_weights and not empty)
     if config.model.norm_momentum is not None:
         set_norm_momentum(model, config.model.norm_momentum)
     input_size = config.data.input_size
@@ -130,6 +138,24 @@ def build_detector(config: Config, num_classes: int, load_weights: bool = True) 
     activation: Literal["softmax", "sigmoid"] = "sigmoid" if config.loss.name == "focal" else "softmax"
     settings = PostprocessSettings(e.score_threshold, e.nms_threshold, e.topk_candidates, e.max_detections, activation)
     return SSDDetector(model, boxes, settings), DetectorSpec(layout, features, count_boxes(layout, features))
+
+
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Within: every parameter a module registers goes to the meta device (no memory, init is a no-op); buffers
+    stay real, so the non-persistent ones (image mean and std) keep their values."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and not param.is_meta:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    setattr(nn.Module, "register_parameter", on_meta)  # noqa: B010 (a method swapped for the duration)
+    try:
+        yield
+    finally:
+        setattr(nn.Module, "register_parameter", register)  # noqa: B010
 
 
 def set_norm_momentum(model: nn.Module, momentum: float) -> None:

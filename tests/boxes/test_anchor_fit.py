@@ -155,6 +155,7 @@ def test_a_train_run_with_anchors_auto_trains_and_saves_the_fitted_anchors(small
             "data.batch_size=8",
             "data.num_workers=0",
             "train.progress=false",
+            "train.report=false",
             "train.accelerator=cpu",
         ],
     )

@@ -110,7 +110,7 @@ def test_training_and_eval_run_with_gpu_decoding(shapes, tmp_path, one_thread):
             "train": {"images": str(shapes / "images"), "annotations": str(shapes / "annotations.json")},
         },
         "model": {"name": "ssdlite320_mobilenet_v3_large", "width_mult": 0.25},
-        "train": {"epochs": 1, "output_dir": str(tmp_path / "run"), "log_every_n_steps": 1},
+        "train": {"epochs": 1, "output_dir": str(tmp_path / "run"), "log_every_n_steps": 1, "report": False},
     }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))

@@ -41,6 +41,7 @@ def tiny_config(root: Path, out: Path, workers: int):
             "train.epochs=2",
             "train.accelerator=cpu",
             "train.progress=false",
+            "train.report=false",
             "optimizer.name=sgd",
             "optimizer.lr=0.01",
             "scheduler.name=cosine",

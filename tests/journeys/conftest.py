@@ -7,7 +7,8 @@ Reuse in a new ``tests/journeys/test_<topic>.py``:
 - ``journey.write_dataset(folder, fmt)`` (the ``journey`` fixture holds these helpers) writes a tiny dataset
   of that format under ``folder/<fmt>`` and returns the
   ``data:`` section (paths relative to ``folder/cfg``, where :func:`write_config` puts the config);
-- ``write_config(folder, data, **sections)`` writes ``folder/cfg/<name>.yaml`` with the tiny model settings;
+- ``write_config(folder, data, **sections)`` writes ``folder/cfg/<name>.yaml`` with the tiny model settings
+  (``train.report: false``: a journey that checks the report's pictures turns it on);
 - ``multibox(*args, cwd=...)`` runs the command line and returns the finished process; ``ok(...)`` also
   asserts exit status 0 and shows stderr when not;
 - the session fixtures ``journey_root`` (a working folder outside the repo) and ``format_run``
@@ -44,7 +45,7 @@ TRAIN_IMAGES, VAL_IMAGES = 4, 2
 TINY: dict[str, Any] = {
     "model": {"name": "ssdlite320_mobilenet_v3_large", "width_mult": 0.25},
     "data": {"input_size": [64, 64], "batch_size": 2, "num_workers": 0, "augment": "none"},
-    "train": {"epochs": 1, "progress": False, "accelerator": "cpu", "log_every_n_steps": 1},
+    "train": {"epochs": 1, "progress": False, "report": False, "accelerator": "cpu", "log_every_n_steps": 1},
     "optimizer": {"name": "adamw", "lr": 0.001},
     "eval": {"max_detections": 20},
 }

@@ -40,6 +40,7 @@ def format_run(journey_root, journey):
                 journey.write_dataset(journey_root, fmt),
                 name=fmt,
                 model=MODELS[fmt],
+                train={"report": True},  # the journeys' configs leave it out; here the report is checked
                 **ANCHORS.get(fmt, {}),
             )
             work = journey_root / "work"

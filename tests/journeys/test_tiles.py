@@ -27,7 +27,7 @@ data:
   augment: none
   tiles: {size: [64, 64], overlap: 0.2, sampler: objects, keep_min_visible: 0.5}
 model: {name: ssdlite320_mobilenet_v3_large, width_mult: 0.25}
-train: {epochs: 1, output_dir: run, progress: false, accelerator: cpu}
+train: {epochs: 1, output_dir: run, progress: false, report: false, accelerator: cpu}
 eval: {max_detections: 20}
 """
 

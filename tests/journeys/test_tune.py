@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from cli_runner import run_cli
 
 from multibox.cli import main
 from multibox.config import load_config
@@ -47,7 +49,9 @@ def _tune(cwd: Path, *args: str) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory) -> tuple[Path, list[tuple[int, str, str]]]:
-    """Two `multibox tune --trials 2` workers started together on one SQLite study (1-epoch trials, tiny data)."""
+    """Two `multibox tune --trials 2` workers at once on one SQLite study (1-epoch trials, tiny data): the console
+    script in a process of its own, and beside it the command line in this process (tests/cli_runner.py), which
+    saves the second interpreter's start (~12 s of CPU)."""
     root = tmp_path_factory.mktemp("tune")
     make_synthetic_dataset(root / "data" / "train", 4, (64, 64), seed=1)
     make_synthetic_dataset(root / "data" / "val", 2, (64, 64), seed=2)
@@ -56,12 +60,18 @@ def study_dir(tmp_path_factory) -> tuple[Path, list[tuple[int, str, str]]]:
         "  val: {images: data/val/images, annotations: data/val/annotations.json}\n"
         "  input_size: [64, 64]\n  batch_size: 4\n  num_workers: 0\n  augment: none\n"
         "model: {name: ssdlite320_mobilenet_v3_large, width_mult: 0.25}\n"
-        "train: {epochs: 1, accelerator: cpu, loggers: [csv], output_dir: runs/base}\n"
+        "train: {epochs: 1, accelerator: cpu, loggers: [csv], output_dir: runs/base, report: false}\n"
     )
     (root / "space.yaml").write_text(SPACE)
-    workers = [_tune(root, "--trials", "2") for _ in range(2)]
-    results = [(w.wait(timeout=900), w.stdout.read(), w.stderr.read()) for w in workers]
-    return root, results
+    console = _tune(root, "--trials", "2")
+    deadline = time.monotonic() + 300
+    while not (root / "tune" / "trial_000").exists():  # started its first trial: the two now overlap
+        assert console.poll() is None and time.monotonic() < deadline, console.communicate()
+        time.sleep(0.2)
+    args = ["tune", "-c", "config.yaml", "--space", "space.yaml", "--out", "tune", "--study", "s", "--trials", "2"]
+    here = run_cli(*args, cwd=root)
+    stdout, stderr = console.communicate(timeout=900)
+    return root, [(console.returncode, stdout, stderr), (here.returncode, here.stdout, here.stderr)]
 
 
 def _trials(root: Path) -> list:
@@ -76,10 +86,11 @@ def test_two_workers_on_one_sqlite_study_run_four_distinct_trials(study_dir):
     trials = _trials(root)
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
     assert all(t.state.name == "COMPLETE" for t in trials) and len({t.params["optimizer.lr"] for t in trials}) == 4
-    for t in trials:  # each trial is a normal run with its report, in tune/trial_NNN
+    for t in trials:  # each trial is a normal run of the config (train.report: false), in tune/trial_NNN
         folder = root / "tune" / f"trial_{t.number:03d}"
         assert t.user_attrs["output_dir"].endswith(f"tune/trial_{t.number:03d}")
-        assert (folder / "report.md").is_file() and (folder / "metrics.json").is_file()
+        assert (folder / "metrics.json").is_file() and (folder / "metrics.csv").is_file()
+        assert not (folder / "report.md").exists() and not (folder / "results.png").exists()
         assert load_config(folder / "config.yaml").optimizer.lr == pytest.approx(t.params["optimizer.lr"])
     best = max(trials, key=lambda t: t.value)
     config = load_config(root / "tune" / "best_config.yaml")  # ready for `multibox train -c`

@@ -34,6 +34,8 @@ def test_one_step_then_eval_at_another_size(model, zoo_data, journey_root, journ
     work = journey_root / "work"
     journey.ok("train", "-c", config, f"train.output_dir=runs/zoo-{model}", cwd=work)
     best = work / "runs" / f"zoo-{model}" / "checkpoints" / "best.ckpt"
+    run = best.parents[1]  # train.report: false (the journeys' default): the metrics, no pictures
+    assert (run / "metrics.json").is_file() and not (run / "report.md").exists() and not (run / "results.png").exists()
     journey.ok(
         "eval", "--weights", best, f"data.input_size={eval_size}", "-c", config, "--out", f"zoo-{model}.json", cwd=work
     )

@@ -16,9 +16,9 @@ def test_ssd300_vgg16_detections_equal_torchvision():
             module.weight.normal_(0.0, 0.0005)
             module.bias.uniform_(-1.0, 1.0)
     config = load_config(None, ["model.name=ssd300_vgg16", "data.input_size=[300,300]"])
-    detector, spec = build_detector(config, num_classes=4)
+    detector, spec = build_detector(config, num_classes=4, empty=True)  # no random init: the weights are assigned
     assert spec.num_boxes == 8732
-    detector.model.load_state_dict(reference.state_dict())
+    detector.model.load_state_dict(reference.state_dict(), assign=True)
     detector.eval()
 
     images = [torch.rand(3, 240, 320), torch.rand(3, 310, 280)]
@@ -149,3 +149,21 @@ def test_feature_sizes_follow_the_input_and_the_model_section():
         seen.append(spec.feature_sizes)
     assert seen[0] == [(8, 8), (4, 4), (2, 2)] and seen[1] == [(8, 12), (4, 6), (2, 3)]
     assert seen[2] == [(4, 6), (2, 3)] and seen[3] == seen[0]
+
+
+def test_an_empty_build_takes_a_state_dict_and_then_equals_the_original(one_thread):
+    """build_detector(empty=True), as checkpoints are loaded: parameters unallocated, buffers real (the image
+    mean and std are not in the state dict), and after assigning the state dict the same outputs."""
+    config = load_config(None, ["model.name=ssdlite320_mobilenet_v3_large", "model.width_mult=0.25"])
+    original, _ = build_detector(config, 3)
+    empty, _ = build_detector(config, 3, empty=True)
+    assert all(p.is_meta for p in empty.parameters()) and not any(b.is_meta for b in empty.buffers())
+    for name, buffer in original.named_buffers():
+        assert torch.equal(buffer, empty.get_buffer(name)), name
+    empty.load_state_dict(original.state_dict(), assign=True)
+    assert not any(p.is_meta for p in empty.parameters())
+    images = torch.rand(2, 3, 96, 128)
+    with torch.no_grad():
+        for ours, theirs in zip(original.eval()(images), empty.eval()(images), strict=True):
+            assert torch.equal(ours, theirs)
+    assert not any(p.is_meta for p in build_detector(config, 3)[0].parameters())  # the patch is undone

@@ -32,6 +32,7 @@ def test_dotted_overrides_parse_values():
         ("data.batch_size=zero", r"data\.batch_size: Input should be a valid integer"),
         ("optimizer.lr=-1", r"optimizer\.lr: Input should be greater than 0"),
         ("model.name=yolo", r"model\.name: Input should be"),
+        ("train.report=maybe", r"train\.report: Input should be a valid boolean"),
         ("bogus=1", r"bogus: unknown key"),
         ("train.epochs", r"expected KEY=VALUE"),
     ],

@@ -48,8 +48,7 @@ def train_command(args: argparse.Namespace) -> int:
 
         version = register_onnx(Path(config.train.output_dir), config.train.mlflow.register_model)
         print(f"registered best.ckpt as ONNX model {config.train.mlflow.register_model!r} version {version} in MLflow")
-    print(
-        f"outputs in {config.train.output_dir}"
-        + ("" if metrics is None else f"; report: {Path(config.train.output_dir) / 'report.md'}")
-    )
+    report = Path(config.train.output_dir) / "report.md"
+    written = metrics is not None and config.train.report  # metrics: there was a val set to report on
+    print(f"outputs in {config.train.output_dir}" + (f"; report: {report}" if written else ""))
     return 0

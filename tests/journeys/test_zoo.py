@@ -32,7 +32,8 @@ def test_one_step_then_eval_at_another_size(model, zoo_data, journey_root, journ
         model={"name": model, "width_mult": 1.0},  # no width multiplier outside MobileNets
     )
     work = journey_root / "work"
-    journey.ok("train", "-c", config, f"train.output_dir=runs/zoo-{model}", cwd=work)
+    trained = journey.ok("train", "-c", config, f"train.output_dir=runs/zoo-{model}", cwd=work)
+    assert "report:" not in trained.stdout and f"outputs in runs/zoo-{model}" in trained.stdout
     best = work / "runs" / f"zoo-{model}" / "checkpoints" / "best.ckpt"
     run = best.parents[1]  # train.report: false (the journeys' default): the metrics, no pictures
     assert (run / "metrics.json").is_file() and not (run / "report.md").exists() and not (run / "results.png").exists()
